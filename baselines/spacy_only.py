@@ -1,0 +1,10 @@
+"""spaCy-only ablation: a uniform sample of fact tokens, LaCy's budget, no loss signal."""
+from lacy.lacy_strategy import LaCy
+from lacy.selection import uniform_scores
+
+
+class SpacyOnly(LaCy):
+    """LaCy with random scores instead of the SLM's loss: isolates what the loss signal adds."""
+
+    def scores(self, losses, step):
+        return uniform_scores(losses.valid.shape, self.step_seed(step), losses.valid.device)

@@ -1,0 +1,261 @@
+"""Documents -> tokens -> packed blocks with per-token side arrays, as a LightningDataModule.
+
+Tokens of all documents form one stream (each document followed by EOS). A block is a window of
+``block_size + 1`` tokens with stride ``block_size``: inputs are its first ``block_size`` tokens and
+labels the last ``block_size``, so every token is a target exactly once. Side arrays (fact flags,
+reference losses, judge labels: whatever an annotator writes) are aligned with the stream and are
+sliced like the labels, so batch[name][b, t] describes the target labels[b, t]. A strategy that needs a
+new signal adds an annotator; the loader never changes.
+
+Everything derived from the corpus is cached under ``cache_dir`` keyed by a hash of its inputs.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lacy.annotate import Annotator, annotate_split
+from lacy.corpus import Corpus, WikiSummaries
+from lacy.objective import IGNORE_INDEX
+from lacy.tokenizer import load_tokenizer, train_bpe
+
+CACHE_VERSION = "1"
+
+
+def stable_hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def atomic_dir(final: Path, write) -> Path:
+    """Build a directory in a temporary sibling and rename it into place: a killed run leaves no half cache."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    try:
+        write(tmp)
+        os.rename(tmp, final)
+    except OSError:
+        if not final.exists():  # a real failure, not a concurrent writer that finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@dataclass
+class TokenizedSplit:
+    """One split's token stream. ``doc_starts[d]:doc_starts[d+1]`` are document d's tokens (EOS excluded)."""
+
+    ids: np.ndarray  # (N,) int32, documents each followed by EOS
+    doc_starts: np.ndarray  # (D + 1,) int64 into ids; document d ends before its EOS at doc_starts[d+1] - 1
+    offsets: np.ndarray  # (N, 2) int32 character offsets into the document text; (0, 0) for EOS
+    texts: list[str]
+
+    def save(self, path: Path) -> None:
+        np.savez(path / "tokens.npz", ids=self.ids, doc_starts=self.doc_starts, offsets=self.offsets)
+        (path / "texts.json").write_text(json.dumps(self.texts))
+
+    @classmethod
+    def load(cls, path: Path) -> "TokenizedSplit":
+        z = np.load(path / "tokens.npz")
+        return cls(z["ids"], z["doc_starts"], z["offsets"], json.loads((path / "texts.json").read_text()))
+
+    def doc_slice(self, d: int) -> slice:
+        return slice(int(self.doc_starts[d]), int(self.doc_starts[d + 1]) - 1)
+
+    def assemble(self, per_doc: list[np.ndarray], dtype) -> np.ndarray:
+        """Per-document side values -> one array aligned with ``ids`` (0 at EOS)."""
+        out = np.zeros(len(self.ids), dtype=dtype)
+        for d, values in enumerate(per_doc):
+            out[self.doc_slice(d)] = values
+        return out
+
+
+def tokenize(tokenizer, texts: list[str]) -> TokenizedSplit:
+    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    eos = tokenizer.eos_token_id
+    ids, offsets, starts = [], [], [0]
+    for enc in encodings:
+        ids.append(np.asarray(enc.ids + [eos], dtype=np.int32))
+        offsets.append(np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2))
+        starts.append(starts[-1] + len(enc.ids) + 1)
+    return TokenizedSplit(np.concatenate(ids), np.asarray(starts, dtype=np.int64), np.concatenate(offsets), texts)
+
+
+class PackedBlocks(Dataset):
+    """Fixed-length blocks over a token stream; the last block is padded (labels IGNORE_INDEX)."""
+
+    def __init__(self, ids: np.ndarray, side: dict[str, np.ndarray], block_size: int, pad_id: int):
+        self.ids, self.side, self.block_size, self.pad_id = ids, side, block_size, pad_id
+        self.n = max(0, -(-(len(ids) - 1) // block_size))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _window(self, arr: np.ndarray, start: int, stop: int, fill) -> torch.Tensor:
+        piece = arr[start:stop]
+        if len(piece) < self.block_size:
+            piece = np.concatenate([piece, np.full(self.block_size - len(piece), fill, dtype=arr.dtype)])
+        return torch.from_numpy(np.ascontiguousarray(piece))
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        s, T = k * self.block_size, self.block_size
+        item = {
+            "input_ids": self._window(self.ids, s, s + T, self.pad_id).long(),
+            "labels": self._window(self.ids.astype(np.int64), s + 1, s + T + 1, IGNORE_INDEX),
+        }
+        for name, arr in self.side.items():
+            item[name] = self._window(arr, s + 1, s + T + 1, 0)
+        return item
+
+
+class ResumableSampler(Sampler[int]):
+    """An endless, reproducible stream of block indices, resumed from the trainer's position.
+
+    Data epoch e visits all blocks in the permutation seeded by (seed, e). Each ``__iter__`` starts at
+    ``position()`` (blocks this rank has consumed, derived from the restored ``global_step``), so a
+    resumed run sees exactly the batches an uninterrupted run would. Rank r of w takes every w-th block.
+    """
+
+    def __init__(self, num_blocks: int, seed: int, position, rank: int = 0, world: int = 1):
+        self.num_blocks, self.seed, self.position, self.rank, self.world = num_blocks, seed, position, rank, world
+
+    def __len__(self) -> int:
+        return self.num_blocks // self.world
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_blocks)
+
+    def __iter__(self):
+        start = self.position()
+        epoch, perm = -1, None
+        for i in range(start, start + len(self)):
+            g = i * self.world + self.rank
+            if g // self.num_blocks != epoch:
+                epoch = g // self.num_blocks
+                perm = self._perm(epoch)
+            yield int(perm[g % self.num_blocks])
+
+
+class ResumableDataLoader(DataLoader):
+    """Tells Lightning the loader resumes mid-epoch: its position is derived from the restored global_step."""
+
+    def state_dict(self) -> dict:
+        return {"position": self.sampler.position()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # nothing to restore: position() reads the trainer's restored global_step
+
+
+class CorpusDataModule(L.LightningDataModule):
+    """Tokenized, packed, annotated corpus.
+
+    Args:
+        corpus: document source (default: the offline Wikipedia summaries).
+        tokenizer: local HF tokenizer folder; null trains a byte-level BPE on the training split (cached).
+        bpe_vocab_size: vocabulary of the trained BPE, before ``<CALL>``.
+        block_size: tokens per training sequence (the model's context).
+        batch_size: sequences per micro-batch, per device.
+        val_fraction: fraction of documents held out for validation (split by a seeded permutation).
+        seed: split and data-order seed.
+        cache_dir: where tokenized data, tokenizers and side arrays are cached.
+        num_workers: DataLoader worker processes.
+        annotators: offline per-token annotators whose arrays travel with the tokens (e.g. fact flags).
+    """
+
+    def __init__(self, corpus: Corpus | None = None, tokenizer: str | None = None, bpe_vocab_size: int = 8192,
+                 block_size: int = 256, batch_size: int = 8, val_fraction: float = 0.02, seed: int = 1234,
+                 cache_dir: str = ".cache/lacy", num_workers: int = 0, annotators: list[Annotator] | None = None):
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+        self.corpus = corpus if corpus is not None else WikiSummaries()
+        self.tokenizer_path, self.bpe_vocab_size = tokenizer, bpe_vocab_size
+        self.block_size, self.batch_size, self.val_fraction, self.seed = block_size, batch_size, val_fraction, seed
+        self.cache_dir, self.num_workers = Path(cache_dir), num_workers
+        self.annotators = list(annotators or [])
+        self._prepared: Path | None = None
+        self.tokenizer = None
+        self.splits: dict[str, TokenizedSplit] = {}
+        self.side: dict[str, dict[str, np.ndarray]] = {}
+
+    # -- building the cache ---------------------------------------------------------------------------
+    def _split_documents(self) -> tuple[list[str], list[str]]:
+        docs = [d for d in self.corpus.documents() if d.strip()]
+        if not docs:
+            raise ValueError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
+        n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * len(docs)))
+        if len(docs) - n_val < 1:
+            raise ValueError(f"corpus has {len(docs)} document(s): too few to hold out data.val_fraction="
+                             f"{self.val_fraction}; add documents or set val_fraction: 0")
+        order = np.random.default_rng(self.seed).permutation(len(docs))
+        return [docs[i] for i in sorted(order[n_val:])], [docs[i] for i in sorted(order[:n_val])]
+
+    def cache_key(self) -> str:
+        tok = str(Path(self.tokenizer_path).resolve()) if self.tokenizer_path else f"bpe{self.bpe_vocab_size}"
+        return stable_hash(CACHE_VERSION, self.corpus.fingerprint(), tok, self.val_fraction, self.seed)
+
+    def prepare(self) -> Path:
+        """Tokenizer and tokenized splits, from cache when present. Idempotent; safe across processes."""
+        if self._prepared is None:
+            def write(tmp: Path):
+                train, val = self._split_documents()
+                tok = load_tokenizer(self.tokenizer_path) if self.tokenizer_path else train_bpe(train, self.bpe_vocab_size)
+                tok.save_pretrained(tmp / "tokenizer")
+                for name, texts in (("train", train), ("val", val)):
+                    (tmp / name).mkdir()
+                    tokenize(tok, texts).save(tmp / name)
+            self._prepared = atomic_dir(self.cache_dir / self.cache_key(), write)
+            self.tokenizer = load_tokenizer(self._prepared / "tokenizer")
+        return self._prepared
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer ids including ``<CALL>``: linked to ``model.vocab_size`` so it is stated once."""
+        self.prepare()
+        return len(self.tokenizer)
+
+    def prepare_data(self) -> None:
+        root = self.prepare()
+        for ann in self.annotators:
+            for split in ("train", "val"):
+                annotate_split(ann, root, split)
+
+    def setup(self, stage: str | None = None) -> None:
+        root = self.prepare()
+        for split in ("train", "val"):
+            self.splits[split] = TokenizedSplit.load(root / split)
+            self.side[split] = {ann.name: annotate_split(ann, root, split) for ann in self.annotators}
+        n = len(self.splits["train"].ids)
+        if n < self.block_size + 1:
+            raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
+                             f"{self.block_size + 1}); use a larger corpus or a smaller data.block_size")
+
+    # -- loaders ----------------------------------------------------------------------------------------
+    def dataset(self, split: str) -> PackedBlocks:
+        return PackedBlocks(self.splits[split].ids, self.side[split], self.block_size, self.tokenizer.eos_token_id)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        per_step = trainer.accumulate_grad_batches * self.batch_size
+        data = self.dataset("train")
+        sampler = ResumableSampler(len(data), self.seed, lambda: trainer.global_step * per_step,
+                                   trainer.global_rank, trainer.world_size)
+        return ResumableDataLoader(data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        if len(self.splits["val"].ids) < 2:
+            return []
+        return DataLoader(self.dataset("val"), batch_size=self.batch_size, num_workers=self.num_workers)
+
+    test_dataloader = val_dataloader

@@ -1,0 +1,92 @@
+"""Export to a plain Hugging Face folder: ``AutoModelForCausalLM`` + ``AutoTokenizer``, ``<CALL>`` intact.
+
+The tokenizer travels inside every checkpoint (a few hundred KB), so any checkpoint can be exported
+later without the corpus: ``python -m lacy.export CKPT OUT_DIR``.
+"""
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lacy.tokenizer import check_call_token, load_tokenizer
+
+TOKENIZER_KEY = "lacy_tokenizer_files"
+
+
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def export_hf(model, tokenizer_files_: dict[str, bytes], out_dir: str | Path) -> Path:
+    """Write model + tokenizer to ``out_dir`` atomically (a temp sibling renamed into place)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    for name, data in tokenizer_files_.items():
+        (tmp / name).write_bytes(data)
+    tokenizer = load_tokenizer(tmp)
+    check_call_token(tokenizer, f"tokenizer exported to {out_dir}")
+    if len(tokenizer) != model.config.vocab_size:
+        shutil.rmtree(tmp)
+        raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
+    model.save_pretrained(tmp)
+    old = out_dir.with_name(f".{out_dir.name}-old")
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+class ExportHF(L.Callback):
+    """Puts the tokenizer into every checkpoint and keeps ``<log_dir>/hf`` an export of the latest one.
+
+    Args:
+        dirpath: export folder; default ``<trainer.log_dir>/hf``.
+    """
+
+    def __init__(self, dirpath: str | None = None):
+        self.dirpath = dirpath
+
+    def _target(self, trainer) -> Path:
+        return Path(self.dirpath or Path(trainer.log_dir or ".") / "hf")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        files = tokenizer_files(trainer.datamodule.tokenizer)
+        checkpoint[TOKENIZER_KEY] = files
+        if trainer.is_global_zero:
+            export_hf(pl_module.model, files, self._target(trainer))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            out = export_hf(pl_module.model, tokenizer_files(trainer.datamodule.tokenizer), self._target(trainer))
+            print(f"exported Hugging Face model (with <CALL>) to {out}")
+
+
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    from lacy.module import CallLM
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if TOKENIZER_KEY not in ckpt:
+        raise ValueError(f"{ckpt_path} has no tokenizer inside; it was saved without the lacy.ExportHF callback")
+    module = CallLM(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    return export_hf(module.model, ckpt[TOKENIZER_KEY], out_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Export a lacy checkpoint to a Hugging Face folder.")
+    parser.add_argument("ckpt", help="a .ckpt written by `python main.py fit`")
+    parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained")
+    args = parser.parse_args()
+    print(export_checkpoint(args.ckpt, args.out_dir))
+
+
+if __name__ == "__main__":
+    main()

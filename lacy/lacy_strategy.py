@@ -1,0 +1,70 @@
+"""The LaCy rule (method.md section 2): delegate fact tokens that are hard for the model right now.
+
+    C_LaCy(x_i) = C_spaCy(x_i) * 1[ loss_i in the top of the batch ]
+
+Implemented as top-k by the SLM's current per-token loss (same forward pass) among the batch's fact
+tokens, k = round(call_rate * valid targets); all fact tokens when there are fewer than k [ours].
+"""
+import warnings
+
+import torch
+
+from lacy.selection import budget, select_top
+from lacy.strategy import CallStrategy
+
+
+def lacy_select(loss, valid, fact, k):
+    """The k highest-loss fact tokens; a non-fact token is never called, whatever its loss."""
+    return select_top(loss, valid & fact, k)
+
+
+class LaCy(CallStrategy):
+    """Needs ``batch["fact"]`` from :class:`lacy.facts.SpacyFactAnnotator` in ``data.annotators``.
+
+    Args:
+        call_rate: budget as a fraction of the batch's valid targets (paper: 0.15 with 25% fact tokens).
+        fact_fraction: budget as a fraction of the batch's fact tokens instead (paper's equivalent: 0.6);
+            keeps the learned/delegated ratio fixed on corpora with fewer facts than Wikipedia [ours].
+            When set, call_rate is ignored.
+        seed: seed of random draws (used by subclasses that sample).
+    """
+
+    requires = ("fact",)
+
+    def __init__(self, call_rate: float = 0.15, fact_fraction: float | None = None, seed: int = 0):
+        super().__init__(call_rate, seed)
+        if fact_fraction is not None and not 0.0 <= fact_fraction <= 1.0:
+            raise ValueError(f"{type(self).__name__}: fact_fraction={fact_fraction} must be in [0, 1]")
+        self.fact_fraction = fact_fraction
+
+    def facts(self, batch, losses):
+        return self.side(batch, "fact").bool() & losses.valid
+
+    def k(self, losses, fact):
+        if self.fact_fraction is not None:
+            return budget(fact, self.fact_fraction)
+        return budget(losses.valid, self.call_rate)
+
+    def scores(self, losses, step):
+        return losses.target
+
+    def select(self, batch, losses, step):
+        fact = self.facts(batch, losses)
+        return lacy_select(self.scores(losses, step), losses.valid, fact, self.k(losses, fact))
+
+    def metrics(self, batch, call_mask):
+        fact = batch["fact"].bool() & (batch["labels"] >= 0)
+        return {"fact_rate": fact.float().mean(), "calls_per_fact": call_mask.sum() / fact.sum().clamp(min=1)}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Warn when the batch budget reaches the flagged fraction: every fact would be delegated, none learned."""
+        side = getattr(trainer.datamodule, "side", {}).get("train", {})
+        if "fact" not in side or self.fact_fraction is not None:
+            return
+        flagged = float(side["fact"].mean())
+        print(f"{type(self).__name__}: {flagged:.1%} of training tokens are fact tokens; call_rate {self.call_rate:.1%} "
+              f"delegates ~{min(1.0, self.call_rate / max(flagged, 1e-9)):.0%} of them")
+        if self.call_rate >= flagged:
+            warnings.warn(f"{type(self).__name__}: call_rate={self.call_rate} is not below the flagged fraction "
+                          f"{flagged:.3f}: every fact token becomes <CALL> and none is learned. Lower call_rate or "
+                          "use fact_fraction (paper's equivalent 0.6)", stacklevel=1)

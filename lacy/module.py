@@ -1,0 +1,158 @@
+"""The LightningModule: a GPT-2 SLM with a ``<CALL>`` row, trained with the LaCy objective.
+
+One forward per step. The per-token losses of that forward (detached) go to the configured strategy,
+which returns the call mask; the objective does the rest. The strategy is a Callback found in
+``trainer.callbacks``; training refuses to start with none or several, so a YAML that forgets it
+cannot silently train a plain LM.
+"""
+import math
+from dataclasses import replace
+import time
+
+import lightning as L
+import torch
+
+from lacy.model import build_slm, non_embedding_params
+from lacy.objective import TokenLosses, lacy_objective, token_losses
+from lacy.selection import budget, select_top
+from lacy.strategy import CallStrategy
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class CallLM(L.LightningModule):
+    """Args:
+        preset: model size, one of lacy.model.PRESETS (tiny, small, gpt2-334m, gpt2-1.3b).
+        vocab_size: tokenizer ids including ``<CALL>`` (linked from data.vocab_size).
+        block_size: context length (linked from data.block_size).
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW decay on matrices (not on biases, norms, embeddings' positions).
+        betas: AdamW betas.
+        warmup_steps: linear warm-up steps, then cosine decay to ``min_lr_ratio * lr`` at max_steps.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        dropout: dropout everywhere (0: modern pretraining default, and exact resume).
+        fig5_call_rate: share of a validation batch's targets forming the model's call mask (the top
+            ``<CALL>`` logits) for the paper's Fig. 5 call / non-call loss split.
+    """
+
+    def __init__(self, preset: str = "tiny", vocab_size: int = 8193, block_size: int = 256, lr: float = 1e-3,
+                 weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 50,
+                 min_lr_ratio: float = 0.1, dropout: float = 0.0, fig5_call_rate: float = 0.15):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_slm(preset, vocab_size, block_size, dropout)
+        self.call_id = vocab_size - 1
+        self.strategy: CallStrategy | None = None
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("gradient_tokens", torch.zeros((), dtype=torch.long))  # paper's budget equaliser
+        self._last_batch_time: float | None = None
+
+    # -- wiring ---------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        found = [cb for cb in self.trainer.callbacks if isinstance(cb, CallStrategy)]
+        if len(found) != 1:
+            names = [type(cb).__name__ for cb in found] or "none"
+            raise ValueError(
+                f"exactly one selection strategy must be listed under trainer.callbacks, found {names}. Add one "
+                "(e.g. class_path: lacy.LaCy or baselines.Vanilla for a plain LM); see configs/*.yaml")
+        self.strategy = found[0]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rows = checkpoint["state_dict"]["model.transformer.wte.weight"].shape[0]
+        if rows != self.hparams.vocab_size:
+            raise ValueError(
+                f"the checkpoint's model has {rows} vocabulary rows but this config's tokenizer gives "
+                f"{self.hparams.vocab_size} (<CALL> included): it was trained with another tokenizer or corpus. "
+                "Use the data config the checkpoint was trained with")
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids).logits
+
+    def _step(self, batch: dict, step: int) -> tuple[torch.Tensor, TokenLosses, torch.Tensor]:
+        losses = token_losses(self(batch["input_ids"]), batch["labels"])
+        call = self.strategy.select(batch, replace(losses, target=losses.target.detach()), step)
+        return lacy_objective(losses, call), losses, call & losses.valid
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, losses, call = self._step(batch, self.global_step)
+        if not torch.isfinite(loss):
+            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+            raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                                     f"stopping. Last good checkpoint: {last}. Lower model.lr or check the data")
+        valid = losses.valid
+        self.tokens_seen += valid.sum()
+        self.gradient_tokens += (valid & ~call).sum()
+        self.log("train/loss", loss, prog_bar=True)
+        self._log_calls("train", losses, call)
+        for name, value in self.strategy.metrics(batch, call).items():
+            self.log(f"train/{name}", value)
+        self.log("train/tokens_seen", self.tokens_seen.float() * self.trainer.world_size)
+        self.log("train/gradient_tokens", self.gradient_tokens.float() * self.trainer.world_size)
+        return loss
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_time is not None:
+            tokens = batch["input_ids"].numel() * self.trainer.world_size
+            self.log("train/tokens_per_s", tokens / (now - self._last_batch_time), prog_bar=True)
+        self._last_batch_time = now
+
+    def _log_calls(self, split: str, losses: TokenLosses, call: torch.Tensor) -> None:
+        """Realised call rate, losses and P(<CALL>) at call vs non-call targets."""
+        valid = losses.valid
+        rest = valid & ~call
+        n_call, n_rest = call.sum().clamp(min=1), rest.sum().clamp(min=1)
+        p_call = torch.exp(-losses.call.detach())
+        self.log_dict({
+            f"{split}/call_rate": call.sum() / valid.sum().clamp(min=1),
+            f"{split}/loss_call_targets": (losses.call.detach() * call).sum() / n_call,  # -log p(<CALL>)
+            f"{split}/loss_noncall": (losses.target.detach() * rest).sum() / n_rest,
+            f"{split}/orig_loss_at_calls": (losses.target.detach() * call).sum() / n_call,  # what a call saved
+            f"{split}/p_call_at_calls": (p_call * call).sum() / n_call,
+            f"{split}/p_call_at_noncalls": (p_call * rest).sum() / n_rest,
+        })
+
+    def _eval_step(self, split: str, batch: dict, batch_idx: int) -> None:
+        loss, losses, call = self._step(batch, 10**9 + batch_idx)
+        self.log(f"{split}/loss", loss, prog_bar=True)
+        self._log_calls(split, losses, call)
+        # Paper Fig. 5: the model's own call mask = the batch's top <CALL> scores; ground-truth loss on each side.
+        # The paper ranks raw <CALL> logits; we rank the log-odds [ours], which orders positions like p(<CALL>).
+        own = select_top(losses.call_logodds, losses.valid, budget(losses.valid, self.hparams.fig5_call_rate))
+        rest = losses.valid & ~own
+        self.log_dict({
+            f"{split}/fig5_call_loss": (losses.target * own).sum() / own.sum().clamp(min=1),
+            f"{split}/fig5_noncall_loss": (losses.target * rest).sum() / rest.sum().clamp(min=1),
+        })
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch, batch_idx)
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and "wpe" not in n]
+        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2 or "wpe" in n]
+        hp = self.hparams
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr, betas=hp.betas, fused=self.device.type == "cuda")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+        def schedule(step: int) -> float:
+            if step < hp.warmup_steps:
+                return (step + 1) / hp.warmup_steps
+            progress = min(1.0, (step - hp.warmup_steps) / max(1, total - hp.warmup_steps))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        print(f"SLM: preset {self.hparams.preset}, {non_embedding_params(self.model) / 1e6:.2f}M non-embedding "
+              f"parameters, vocabulary {self.hparams.vocab_size} (<CALL> = id {self.call_id})")

@@ -1,0 +1,49 @@
+"""The plug-in point for selection strategies: a Lightning Callback that picks call positions.
+
+The module does one forward pass, computes per-token losses, and asks the one configured strategy
+(found among ``trainer.callbacks``) for a boolean call mask. A strategy may read side arrays from the
+batch (``requires``) and may attach things to it in Callback hooks (e.g. an online reference forward).
+"""
+import lightning as L
+from torch import Tensor
+
+from lacy.objective import TokenLosses
+
+
+class CallStrategy(L.Callback):
+    """Base class. Subclasses implement :meth:`select`.
+
+    Args:
+        call_rate: fraction of the batch's valid targets that become ``<CALL>`` (paper: 0.15).
+        seed: seed of any random draw (drawn per step, so resumed runs draw the same).
+    """
+
+    requires: tuple[str, ...] = ()  # batch keys (side arrays) this strategy reads
+
+    def __init__(self, call_rate: float = 0.15, seed: int = 0):
+        if not 0.0 <= call_rate < 1.0:
+            raise ValueError(f"{type(self).__name__}: call_rate={call_rate} must be in [0, 1) "
+                             "(at 1 every target is a call and nothing is learned)")
+        self.call_rate, self.seed = call_rate, seed
+        self.rank, self.world = 0, 1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.rank, self.world = trainer.global_rank, trainer.world_size
+
+    def step_seed(self, step: int) -> int:
+        """A distinct, reproducible seed per (strategy seed, step, rank)."""
+        return (self.seed * 1_000_003 + step) * self.world + self.rank
+
+    def side(self, batch: dict, key: str) -> Tensor:
+        if key not in batch:
+            raise KeyError(f"{type(self).__name__} needs batch[{key!r}], which no annotator provides; add the "
+                           f"annotator that writes {key!r} to data.annotators (see configs/lacy.yaml)")
+        return batch[key]
+
+    def select(self, batch: dict, losses: TokenLosses, step: int) -> Tensor:
+        """Boolean (B, T) mask of call targets. ``losses.target`` is this step's detached per-token loss."""
+        raise NotImplementedError
+
+    def metrics(self, batch: dict, call_mask: Tensor) -> dict[str, Tensor]:
+        """Strategy-specific tensors to log (no host sync)."""
+        return {}

@@ -1,0 +1,65 @@
+"""Tokenizers with a ``<CALL>`` token as their last id.
+
+Default: a byte-level BPE trained on the training split, with a prefix space so a word gets the same
+tokens at the start of a document and mid-text (design.md: names must tokenize the same everywhere).
+Option: any local Hugging Face fast tokenizer folder (e.g. the offline GPT-2 BPE files).
+"""
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+CALL_TOKEN = "<CALL>"
+EOS_TOKEN = "<|endoftext|>"
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE (``vocab_size`` ids before ``<CALL>``) on ``texts``; ~1.5 s per 5 MB here."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS_TOKEN], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN)
+    return with_call_token(fast)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A local HF tokenizer folder, with ``<CALL>`` appended when it lacks one. Never downloads."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"tokenizer folder {str(path)!r} does not exist; give data.tokenizer a local folder with tokenizer.json "
+            "(or vocab.json + merges.txt), or leave it null to train a BPE on the corpus")
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if not tok.is_fast:
+        raise ValueError(f"tokenizer {str(path)!r} is a slow tokenizer without character offsets; "
+                         "LaCy aligns fact flags through offsets, so give a fast (tokenizer.json) tokenizer")
+    if tok.eos_token is None:
+        tok.add_special_tokens({"eos_token": EOS_TOKEN})
+    return with_call_token(tok)
+
+
+def with_call_token(tok: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Append ``<CALL>`` as the last id (idempotent)."""
+    if CALL_TOKEN not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [CALL_TOKEN]})
+    check_call_token(tok)
+    return tok
+
+
+def check_call_token(tok, where: str = "tokenizer") -> int:
+    """The ``<CALL>`` id, after checking it is the last id, where the model's extra row lives."""
+    vocab = tok.get_vocab()
+    if CALL_TOKEN not in vocab:
+        raise ValueError(f"{where} has no {CALL_TOKEN} token; load it with lacy.tokenizer.load_tokenizer, "
+                         "which appends one")
+    call_id = vocab[CALL_TOKEN]
+    if call_id != len(tok) - 1:
+        raise ValueError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}); "
+                         "tokens added after it would shift the model's call row")
+    return call_id

@@ -1,0 +1,5 @@
+"""lacy: pretrain a small LM with a <CALL> token. See README.md; e.g. python main.py fit --config configs/lacy.yaml"""
+from lacy.cli import cli_main
+
+if __name__ == "__main__":
+    cli_main()
