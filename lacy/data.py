@@ -88,6 +88,8 @@ def tokenize(tokenizer, texts: list[str]) -> TokenizedSplit:
         ids.append(np.asarray(enc.ids + [eos], dtype=np.int32))
         offsets.append(np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2))
         starts.append(starts[-1] + len(enc.ids) + 1)
+    if not texts:
+        return TokenizedSplit(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros((0, 2), np.int32), [])
     return TokenizedSplit(np.concatenate(ids), np.asarray(starts, dtype=np.int64), np.concatenate(offsets), texts)
 
 

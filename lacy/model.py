@@ -7,6 +7,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 # n_layer, n_embd, n_head. Non-embedding parameters are ~12 * n_layer * n_embd**2.
 PRESETS: dict[str, dict[str, int]] = {
+    "micro": dict(n_layer=2, n_embd=32, n_head=2),  # tests and smoke runs: seconds on a CPU
     "tiny": dict(n_layer=4, n_embd=128, n_head=4),  # ~0.8M non-embedding: a CPU model that trains in minutes
     "small": dict(n_layer=6, n_embd=256, n_head=8),  # ~4.7M: the closed-world partner scale on CPU
     "gpt2-334m": dict(n_layer=24, n_embd=1024, n_head=16),  # the paper's 334M (with a 32k vocab)

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from lacy.annotate import Annotator, annotate_split
+from lacy.data import CorpusDataModule
+
+
+class WordLength(Annotator):
+    """A cheap deterministic annotator: characters per subword. Counts calls, can be told to die."""
+
+    name, dtype, chunk_docs = "length", np.float32, 10
+
+    def __init__(self, die_after: int | None = None):
+        self.calls, self.die_after = 0, die_after
+
+    def fingerprint(self):
+        return "v1"
+
+    def annotate(self, texts, offsets):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        return [(off[:, 1] - off[:, 0]).astype(np.float32) for off in offsets]
+
+
+@pytest.fixture
+def root(data_kwargs):
+    dm = CorpusDataModule(**data_kwargs)
+    return dm.prepare()
+
+
+def test_values_align_with_tokens_and_eos_is_zero(root):
+    from lacy.data import TokenizedSplit
+
+    arr = annotate_split(WordLength(), root, "train", progress=False)
+    split = TokenizedSplit.load(root / "train")
+    assert arr.shape == split.ids.shape
+    assert np.array_equal(arr, (split.offsets[:, 1] - split.offsets[:, 0]).astype(np.float32))
+
+
+def test_killed_run_resumes_without_redoing_chunks(root):
+    with pytest.raises(KeyboardInterrupt):
+        annotate_split(WordLength(die_after=3), root, "train", progress=False)
+    again = WordLength()
+    arr = annotate_split(again, root, "train", progress=False)
+    n_chunks = -(-108 // 10)  # 108 training documents
+    assert again.calls == n_chunks - 3
+    assert np.array_equal(arr, annotate_split(WordLength(), root, "train", progress=False))  # cached now
+
+
+def test_shards_split_the_work_and_assemble_the_same_array(root, data_kwargs, tmp_path):
+    whole = annotate_split(WordLength(), CorpusDataModule(**dict(data_kwargs, cache_dir=str(tmp_path / "b"))).prepare(),
+                           "train", progress=False)
+    s0, s1 = WordLength(), WordLength()
+    assert annotate_split(s0, root, "train", shard=0, num_shards=2, progress=False) is None  # shard 1 pending
+    merged = annotate_split(s1, root, "train", shard=1, num_shards=2, progress=False)
+    assert (s0.calls, s1.calls) == (6, 5)
+    assert np.array_equal(merged, whole)
+
+
+def test_datamodule_carries_annotations_into_batches(data_kwargs):
+    dm = CorpusDataModule(**dict(data_kwargs, annotators=[WordLength()]))
+    dm.setup()
+    ds = dm.dataset("train")
+    item = ds[3]
+    split = dm.splits["train"]
+    s = 3 * dm.block_size + 1
+    expect = split.offsets[s:s + dm.block_size]
+    assert item["length"].tolist() == (expect[:, 1] - expect[:, 0]).astype(np.float32).tolist()

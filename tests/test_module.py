@@ -1,0 +1,104 @@
+import lightning as L
+import pytest
+import torch
+
+from baselines import LossOnly, RandomCalls, Vanilla
+from lacy.checkpoint_io import AtomicCheckpointIO
+from lacy.data import CorpusDataModule
+from lacy.export import ExportHF
+from lacy.module import CallLM, NonFiniteLossError
+
+
+class Record(L.Callback):
+    def __init__(self):
+        self.losses, self.calls = [], []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].item())
+
+
+class DieAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated kill")
+
+
+def fit(data_kwargs, tmp_path, callbacks, max_steps=6, ckpt_path=None, lr=3e-3, **trainer_kw):
+    L.seed_everything(0)
+    dm = CorpusDataModule(**data_kwargs)
+    model = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=dm.block_size, lr=lr, warmup_steps=2)
+    trainer = L.Trainer(max_steps=max_steps, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False, default_root_dir=tmp_path,
+                        plugins=[AtomicCheckpointIO()], limit_val_batches=0, **trainer_kw)
+    trainer.fit(model, dm, ckpt_path=ckpt_path)
+    return trainer, model
+
+
+@pytest.mark.parametrize("strategies, match", [([], "none"), ([Vanilla(), LossOnly()], "Vanilla")])
+def test_zero_or_two_strategies_refuse_to_train(data_kwargs, tmp_path, strategies, match):
+    with pytest.raises(ValueError, match=f"exactly one selection strategy.*{match}"):
+        fit(data_kwargs, tmp_path, strategies)
+
+
+def test_training_reduces_loss_and_realises_the_call_rate(data_kwargs, tmp_path):
+    rec = Record()
+    trainer, model = fit(data_kwargs, tmp_path, [RandomCalls(call_rate=0.2), rec], max_steps=25, lr=1e-2)
+    assert rec.losses[-1] < rec.losses[0] - 1.0
+    m = trainer.callback_metrics
+    assert abs(m["train/call_rate"].item() - 0.2) < 1 / 128  # exact up to rounding of 4 x 32 targets
+    assert model.tokens_seen.item() == 25 * 4 * 32
+    assert model.gradient_tokens.item() == 25 * 4 * 32 - 25 * round(0.2 * 128)
+
+
+def test_resume_continues_the_same_loss_curve(data_kwargs, tmp_path):
+    whole = Record()
+    fit(data_kwargs, tmp_path / "a", [RandomCalls(), whole], max_steps=8)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "b", every_n_train_steps=4, save_last=True)
+    first = Record()
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        fit(data_kwargs, tmp_path / "b", [RandomCalls(), first, ckpt, DieAt(5)], max_steps=8)
+    second = Record()
+    fit(data_kwargs, tmp_path / "b", [RandomCalls(), second], max_steps=8, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert len(second.losses) == 4
+    assert second.losses == pytest.approx(whole.losses[4:], abs=1e-5)
+    assert first.losses[:4] == pytest.approx(whole.losses[:4], abs=1e-6)
+
+
+def test_non_finite_loss_stops_with_the_step(data_kwargs, tmp_path):
+    class Poison(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 2:
+                with torch.no_grad():
+                    module.model.lm_head.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        fit(data_kwargs, tmp_path, [Vanilla(), Poison()])
+
+
+def test_checkpoint_with_another_vocabulary_is_refused(data_kwargs, tmp_path):
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpt], max_steps=2)
+    other = dict(data_kwargs, bpe_vocab_size=280)
+    with pytest.raises(ValueError, match="vocabulary rows"):
+        fit(other, tmp_path, [Vanilla()], max_steps=3, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+
+
+def test_export_loads_with_plain_transformers(data_kwargs, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lacy.export import export_checkpoint
+
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    _, model = fit(data_kwargs, tmp_path, [LossOnly(), ckpt, ExportHF(dirpath=str(tmp_path / "hf"))], max_steps=3)
+    for folder in (tmp_path / "hf", export_checkpoint(tmp_path / "c" / "last.ckpt", tmp_path / "from_ckpt")):
+        hf = AutoModelForCausalLM.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        call_id = tok.convert_tokens_to_ids("<CALL>")
+        assert call_id == len(tok) - 1 == hf.config.vocab_size - 1
+        assert tok.decode([call_id]) == "<CALL>"
+        ids = torch.tensor([tok("Anna Novak was born in Paris")["input_ids"]])
+        with torch.no_grad():
+            assert torch.allclose(hf(ids).logits, model.model.eval()(ids).logits, atol=1e-5)

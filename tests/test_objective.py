@@ -1,0 +1,60 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lacy.objective import IGNORE_INDEX, lacy_objective, token_losses
+
+
+def test_matches_hand_computation():
+    # vocabulary of 3 real tokens + <CALL> (last); two positions: one call, one ordinary
+    logits = torch.tensor([[[1.0, 2.0, 0.0, 3.0], [0.5, 0.0, 1.5, 2.0]]])
+    labels = torch.tensor([[1, 2]])
+    call = torch.tensor([[True, False]])
+    lse_all_0 = math.log(math.e ** 1 + math.e ** 2 + math.e ** 0 + math.e ** 3)
+    call_loss_0 = lse_all_0 - 3.0  # -log p(<CALL>) under the full softmax
+    lse_vocab_1 = math.log(math.e ** 0.5 + math.e ** 0 + math.e ** 1.5)
+    target_loss_1 = lse_vocab_1 - 1.5  # -log p_noCALL(label): <CALL> removed, renormalised
+    loss = lacy_objective(token_losses(logits, labels), call)
+    assert torch.isclose(loss, torch.tensor((call_loss_0 + target_loss_1) / 2), atol=1e-6)
+
+
+def test_without_calls_equals_cross_entropy_over_original_vocab():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    labels = torch.randint(0, 10, (3, 7))
+    labels[0, :2] = IGNORE_INDEX  # padding is ignored by both
+    ours = lacy_objective(token_losses(logits, labels), torch.zeros(3, 7, dtype=torch.bool))
+    ref = F.cross_entropy(logits[..., :-1].reshape(-1, 10), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    assert torch.isclose(ours, ref, atol=1e-6)
+
+
+def test_padding_ignored_even_if_marked_as_call():
+    logits = torch.randn(1, 4, 6)
+    labels = torch.tensor([[1, 2, IGNORE_INDEX, IGNORE_INDEX]])
+    a = lacy_objective(token_losses(logits, labels), torch.tensor([[False, True, True, True]]))
+    b = lacy_objective(token_losses(logits[:, :2], labels[:, :2]), torch.tensor([[False, True]]))
+    assert torch.isclose(a, b)
+
+
+def test_gradients_go_where_the_method_says():
+    logits = torch.randn(1, 2, 5, requires_grad=True)
+    labels = torch.tensor([[3, 1]])
+    lacy_objective(token_losses(logits, labels), torch.tensor([[True, False]])).backward()
+    g = logits.grad[0]
+    # ordinary position: the <CALL> logit gets no gradient (p_noCALL excludes it)
+    assert g[1, -1] == 0
+    # call position: the <CALL> logit is pushed up, the original target is not trained (it is pushed down
+    # like every other token, by its softmax share only)
+    assert g[0, -1] < 0
+    p = torch.softmax(logits[0, 0].detach(), -1)
+    assert torch.allclose(g[0, :-1], p[:-1] / 2, atol=1e-6)
+
+
+def test_call_loss_is_stable_when_call_saturates():
+    logits = torch.zeros(1, 1, 4)
+    logits[..., -1] = 200.0
+    losses = token_losses(logits, torch.tensor([[0]]))
+    assert losses.call.item() < 1e-30 or losses.call.item() == 0.0
+    assert torch.isclose(losses.call_logodds, torch.tensor([[200.0 - math.log(3)]]))
+    assert torch.isfinite(losses.target).all()
