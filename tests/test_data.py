@@ -80,3 +80,20 @@ def test_bad_corpora_give_clear_errors(tmp_path, data_kwargs):
 def test_wikipedia_summaries_are_read_offline():
     people = WikiSummaries(topic="People").records()
     assert len(people) == 1828 and all(r["topic"] == "People" for r in people)
+
+
+def test_offline_gpt2_tokenizer_with_call(data_kwargs):
+    dm = CorpusDataModule(**dict(data_kwargs, tokenizer="gpt2"))
+    assert dm.vocab_size == 50258 and dm.tokenizer.convert_ids_to_tokens(50257) == "<CALL>"
+    assert dm.tokenizer("Hello world")["input_ids"] == [15496, 995]  # GPT-2's own ids
+
+
+def test_tokenizer_folder_errors(tmp_path):
+    from lacy.tokenizer import check_call_token, load_tokenizer, train_bpe
+
+    with pytest.raises(FileNotFoundError, match="data.tokenizer"):
+        load_tokenizer(tmp_path / "nope")
+    tok = train_bpe(["some text to learn from"], vocab_size=280)
+    tok.add_tokens(["<late>"])  # a token after <CALL> would shift the model's call row
+    with pytest.raises(ValueError, match="must be the last id"):
+        check_call_token(tok)

