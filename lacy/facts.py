@@ -9,7 +9,9 @@ The paper's exact rules are unpublished; ours [ours], each a switch:
     it can be copied from context, and flagging it wastes the call budget (design.md: precision 0.25 -> 0.90).
 A subword is a fact token when its non-whitespace characters overlap a flagged spaCy token, so every
 piece of a multi-piece entity is flagged and byte-level BPE's leading-space offsets do not matter.
-Only the spaCy components the enabled rules need are run (no parser, no lemmatizer).
+Only the spaCy components the enabled rules need are run (never the lemmatizer). spaCy's NER does not
+let an entity cross a sentence start, and sentence starts come from the parser, so the parser stays
+by default: then the flags equal the full pipeline's (bench/annotation.py checks it on Wikipedia).
 """
 import hashlib
 import importlib.util
@@ -60,6 +62,8 @@ class SpacyFactAnnotator(Annotator):
         pos_tags: POS tags that make a fact; [] switches the POS rule (and the tagger) off.
         keywords: lower-cased fact words; null = the built-in list; [] switches the rule off.
         occurrence_tracking: drop words already seen earlier in the same document.
+        ner_sentences: run the parser so NER sees its sentence starts, as in the full pipeline (identical
+            flags); false skips it: faster, and NER may then join a sentence-initial word to an entity.
         n_process: spaCy worker processes.
         batch_size: documents per spaCy batch.
         chunk_docs: documents per resumable chunk.
@@ -70,19 +74,20 @@ class SpacyFactAnnotator(Annotator):
 
     def __init__(self, spacy_model: str | None = None, entity_labels: list[str] | None = None,
                  pos_tags: list[str] | None = None, keywords: list[str] | None = None,
-                 occurrence_tracking: bool = True, n_process: int = 1, batch_size: int = 64, chunk_docs: int = 500):
+                 occurrence_tracking: bool = True, ner_sentences: bool = True, n_process: int = 1,
+                 batch_size: int = 64, chunk_docs: int = 500):
         self.spacy_model = spacy_model or default_spacy_model()
         self.entity_labels = set(ENTITY_LABELS if entity_labels is None else entity_labels)
         self.pos_tags = set(POS_TAGS if pos_tags is None else pos_tags)
         self.keywords = set(KEYWORDS if keywords is None else (k.lower() for k in keywords))
-        self.occurrence_tracking = occurrence_tracking
+        self.occurrence_tracking, self.ner_sentences = occurrence_tracking, ner_sentences
         self.n_process, self.batch_size, self.chunk_docs = n_process, batch_size, chunk_docs
         self._nlp = None
 
     def needed_components(self) -> set[str]:
         need = set()
         if self.entity_labels:
-            need |= {"ner"}
+            need |= {"ner"} | ({"tok2vec", "parser"} if self.ner_sentences else set())
         if self.pos_tags:
             need |= {"tok2vec", "tagger", "attribute_ruler"}  # POS comes from tag -> attribute_ruler mapping
         return need

@@ -35,11 +35,17 @@ class CallLM(L.LightningModule):
         dropout: dropout everywhere (0: modern pretraining default, and exact resume).
         fig5_call_rate: share of a validation batch's targets forming the model's call mask (the top
             ``<CALL>`` logits) for the paper's Fig. 5 call / non-call loss split.
+        finite_check_interval: steps between checks that the loss is finite (a check is a host sync: raise
+            it on GPUs). A non-finite loss is also checked before any checkpoint is written, so a bad
+            checkpoint is never saved, and the error names the first bad step.
+        compile: ``torch.compile`` the model's forward (GPU fast path; the exported weights are unaffected).
+        peak_tflops: the device's peak TFLOP/s for the MFU log; null = Lightning's table for known GPUs.
     """
 
     def __init__(self, preset: str = "tiny", vocab_size: int = 8193, block_size: int = 256, lr: float = 1e-3,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 50,
-                 min_lr_ratio: float = 0.1, dropout: float = 0.0, fig5_call_rate: float = 0.15):
+                 min_lr_ratio: float = 0.1, dropout: float = 0.0, fig5_call_rate: float = 0.15,
+                 finite_check_interval: int = 1, compile: bool = False, peak_tflops: float | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_slm(preset, vocab_size, block_size, dropout)
@@ -47,7 +53,11 @@ class CallLM(L.LightningModule):
         self.strategy: CallStrategy | None = None
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("gradient_tokens", torch.zeros((), dtype=torch.long))  # paper's budget equaliser
+        # first step with a non-finite loss (-1: none), kept on device so checking it costs no per-step sync
+        self.register_buffer("first_bad_step", torch.full((), -1, dtype=torch.long), persistent=False)
+        self._forward = torch.compile(self.model) if compile else self.model
         self._last_batch_time: float | None = None
+        self._peak_flops: float | None = None
 
     # -- wiring ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -69,7 +79,7 @@ class CallLM(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids).logits
+        return self._forward(input_ids=input_ids).logits
 
     def _step(self, batch: dict, step: int) -> tuple[torch.Tensor, TokenLosses, torch.Tensor]:
         losses = token_losses(self(batch["input_ids"]), batch["labels"])
@@ -78,10 +88,10 @@ class CallLM(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, losses, call = self._step(batch, self.global_step)
-        if not torch.isfinite(loss):
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-            raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
-                                     f"stopping. Last good checkpoint: {last}. Lower model.lr or check the data")
+        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step.copy_(torch.where(bad, self.global_step, self.first_bad_step))
+        if self.global_step % self.hparams.finite_check_interval == 0:
+            self._raise_if_non_finite()
         valid = losses.valid
         self.tokens_seen += valid.sum()
         self.gradient_tokens += (valid & ~call).sum()
@@ -93,11 +103,38 @@ class CallLM(L.LightningModule):
         self.log("train/gradient_tokens", self.gradient_tokens.float() * self.trainer.world_size)
         return loss
 
+    def _raise_if_non_finite(self) -> None:
+        step = int(self.first_bad_step)
+        if step >= 0:
+            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+            raise NonFiniteLossError(f"non-finite training loss at step {step}; stopping. Last good checkpoint: "
+                                     f"{last}. Lower model.lr or check the data")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._raise_if_non_finite()
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 x matmul parameters (LM head included) + attention (PaLM appendix B)."""
+        c = self.model.config
+        return 6 * (non_embedding_params(self.model) + c.n_embd * c.vocab_size) + 12 * c.n_layer * c.n_embd * c.n_positions
+
+    def on_train_start(self) -> None:
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        if self.hparams.peak_tflops:
+            self._peak_flops = self.hparams.peak_tflops * 1e12
+        elif self.device.type == "cuda":
+            self._peak_flops = get_available_flops(self.device, self.trainer.precision)
+
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Throughput (and MFU when the peak is known) from wall time between batches: no device sync."""
         now = time.perf_counter()
         if self._last_batch_time is not None:
-            tokens = batch["input_ids"].numel() * self.trainer.world_size
-            self.log("train/tokens_per_s", tokens / (now - self._last_batch_time), prog_bar=True)
+            tokens_per_s = batch["input_ids"].numel() * self.trainer.world_size / (now - self._last_batch_time)
+            self.log("train/tokens_per_s", tokens_per_s, prog_bar=True)
+            if self._peak_flops:
+                per_device = tokens_per_s / self.trainer.world_size
+                self.log("train/mfu", per_device * self.flops_per_token() / self._peak_flops)
         self._last_batch_time = now
 
     def _log_calls(self, split: str, losses: TokenLosses, call: torch.Tensor) -> None:

@@ -102,3 +102,16 @@ def test_export_loads_with_plain_transformers(data_kwargs, tmp_path):
         ids = torch.tensor([tok("Anna Novak was born in Paris")["input_ids"]])
         with torch.no_grad():
             assert torch.allclose(hf(ids).logits, model.model.eval()(ids).logits, atol=1e-5)
+
+
+def test_token_budget_sets_steps_and_accumulation(data_kwargs, tmp_path):
+    from lacy.budget import TokenBudget
+
+    # 8 sequences per step = 2 micro-batches of 4; 15% calls leave 128 - 19 = 109 gradient tokens per micro-batch
+    budget = TokenBudget(max_tokens=2000, global_batch_size=8, count="gradient")
+    trainer, model = fit(data_kwargs, tmp_path, [RandomCalls(call_rate=0.15), budget], max_steps=-1)
+    assert trainer.accumulate_grad_batches == 2
+    assert trainer.global_step == 10  # ceil(2000 / (2 x 109))
+    assert model.gradient_tokens.item() == 10 * 2 * 109
+    with pytest.raises(ValueError, match="not a multiple"):
+        fit(data_kwargs, tmp_path, [Vanilla(), TokenBudget(global_batch_size=6)], max_steps=2)

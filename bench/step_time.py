@@ -1,0 +1,113 @@
+"""Training step time per strategy, as ratios to Vanilla measured in one run (machines are noisy).
+
+Each strategy trains the same model on the same batches (real data, real fact flags) for --steps steps,
+rounds interleaved (V, L, ..., V, L, ...) so drift hits all alike; the median step time per strategy is
+compared. It also counts SLM forward passes per training step: selection must add none (Rho-1's
+reference forward is a different model). Rho-1 uses a reference of the same preset (random weights unless
+--reference names an exported model): its cost, not its quality, is measured.
+
+    python bench/step_time.py [--preset tiny] [--steps 40] [--rounds 3]                       # CPU
+    python bench/step_time.py --accelerator gpu --preset gpt2-334m --block-size 1024 \
+        --bpe-vocab-size 32000 --precision bf16-mixed --strategies vanilla,lacy,rho1             # GPU check
+"""
+import argparse
+import statistics
+import tempfile
+import time
+from functools import partial
+
+import lightning as L
+import torch
+
+from lightning.fabric.utilities.throughput import get_available_flops
+
+from baselines import LossOnly, RandomCalls, Rho1, SpacyOnly, Vanilla
+from lacy.data import CorpusDataModule
+from lacy.facts import SpacyFactAnnotator
+from lacy.lacy_strategy import LaCy
+from lacy.model import build_slm
+from lacy.module import CallLM
+
+STRATEGIES = {"vanilla": Vanilla, "lacy": LaCy, "loss_only": LossOnly, "random_calls": RandomCalls,
+              "spacy_only": SpacyOnly}
+
+
+class StepTimer(L.Callback):
+    def __init__(self, warmup: int):
+        self.warmup, self.times, self.forwards = warmup, [], []
+
+    def on_train_start(self, trainer, module):
+        self._count = 0
+        module.model.register_forward_hook(lambda *_: setattr(self, "_count", self._count + 1))
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._count, self._t = 0, time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        if batch_idx >= self.warmup:
+            self.times.append(time.perf_counter() - self._t)
+            self.forwards.append(self._count)
+
+
+def run(name, dm, args) -> tuple[StepTimer, CallLM]:
+    L.seed_everything(0, verbose=False)
+    timer = StepTimer(warmup=3)
+    model = CallLM(preset=args.preset, vocab_size=dm.vocab_size, block_size=dm.block_size, compile=args.compile,
+                   finite_check_interval=10**9)
+    trainer = L.Trainer(max_steps=args.steps + 3, accelerator=args.accelerator, devices=1, precision=args.precision,
+                        callbacks=[STRATEGIES[name](), timer], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        use_distributed_sampler=False)
+    trainer.fit(model, dm)
+    return timer, model
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--precision", default="32-true")
+    p.add_argument("--strategies", default="vanilla,lacy,loss_only,random_calls,rho1")
+    p.add_argument("--bpe-vocab-size", type=int, default=8192)
+    p.add_argument("--n-process", type=int, default=2, help="spaCy processes for the (cached) fact annotation")
+    p.add_argument("--reference", default=None, help="Rho-1 reference folder (default: random, same preset)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the SLM")
+    args = p.parse_args()
+    dm = CorpusDataModule(block_size=args.block_size, batch_size=args.batch_size, bpe_vocab_size=args.bpe_vocab_size,
+                          annotators=[SpacyFactAnnotator(n_process=args.n_process)])
+    dm.prepare_data()
+    if "rho1" in args.strategies and args.reference is None:
+        args.reference = tempfile.mkdtemp(prefix="rho1-ref-")
+        build_slm(args.preset, dm.vocab_size, args.block_size).save_pretrained(args.reference)
+    STRATEGIES["rho1"] = partial(Rho1, reference=args.reference)
+    names = args.strategies.split(",")
+    times = {n: [] for n in names}
+    forwards = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for n in names:
+            t, model = run(n, dm, args)
+            times[n] += t.times
+            forwards[n] += t.forwards
+    base = statistics.median(times["vanilla"])
+    tokens = args.block_size * args.batch_size
+    peak = get_available_flops(model.device, args.precision) if model.device.type == "cuda" else None
+    device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"preset {args.preset} ({model.flops_per_token() / 6e6:.0f}M matmul params), batch {args.batch_size} x "
+          f"{args.block_size}, vocab {dm.vocab_size}, {args.precision}, {args.rounds} rounds x {args.steps} steps, {device}")
+    print(f"{'strategy':<14}{'median step ms':>16}{'tokens/s':>10}{'MFU':>7}{'ratio to vanilla':>18}{'SLM forwards/step':>19}")
+    for n in names:
+        m = statistics.median(times[n])
+        mfu = f"{tokens / m * model.flops_per_token() / peak:.1%}" if peak else "n/a"
+        print(f"{n:<14}{m * 1e3:>16.1f}{tokens / m:>10.0f}{mfu:>7}{m / base:>18.3f}{max(forwards[n]):>19}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Budgets in tokens and a global batch size (litgpt-style), turned into Lightning's steps and accumulation.
+
+The paper equalises methods by the tokens that receive a ground-truth gradient: a run that delegates 15%
+of its targets trains 1/0.85 times longer than the no-call baseline. ``count: gradient`` does exactly that
+from the strategy's call rate (exact: every micro-batch delegates round(rate x targets)).
+"""
+import math
+
+import lightning as L
+
+from lacy.strategy import CallStrategy
+
+
+class TokenBudget(L.Callback):
+    """Sets ``max_steps`` from a token budget and gradient accumulation from a global batch size.
+
+    Args:
+        max_tokens: training length in tokens (null: keep trainer.max_steps).
+        global_batch_size: sequences per optimiser step over all devices (null: keep
+            trainer.accumulate_grad_batches); accumulation = global / (data.batch_size x devices x nodes).
+        count: ``seen`` counts every target token; ``gradient`` counts the targets that get a ground-truth
+            gradient (not delegated), the paper's equaliser across methods.
+    """
+
+    def __init__(self, max_tokens: int | None = None, global_batch_size: int | None = None, count: str = "seen"):
+        if count not in ("seen", "gradient"):
+            raise ValueError(f"TokenBudget: count={count!r} must be 'seen' or 'gradient'")
+        self.max_tokens, self.global_batch_size, self.count = max_tokens, global_batch_size, count
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        micro, block, world = trainer.datamodule.batch_size, trainer.datamodule.block_size, trainer.world_size
+        if self.global_batch_size is not None:
+            per_pass = micro * world
+            if self.global_batch_size % per_pass:
+                raise ValueError(f"TokenBudget: global_batch_size={self.global_batch_size} is not a multiple of "
+                                 f"data.batch_size x devices = {micro} x {world}; change one of them")
+            trainer.accumulate_grad_batches = self.global_batch_size // per_pass
+        sequences = micro * world * trainer.accumulate_grad_batches
+        if self.max_tokens is None:
+            return
+        per_micro = micro * block
+        if self.count == "gradient":
+            per_micro -= round(self._call_rate(trainer) * per_micro)
+        steps = math.ceil(self.max_tokens / (per_micro * world * trainer.accumulate_grad_batches))
+        trainer.fit_loop.epoch_loop.max_steps = steps
+        trainer.fit_loop.max_epochs = -1
+        print(f"TokenBudget: {self.max_tokens:,} {self.count} tokens = {steps:,} steps of {sequences} sequences x "
+              f"{block} tokens (accumulation {trainer.accumulate_grad_batches})")
+
+    @staticmethod
+    def _call_rate(trainer) -> float:
+        strategies = [cb for cb in trainer.callbacks if isinstance(cb, CallStrategy)]
+        if len(strategies) != 1 or getattr(strategies[0], "fact_fraction", None) is not None:
+            raise ValueError("TokenBudget(count='gradient') needs exactly one strategy with a fixed call_rate "
+                             "(a fact_fraction budget varies per batch); use count: seen")
+        return strategies[0].call_rate
