@@ -59,7 +59,7 @@ def run(name, dm, args) -> tuple[StepTimer, CallLM]:
     model = CallLM(preset=args.preset, vocab_size=dm.vocab_size, block_size=dm.block_size, compile=args.compile,
                    finite_check_interval=10**9)
     trainer = L.Trainer(max_steps=args.steps + 3, accelerator=args.accelerator, devices=1, precision=args.precision,
-                        callbacks=[STRATEGIES[name](), timer], logger=False, enable_checkpointing=False,
+                        callbacks=[timer, STRATEGIES[name]()], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         use_distributed_sampler=False)
     trainer.fit(model, dm)

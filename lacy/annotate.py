@@ -53,38 +53,46 @@ def annotate_split(ann: Annotator, root: Path, split: str, shard: int = 0, num_s
     out = Path(root) / "side" / f"{ann.name}-{ann.fingerprint()}"
     final = out / f"{split}.npy"
     if final.exists():
-        return np.load(final)
-    data = TokenizedSplit.load(Path(root) / split)
-    n_docs = len(data.texts)
-    chunks = [range(s, min(s + ann.chunk_docs, n_docs)) for s in range(0, n_docs, ann.chunk_docs)]
+        return np.load(final, mmap_mode="r")
+    data = TokenizedSplit(Path(root) / split)
+    chunks = [range(s, min(s + ann.chunk_docs, data.n_docs)) for s in range(0, data.n_docs, ann.chunk_docs)]
     chunk_dir = out / f"{split}-chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in range(shard, len(chunks), num_shards) if not (chunk_dir / f"{i:06d}.npy").exists()]
-    words = sum(len(data.texts[d].split()) for i in todo for d in chunks[i])
-    bar = tqdm(total=words, unit="word", unit_scale=True, disable=not progress or not todo,
-               desc=f"annotating {ann.name} ({split}, {len(todo)}/{len(chunks)} chunks)", file=sys.stderr)
+    n_words = lambda texts: sum(len(t.split()) for t in texts)  # noqa: E731
+    bar = tqdm(total=len(todo), unit="chunk", disable=not progress or not todo, file=sys.stderr,
+               desc=f"annotating {ann.name} ({split}, {len(todo)} of {len(chunks)} chunks left)")
+    words, t0 = 0, time.perf_counter()
     for i in todo:
-        docs = list(chunks[i])
-        values = ann.annotate([data.texts[d] for d in docs], [data.offsets[data.doc_slice(d)] for d in docs])
-        for d, v in zip(docs, values):
-            if len(v) != data.doc_slice(d).stop - data.doc_slice(d).start:
-                raise RuntimeError(f"{type(ann).__name__} returned {len(v)} values for a {split} document of "
-                                   f"{data.doc_slice(d).stop - data.doc_slice(d).start} tokens")
+        texts = data.texts(chunks[i])
+        values = ann.annotate(texts, [data.offsets[data.doc_slice(d)] for d in chunks[i]])
+        for d, v in zip(chunks[i], values):
+            n = data.doc_slice(d).stop - data.doc_slice(d).start
+            if len(v) != n:
+                raise RuntimeError(f"{type(ann).__name__} returned {len(v)} values for a {split} document of {n} tokens")
         flat = np.concatenate(values).astype(ann.dtype) if values else np.zeros(0, ann.dtype)
         _save_atomic(chunk_dir / f"{i:06d}.npy", flat)
-        bar.update(sum(len(data.texts[d].split()) for d in docs))
+        words += n_words(texts)
+        bar.set_postfix_str(f"{words / (time.perf_counter() - t0):,.0f} words/s")
+        bar.update()
     bar.close()
-    missing = [i for i in range(len(chunks)) if not (chunk_dir / f"{i:06d}.npy").exists()]
-    if missing:
+    if any(not (chunk_dir / f"{i:06d}.npy").exists() for i in range(len(chunks))):
         return None
-    per_doc = []
+    # assemble on disk: a billion-token split never has to fit in memory
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{split}-", suffix=".npy")
+    os.close(fd)
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=ann.dtype, shape=data.ids.shape)
     for i, docs in enumerate(chunks):
-        flat = np.load(chunk_dir / f"{i:06d}.npy")
-        cuts = np.cumsum([data.doc_slice(d).stop - data.doc_slice(d).start for d in docs])[:-1]
-        per_doc.extend(np.split(flat, cuts))
-    arr = data.assemble(per_doc, ann.dtype)
-    _save_atomic(final, arr)
-    return arr
+        a, b = int(data.doc_starts[docs.start]), int(data.doc_starts[docs.stop])
+        is_eos = np.zeros(b - a, dtype=bool)
+        is_eos[data.doc_starts[docs.start + 1:docs.stop + 1] - 1 - a] = True
+        region = np.zeros(b - a, dtype=ann.dtype)
+        region[~is_eos] = np.load(chunk_dir / f"{i:06d}.npy")
+        arr[a:b] = region
+    arr.flush()
+    del arr
+    os.replace(tmp, final)
+    return np.load(final, mmap_mode="r")
 
 
 def main(argv=None) -> None:

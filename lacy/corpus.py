@@ -1,6 +1,6 @@
 """Where documents come from. Each source yields plain-text documents in a fixed order.
 
-``fingerprint`` identifies the content so tokenized data can be cached by a hash of its inputs.
+``digest`` identifies the content so tokenized data can be cached by a hash of its inputs.
 """
 import hashlib
 import importlib.util
@@ -15,13 +15,20 @@ class Corpus:
     def documents(self) -> Iterator[str]:
         raise NotImplementedError
 
-    def fingerprint(self) -> str:
-        """Hash of the content (not of the path), so an edited file invalidates the cache."""
-        h = hashlib.sha256()
-        for doc in self.documents():
+    def nonempty(self) -> Iterator[str]:
+        return (d for d in self.documents() if d.strip())
+
+    def digest(self) -> tuple[str, int]:
+        """(hash of the content, number of non-empty documents), in one streaming pass.
+
+        The content, not the path, so an edited file invalidates the cache.
+        """
+        h, n = hashlib.sha256(), 0
+        for doc in self.nonempty():
             h.update(doc.encode("utf-8"))
             h.update(b"\0")
-        return h.hexdigest()[:16]
+            n += 1
+        return h.hexdigest()[:16], n
 
 
 def _existing_file(path: str | Path, option: str) -> Path:

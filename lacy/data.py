@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -51,46 +50,71 @@ def atomic_dir(final: Path, write) -> Path:
     return final
 
 
-@dataclass
 class TokenizedSplit:
-    """One split's token stream. ``doc_starts[d]:doc_starts[d+1]`` are document d's tokens (EOS excluded)."""
+    """One split on disk: memory-mapped token ids and character offsets, and the documents' texts.
 
-    ids: np.ndarray  # (N,) int32, documents each followed by EOS
-    doc_starts: np.ndarray  # (D + 1,) int64 into ids; document d ends before its EOS at doc_starts[d+1] - 1
-    offsets: np.ndarray  # (N, 2) int32 character offsets into the document text; (0, 0) for EOS
-    texts: list[str]
+    Files: ``ids.bin`` (int32, documents each followed by EOS), ``offsets.bin`` (int32 pairs: character
+    offsets into the document; (0, 0) for EOS), ``doc_starts.npy`` (document d's tokens are
+    ``doc_starts[d] : doc_starts[d+1] - 1``), ``texts.jsonl`` + ``text_index.npy`` (byte offsets of its lines).
+    Nothing is read into memory until used, so a corpus of billions of tokens costs no RAM to open.
+    """
 
-    def save(self, path: Path) -> None:
-        np.savez(path / "tokens.npz", ids=self.ids, doc_starts=self.doc_starts, offsets=self.offsets)
-        (path / "texts.json").write_text(json.dumps(self.texts))
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        n = json.loads((self.path / "meta.json").read_text())["tokens"]
+        self.ids = self._map("ids.bin", (n,))
+        self.offsets = self._map("offsets.bin", (n, 2))
+        self.doc_starts = np.load(self.path / "doc_starts.npy")
+        self.text_index = np.load(self.path / "text_index.npy")
 
-    @classmethod
-    def load(cls, path: Path) -> "TokenizedSplit":
-        z = np.load(path / "tokens.npz")
-        return cls(z["ids"], z["doc_starts"], z["offsets"], json.loads((path / "texts.json").read_text()))
+    def _map(self, name: str, shape: tuple) -> np.ndarray:
+        if shape[0] == 0:
+            return np.zeros(shape, dtype=np.int32)
+        return np.memmap(self.path / name, dtype=np.int32, mode="r", shape=shape)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_starts) - 1
+
+    def texts(self, docs: range) -> list[str]:
+        """The texts of a contiguous range of documents, in one read."""
+        if len(docs) == 0:
+            return []
+        with open(self.path / "texts.jsonl", "rb") as f:
+            f.seek(int(self.text_index[docs.start]))
+            raw = f.read(int(self.text_index[docs.stop] - self.text_index[docs.start]))
+        return [json.loads(line) for line in raw.splitlines()]
 
     def doc_slice(self, d: int) -> slice:
         return slice(int(self.doc_starts[d]), int(self.doc_starts[d + 1]) - 1)
 
-    def assemble(self, per_doc: list[np.ndarray], dtype) -> np.ndarray:
-        """Per-document side values -> one array aligned with ``ids`` (0 at EOS)."""
-        out = np.zeros(len(self.ids), dtype=dtype)
-        for d, values in enumerate(per_doc):
-            out[self.doc_slice(d)] = values
-        return out
 
+class SplitWriter:
+    """Appends tokenized documents to a split's files (see :class:`TokenizedSplit`), batch by batch."""
 
-def tokenize(tokenizer, texts: list[str]) -> TokenizedSplit:
-    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-    eos = tokenizer.eos_token_id
-    ids, offsets, starts = [], [], [0]
-    for enc in encodings:
-        ids.append(np.asarray(enc.ids + [eos], dtype=np.int32))
-        offsets.append(np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2))
-        starts.append(starts[-1] + len(enc.ids) + 1)
-    if not texts:
-        return TokenizedSplit(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros((0, 2), np.int32), [])
-    return TokenizedSplit(np.concatenate(ids), np.asarray(starts, dtype=np.int64), np.concatenate(offsets), texts)
+    def __init__(self, path: Path, tokenizer):
+        path.mkdir(parents=True, exist_ok=True)
+        self.path, self.tokenizer = path, tokenizer
+        self.files = [open(path / name, "wb") for name in ("ids.bin", "offsets.bin", "texts.jsonl")]
+        self.starts, self.text_index = [0], [0]
+
+    def add(self, texts: list[str]) -> None:
+        f_ids, f_off, f_txt = self.files
+        eos = self.tokenizer.eos_token_id
+        for text, enc in zip(texts, self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)):
+            np.asarray(enc.ids + [eos], dtype=np.int32).tofile(f_ids)
+            np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2).tofile(f_off)
+            self.starts.append(self.starts[-1] + len(enc.ids) + 1)
+            line = (json.dumps(text) + "\n").encode()
+            f_txt.write(line)
+            self.text_index.append(self.text_index[-1] + len(line))
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        np.save(self.path / "doc_starts.npy", np.asarray(self.starts, dtype=np.int64))
+        np.save(self.path / "text_index.npy", np.asarray(self.text_index, dtype=np.int64))
+        (self.path / "meta.json").write_text(json.dumps({"tokens": self.starts[-1], "docs": len(self.starts) - 1}))
 
 
 class PackedBlocks(Dataset):
@@ -113,7 +137,7 @@ class PackedBlocks(Dataset):
         s, T = k * self.block_size, self.block_size
         item = {
             "input_ids": self._window(self.ids, s, s + T, self.pad_id).long(),
-            "labels": self._window(self.ids.astype(np.int64), s + 1, s + T + 1, IGNORE_INDEX),
+            "labels": self._window(self.ids, s + 1, s + T + 1, IGNORE_INDEX).long(),
         }
         for name, arr in self.side.items():
             item[name] = self._window(arr, s + 1, s + T + 1, 0)
@@ -187,43 +211,62 @@ class CorpusDataModule(L.LightningDataModule):
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
         self.annotators = list(annotators or [])
         self._prepared: Path | None = None
+        self._corpus_digest: tuple[str, int] | None = None
         self.tokenizer = None
         self.splits: dict[str, TokenizedSplit] = {}
         self.side: dict[str, dict[str, np.ndarray]] = {}
 
     # -- building the cache ---------------------------------------------------------------------------
-    def _split_documents(self) -> tuple[list[str], list[str]]:
-        docs = [d for d in self.corpus.documents() if d.strip()]
-        if not docs:
+    def _digest(self) -> tuple[str, int]:
+        if self._corpus_digest is None:
+            self._corpus_digest = self.corpus.digest()
+        return self._corpus_digest
+
+    def _is_val(self) -> np.ndarray:
+        """Which documents are held out: the first round(val_fraction x n) (at least 1) of a seeded permutation."""
+        n = self._digest()[1]
+        if n == 0:
             raise ValueError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
-        n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * len(docs)))
-        if len(docs) - n_val < 1:
-            raise ValueError(f"corpus has {len(docs)} document(s): too few to hold out data.val_fraction="
+        n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * n))
+        if n - n_val < 1:
+            raise ValueError(f"corpus has {n} document(s): too few to hold out data.val_fraction="
                              f"{self.val_fraction}; add documents or set val_fraction: 0")
-        order = np.random.default_rng(self.seed).permutation(len(docs))
-        return [docs[i] for i in sorted(order[n_val:])], [docs[i] for i in sorted(order[:n_val])]
+        is_val = np.zeros(n, dtype=bool)
+        is_val[np.random.default_rng(self.seed).permutation(n)[:n_val]] = True
+        return is_val
 
     def cache_key(self) -> str:
         tok = self.tokenizer_path or f"bpe{self.bpe_vocab_size}"
         if tok not in ("gpt2", f"bpe{self.bpe_vocab_size}"):
             tok = str(Path(tok).resolve())
-        return stable_hash(CACHE_VERSION, self.corpus.fingerprint(), tok, self.val_fraction, self.seed)
+        return stable_hash(CACHE_VERSION, self._digest()[0], tok, self.val_fraction, self.seed)
 
     def prepare(self) -> Path:
-        """Tokenizer and tokenized splits, from cache when present. Idempotent; safe across processes."""
+        """Tokenizer and tokenized splits, from cache when present. Idempotent; safe across processes.
+
+        Streams the corpus (count + hash, BPE training, tokenization), so its size is bounded by disk, not RAM.
+        """
         if self._prepared is None:
             def write(tmp: Path):
-                train, val = self._split_documents()
+                is_val = self._is_val()
                 if self.tokenizer_path is None:
-                    tok = train_bpe(train, self.bpe_vocab_size)
+                    train_docs = (d for d, v in zip(self.corpus.nonempty(), is_val) if not v)
+                    tok = train_bpe(train_docs, self.bpe_vocab_size)
                 elif self.tokenizer_path == "gpt2":
                     tok = load_tokenizer(gpt2_folder(tmp / "gpt2"))
                 else:
                     tok = load_tokenizer(self.tokenizer_path)
                 tok.save_pretrained(tmp / "tokenizer")
-                for name, texts in (("train", train), ("val", val)):
-                    (tmp / name).mkdir()
-                    tokenize(tok, texts).save(tmp / name)
+                writers = [SplitWriter(tmp / "train", tok), SplitWriter(tmp / "val", tok)]
+                batch: list[list[str]] = [[], []]
+                for doc, v in zip(self.corpus.nonempty(), is_val.tolist()):
+                    batch[v].append(doc)
+                    if len(batch[v]) == 4096:
+                        writers[v].add(batch[v])
+                        batch[v] = []
+                for w, b in zip(writers, batch):
+                    w.add(b)
+                    w.close()
             self._prepared = atomic_dir(self.cache_dir / self.cache_key(), write)
             self.tokenizer = load_tokenizer(self._prepared / "tokenizer")
         return self._prepared
@@ -243,7 +286,7 @@ class CorpusDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         root = self.prepare()
         for split in ("train", "val"):
-            self.splits[split] = TokenizedSplit.load(root / split)
+            self.splits[split] = TokenizedSplit(root / split)
             self.side[split] = {ann.name: annotate_split(ann, root, split) for ann in self.annotators}
         n = len(self.splits["train"].ids)
         if n < self.block_size + 1:

@@ -57,16 +57,19 @@ class ExportHF(L.Callback):
     def _target(self, trainer) -> Path:
         return Path(self.dirpath or Path(trainer.log_dir or ".") / "hf")
 
+    # trainer.log_dir is a collective under DDP: every rank asks for the target, rank 0 writes.
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         files = tokenizer_files(trainer.datamodule.tokenizer)
         checkpoint[TOKENIZER_KEY] = files
+        target = self._target(trainer)
         if trainer.is_global_zero:
-            export_hf(pl_module.model, files, self._target(trainer))
+            export_hf(pl_module.model, files, target)
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        target, log_dir = self._target(trainer), trainer.log_dir
         if trainer.is_global_zero:
-            out = export_hf(pl_module.model, tokenizer_files(trainer.datamodule.tokenizer), self._target(trainer))
-            print(f"exported Hugging Face model (with <CALL>) to {out}\nTensorBoard logs: {trainer.log_dir} "
+            out = export_hf(pl_module.model, tokenizer_files(trainer.datamodule.tokenizer), target)
+            print(f"exported Hugging Face model (with <CALL>) to {out}\nTensorBoard logs: {log_dir} "
                   "(view: tensorboard --logdir lightning_logs)")
 
 

@@ -33,7 +33,7 @@ def test_values_align_with_tokens_and_eos_is_zero(root):
     from lacy.data import TokenizedSplit
 
     arr = annotate_split(WordLength(), root, "train", progress=False)
-    split = TokenizedSplit.load(root / "train")
+    split = TokenizedSplit(root / "train")
     assert arr.shape == split.ids.shape
     assert np.array_equal(arr, (split.offsets[:, 1] - split.offsets[:, 0]).astype(np.float32))
 
