@@ -7,7 +7,7 @@ each do every n-th chunk over a shared folder; any later run assembles the chunk
 
 Command (same config as training, so the cache key matches):
 
-    python -m lacy.annotate --config configs/lacy.yaml [--shard 0 --num-shards 4]
+    python -m lacy.annotate --config configs/lacy.yaml [--shard 0 --num-shards 4] [--prepare-only]
 """
 import os
 import sys
@@ -56,7 +56,7 @@ def annotate_split(ann: Annotator, root: Path, split: str, shard: int = 0, num_s
         return np.load(final, mmap_mode="r")
     data = TokenizedSplit(Path(root) / split)
     chunks = [range(s, min(s + ann.chunk_docs, data.n_docs)) for s in range(0, data.n_docs, ann.chunk_docs)]
-    chunk_dir = out / f"{split}-chunks"
+    chunk_dir = out / f"{split}-chunks-of-{ann.chunk_docs}"  # a different chunk size never mixes with these
     chunk_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in range(shard, len(chunks), num_shards) if not (chunk_dir / f"{i:06d}.npy").exists()]
     n_words = lambda texts: sum(len(t.split()) for t in texts)  # noqa: E731
@@ -103,6 +103,8 @@ def main(argv=None) -> None:
     parser.add_argument("--config", required=True, help="the training YAML (its data section is used)")
     parser.add_argument("--shard", type=int, default=0, help="this machine's shard index, 0-based")
     parser.add_argument("--num-shards", type=int, default=1, help="number of machines splitting the corpus")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="tokenize (and train the BPE) into cache_dir, then stop: run once before the shards")
     args = parser.parse_args(argv)
     if not 0 <= args.shard < args.num_shards:
         parser.error(f"--shard {args.shard} must be in [0, --num-shards={args.num_shards})")
@@ -110,6 +112,9 @@ def main(argv=None) -> None:
 
     data = cli_main(["--config", args.config], run=False).datamodule
     root = data.prepare()
+    print(f"tokenized corpus: {root}")
+    if args.prepare_only:
+        return
     for ann in data.annotators:
         for split in ("train", "val"):
             t0 = time.perf_counter()

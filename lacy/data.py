@@ -26,7 +26,7 @@ from lacy.corpus import Corpus, WikiSummaries
 from lacy.objective import IGNORE_INDEX
 from lacy.tokenizer import gpt2_folder, load_tokenizer, train_bpe
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # bump when the on-disk format changes
 
 
 def stable_hash(*parts) -> str:
@@ -131,7 +131,7 @@ class PackedBlocks(Dataset):
         piece = arr[start:stop]
         if len(piece) < self.block_size:
             piece = np.concatenate([piece, np.full(self.block_size - len(piece), fill, dtype=arr.dtype)])
-        return torch.from_numpy(np.ascontiguousarray(piece))
+        return torch.from_numpy(np.array(piece))  # a copy: the stream is a read-only memory map
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         s, T = k * self.block_size, self.block_size

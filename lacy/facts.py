@@ -75,7 +75,7 @@ class SpacyFactAnnotator(Annotator):
     def __init__(self, spacy_model: str | None = None, entity_labels: list[str] | None = None,
                  pos_tags: list[str] | None = None, keywords: list[str] | None = None,
                  occurrence_tracking: bool = True, ner_sentences: bool = True, n_process: int = 1,
-                 batch_size: int = 64, chunk_docs: int = 500):
+                 batch_size: int = 64, chunk_docs: int = 2000):
         self.spacy_model = spacy_model or default_spacy_model()
         self.entity_labels = set(ENTITY_LABELS if entity_labels is None else entity_labels)
         self.pos_tags = set(POS_TAGS if pos_tags is None else pos_tags)
