@@ -6,8 +6,8 @@ which returns the call mask; the objective does the rest. The strategy is a Call
 cannot silently train a plain LM.
 """
 import math
-from dataclasses import replace
 import time
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -55,7 +55,8 @@ class CallLM(L.LightningModule):
         self.register_buffer("gradient_tokens", torch.zeros((), dtype=torch.long))  # paper's budget equaliser
         # first step with a non-finite loss (-1: none), kept on device so checking it costs no per-step sync
         self.register_buffer("first_bad_step", torch.full((), -1, dtype=torch.long), persistent=False)
-        self._forward = torch.compile(self.model) if compile else self.model
+        # not registered as a submodule, so state_dict keys stay ``model.*`` whether compiled or not
+        self.__dict__["_forward"] = torch.compile(self.model) if compile else self.model
         self._last_batch_time: float | None = None
         self._peak_flops: float | None = None
 
@@ -87,7 +88,8 @@ class CallLM(L.LightningModule):
         return lacy_objective(losses, call), losses, call & losses.valid
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, losses, call = self._step(batch, self.global_step)
+        # micro-batch counter (restored on resume): distinct random draws for each accumulated micro-batch
+        loss, losses, call = self._step(batch, self.trainer.fit_loop.epoch_loop.total_batch_idx)
         bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
         self.first_bad_step.copy_(torch.where(bad, self.global_step, self.first_bad_step))
         if self.global_step % self.hparams.finite_check_interval == 0:
