@@ -67,3 +67,26 @@ def test_datamodule_carries_annotations_into_batches(data_kwargs):
     s = 3 * dm.block_size + 1
     expect = split.offsets[s:s + dm.block_size]
     assert item["length"].tolist() == (expect[:, 1] - expect[:, 0]).astype(np.float32).tolist()
+
+
+def test_annotate_command_shards_and_prepare_only(tmp_path, bios_path, capsys):
+    import yaml
+
+    from lacy.annotate import main
+
+    config = yaml.safe_load(open("configs/lacy.yaml"))
+    config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
+                          bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    config["data"]["annotators"][0]["init_args"].update(n_process=1, chunk_docs=50)
+    config["model"]["preset"] = "micro"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["--config", str(path), "--prepare-only"])
+    assert "tokenized corpus" in capsys.readouterr().out and not list((tmp_path / "cache").glob("*/side"))
+    main(["--config", str(path), "--shard", "1", "--num-shards", "2"])
+    out = capsys.readouterr().out
+    assert "fact train: shard done; other shards pending" in out  # 108 documents = chunks 0, 1, 2; shard 1 did 1
+    main(["--config", str(path), "--shard", "0", "--num-shards", "2"])
+    assert "fact train: complete" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--config", str(path), "--shard", "2", "--num-shards", "2"])

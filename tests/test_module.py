@@ -1,4 +1,5 @@
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,37 @@ def test_token_budget_sets_steps_and_accumulation(data_kwargs, tmp_path):
     assert model.gradient_tokens.item() == 10 * 2 * 109
     with pytest.raises(ValueError, match="not a multiple"):
         fit(data_kwargs, tmp_path, [Vanilla(), TokenBudget(global_batch_size=6)], max_steps=2)
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-save")
+
+    with pytest.raises(RuntimeError, match="killed mid-save"):
+        io.save_checkpoint({"step": 2, "bad": Unpicklable()}, path)
+    assert torch.load(path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_lacy_warns_when_the_budget_reaches_the_fact_rate(data_kwargs, tmp_path):
+    from lacy.annotate import Annotator
+    from lacy.lacy_strategy import LaCy
+
+    class EveryFifth(Annotator):  # 20% of tokens are "facts"
+        name, dtype = "fact", bool
+
+        def fingerprint(self):
+            return "every-fifth"
+
+        def annotate(self, texts, offsets):
+            return [np.arange(len(o)) % 5 == 0 for o in offsets]
+
+    kw = dict(data_kwargs, annotators=[EveryFifth()])
+    with pytest.warns(UserWarning, match="none is learned"):
+        fit(kw, tmp_path, [LaCy(call_rate=0.3)], max_steps=1)
+    trainer, _ = fit(kw, tmp_path, [LaCy(call_rate=0.1)], max_steps=3)
+    assert trainer.callback_metrics["train/call_rate"].item() == pytest.approx(round(0.1 * 128) / 128)
