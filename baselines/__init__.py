@@ -1,8 +1,9 @@
 """Selection strategies the paper compares LaCy with (method.md section 4)."""
 from baselines.loss_only import LossOnly
 from baselines.random_calls import RandomCalls
-from baselines.rho1 import Rho1
+from baselines.rho1 import ReferenceLoss, Rho1
 from baselines.spacy_only import SpacyOnly
+from baselines.spacy_ref import SpacyRef
 from baselines.vanilla import Vanilla
 
-__all__ = ["LossOnly", "RandomCalls", "Rho1", "SpacyOnly", "Vanilla"]
+__all__ = ["LossOnly", "RandomCalls", "ReferenceLoss", "Rho1", "SpacyOnly", "SpacyRef", "Vanilla"]

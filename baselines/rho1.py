@@ -4,15 +4,23 @@
 
 Rho-1 trains on high-excess tokens (learnable, not yet learned); the paper's adaptation turns the 15% with
 the lowest excess loss into ``<CALL>``. The reference is any causal LM with the same tokenizer (default: a
-vanilla model trained on the same corpus, exported with lacy.export).
+vanilla model trained on the same corpus: ``make reference``).
 
-This strategy computes the reference loss online: one no-grad forward of the reference, in eval mode, on the
-training device, attached to the batch as ``batch["ref_loss"]`` before the step. The selector reads only
-the batch, so a precomputed ``ref_loss`` side array selects the same tokens.
+Two modes, one selector reading ``batch["ref_loss"]``:
+  * online (``Rho1(reference=...)``): one no-grad forward of the reference per step, in eval mode, on the
+    training device, attached to the batch before the step;
+  * precomputed (``Rho1()`` + the :class:`ReferenceLoss` annotator): an offline pass over the same packed
+    blocks writes ``ref_loss`` as a side array (sharded and resumable like the spaCy annotation).
+Both see the same block context, so they select the same tokens (tests/test_rho1.py).
 """
+import hashlib
+from pathlib import Path
+
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from lacy.annotate import BlockAnnotator
 from lacy.objective import token_losses
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
@@ -23,39 +31,54 @@ def rho1_select(loss, ref_loss, valid, k):
     return select_top(-(loss - ref_loss), valid, k)
 
 
+def reference_folder(path: str) -> Path:
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"reference model folder {path!r} does not exist; train one with `make reference` "
+                                "(a vanilla SLM exported to runs/reference/hf) or point `reference` at a HF folder")
+    return Path(path)
+
+
+def load_reference(path: str, device) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(reference_folder(path), local_files_only=True).to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def reference_loss(model, batch: dict, has_call_row: bool) -> torch.Tensor:
+    """The reference's -log p_noCALL of each target, exactly as the SLM's loss is computed."""
+    logits = model(input_ids=batch["input_ids"]).logits
+    if not has_call_row:  # a reference without <CALL>: p_noCALL is its plain softmax
+        logits = torch.cat([logits, logits.new_full(logits.shape[:-1] + (1,), float("-inf"))], dim=-1)
+    return token_losses(logits, batch["labels"]).target
+
+
 class Rho1(CallStrategy):
     """Args:
-        reference: local Hugging Face folder of the reference model (same tokenizer; ``<CALL>`` row optional).
+        reference: local Hugging Face folder of the reference model for the online mode (same tokenizer;
+            ``<CALL>`` row optional); null = precomputed mode, reading ``ref_loss`` from data.annotators.
         call_rate: fraction of each batch's valid targets that become ``<CALL>``.
     """
 
     requires = ("ref_loss",)
 
-    def __init__(self, reference: str, call_rate: float = 0.15):
+    def __init__(self, reference: str | None = None, call_rate: float = 0.15):
         super().__init__(call_rate)
         self.reference_path = reference
         self.reference = None
 
     def setup(self, trainer, pl_module, stage):
         super().setup(trainer, pl_module, stage)
-        ref = AutoModelForCausalLM.from_pretrained(self.reference_path, local_files_only=True)
-        rows, ours = ref.config.vocab_size, pl_module.hparams.vocab_size
+        if self.reference_path is None:
+            return
+        self.reference = load_reference(self.reference_path, pl_module.device)
+        rows, ours = self.reference.config.vocab_size, pl_module.hparams.vocab_size
         if rows not in (ours, ours - 1):
             raise ValueError(f"Rho1 reference {self.reference_path!r} has {rows} vocabulary rows; the SLM has {ours} "
                              "(<CALL> included): the reference must use the same tokenizer")
-        self.reference = ref.to(pl_module.device).eval().requires_grad_(False)
-        self.needs_call_column = rows == ours - 1
-
-    @torch.no_grad()
-    def reference_loss(self, batch) -> torch.Tensor:
-        logits = self.reference(input_ids=batch["input_ids"]).logits
-        if self.needs_call_column:  # a reference without <CALL>: p_noCALL is its plain softmax
-            logits = torch.cat([logits, logits.new_full(logits.shape[:-1] + (1,), float("-inf"))], dim=-1)
-        return token_losses(logits, batch["labels"]).target
+        self.has_call_row = rows == ours
 
     def _attach(self, batch):
-        if self.reference is not None and "ref_loss" not in batch:
-            batch["ref_loss"] = self.reference_loss(batch)
+        if self.reference is not None:
+            batch["ref_loss"] = reference_loss(self.reference, batch, self.has_call_row)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._attach(batch)
@@ -66,3 +89,34 @@ class Rho1(CallStrategy):
     def select(self, batch, losses, step):
         k = budget(losses.valid, self.call_rate)
         return rho1_select(losses.target, self.side(batch, "ref_loss").float(), losses.valid, k)
+
+
+class ReferenceLoss(BlockAnnotator):
+    """Precomputed reference losses (batch key ``ref_loss``), one offline pass over the training blocks.
+
+    Args:
+        reference: local Hugging Face folder of the reference model (same tokenizer).
+        has_call_row: the reference's last row is ``<CALL>`` (true for models trained and exported by lacy).
+        device: where the pass runs (``auto``: a GPU when there is one).
+        chunk_blocks: blocks per forward and per resumable chunk.
+    """
+
+    name, dtype = "ref_loss", np.float32
+
+    def __init__(self, reference: str, has_call_row: bool = True, device: str = "auto", chunk_blocks: int = 64):
+        self.reference, self.has_call_row, self.chunk_blocks = reference, has_call_row, chunk_blocks
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self._model = None
+
+    def fingerprint(self) -> str:
+        folder = reference_folder(self.reference)
+        h = hashlib.sha256(str(self.has_call_row).encode())
+        for f in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+            h.update(f.read_bytes())
+        return h.hexdigest()[:16]
+
+    def annotate_blocks(self, batch):
+        if self._model is None:
+            self._model = load_reference(self.reference, self.device)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return reference_loss(self._model, batch, self.has_call_row).cpu().numpy()

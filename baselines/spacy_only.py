@@ -6,5 +6,5 @@ from lacy.selection import uniform_scores
 class SpacyOnly(LaCy):
     """LaCy with random scores instead of the SLM's loss: isolates what the loss signal adds."""
 
-    def scores(self, losses, step):
+    def scores(self, batch, losses, step):
         return uniform_scores(losses.valid.shape, self.step_seed(step), losses.valid.device)

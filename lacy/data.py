@@ -281,13 +281,13 @@ class CorpusDataModule(L.LightningDataModule):
         root = self.prepare()
         for ann in self.annotators:
             for split in ("train", "val"):
-                annotate_split(ann, root, split)
+                annotate_split(ann, root, split, self.block_size)
 
     def setup(self, stage: str | None = None) -> None:
         root = self.prepare()
         for split in ("train", "val"):
             self.splits[split] = TokenizedSplit(root / split)
-            self.side[split] = {ann.name: annotate_split(ann, root, split) for ann in self.annotators}
+            self.side[split] = {a.name: annotate_split(a, root, split, self.block_size) for a in self.annotators}
         n = len(self.splits["train"].ids)
         if n < self.block_size + 1:
             raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "

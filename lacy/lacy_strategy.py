@@ -45,12 +45,13 @@ class LaCy(CallStrategy):
             return budget(fact, self.fact_fraction)
         return budget(losses.valid, self.call_rate)
 
-    def scores(self, losses, step):
+    def scores(self, batch, losses, step):
+        """What ranks the fact tokens: the SLM's current loss (ablations override this)."""
         return losses.target
 
     def select(self, batch, losses, step):
         fact = self.facts(batch, losses)
-        return lacy_select(self.scores(losses, step), losses.valid, fact, self.k(losses, fact))
+        return lacy_select(self.scores(batch, losses, step), losses.valid, fact, self.k(losses, fact))
 
     def metrics(self, batch, call_mask):
         fact = batch["fact"].bool() & (batch["labels"] >= 0)

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from lacy.cli import cli_main
+from lacy.model import build_slm
 
 CONFIGS = sorted(p.stem for p in Path("configs").glob("*.yaml"))
 
@@ -17,12 +18,23 @@ def small_run_args(bios_path, tmp_path):
 
 
 def test_every_strategy_has_a_config():
-    assert {"vanilla", "random_calls", "loss_only", "lacy", "spacy_only"} <= set(CONFIGS)
+    assert {"vanilla", "random_calls", "loss_only", "lacy", "spacy_only", "rho1", "spacy_ref"} <= set(CONFIGS)
+
+
+def config_for_test(name, tmp_path) -> str:
+    """The shipped config; one that needs a reference model gets a real (random, micro) one in tmp_path."""
+    text = Path(f"configs/{name}.yaml").read_text()
+    if "runs/reference/hf" not in text:
+        return f"configs/{name}.yaml"
+    build_slm("micro", 301, 32).save_pretrained(tmp_path / "reference")
+    patched = tmp_path / f"{name}.yaml"
+    patched.write_text(text.replace("runs/reference/hf", str(tmp_path / "reference")))
+    return str(patched)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_trains_and_exports(name, bios_path, tmp_path):
-    cli = cli_main(["fit", "--config", f"configs/{name}.yaml", *small_run_args(bios_path, tmp_path)])
+    cli = cli_main(["fit", "--config", config_for_test(name, tmp_path), *small_run_args(bios_path, tmp_path)])
     assert cli.trainer.global_step == 3
     assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size == 301  # linked, stated once
     log_dir = Path(cli.trainer.log_dir)

@@ -1,11 +1,11 @@
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
-from baselines.rho1 import Rho1, rho1_select
-from lacy.data import CorpusDataModule, PackedBlocks
+from baselines.rho1 import ReferenceLoss, Rho1, rho1_select
+from baselines.spacy_ref import SpacyRef
+from lacy.data import CorpusDataModule
 from lacy.model import build_slm
 from lacy.module import CallLM
 from lacy.objective import TokenLosses
@@ -21,34 +21,43 @@ def test_lowest_excess_loss_is_delegated():
 
 @pytest.mark.parametrize("with_call_row", [True, False])
 def test_online_and_precomputed_reference_select_the_same(data_kwargs, tmp_path, with_call_row):
-    dm = CorpusDataModule(**data_kwargs)
-    dm.setup()
-    vocab = dm.vocab_size if with_call_row else dm.vocab_size - 1
+    plain = CorpusDataModule(**data_kwargs)
+    vocab = plain.vocab_size if with_call_row else plain.vocab_size - 1
     torch.manual_seed(0)
-    build_slm("micro", vocab, dm.block_size).save_pretrained(tmp_path / "ref")
-    slm = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=dm.block_size)
-    strategy = Rho1(reference=str(tmp_path / "ref"), call_rate=0.2)
-    strategy.setup(SimpleNamespace(global_rank=0, world_size=1), slm, "fit")
-
-    # precomputed: one offline pass over the packed blocks, stored as a side array aligned with the stream
-    plain = dm.dataset("train")
-    stream = np.zeros(len(plain.ids), dtype=np.float32)
-    for k in range(len(plain)):
-        item = {key: v.unsqueeze(0) for key, v in plain[k].items()}
-        s = k * dm.block_size + 1
-        values = strategy.reference_loss(item)[0].numpy()
-        stream[s:s + dm.block_size] = values[:len(stream[s:s + dm.block_size])]
-    pre = PackedBlocks(plain.ids, {"ref_loss": stream}, dm.block_size, plain.pad_id)
-
-    for k in (0, 5, len(plain) - 1):  # the last block is padded
-        online = {key: v.unsqueeze(0) for key, v in plain[k].items()}
-        strategy.on_train_batch_start(None, slm, online, k)
-        offline = {key: v.unsqueeze(0) for key, v in pre[k].items()}
-        valid = online["labels"] >= 0
-        assert torch.allclose(online["ref_loss"] * valid, offline["ref_loss"] * valid, atol=1e-5)
+    build_slm("micro", vocab, plain.block_size).save_pretrained(tmp_path / "ref")
+    plain.setup()
+    # precomputed: the offline pass over the same packed blocks, through the annotation runner
+    pre = CorpusDataModule(**dict(data_kwargs, annotators=[
+        ReferenceLoss(str(tmp_path / "ref"), has_call_row=with_call_row, chunk_blocks=7)]))
+    pre.setup()
+    slm = CallLM(preset="micro", vocab_size=plain.vocab_size, block_size=plain.block_size)
+    online = Rho1(reference=str(tmp_path / "ref"), call_rate=0.2)
+    online.setup(SimpleNamespace(global_rank=0, world_size=1), slm, "fit")
+    blocks, pre_blocks = plain.dataset("train"), pre.dataset("train")
+    for k in (0, 5, len(blocks) - 1):  # the last block is padded
+        batch = {key: v.unsqueeze(0) for key, v in blocks[k].items()}
+        online.on_train_batch_start(None, slm, batch, k)
+        offline = {key: v.unsqueeze(0) for key, v in pre_blocks[k].items()}
+        valid = batch["labels"] >= 0
+        assert torch.allclose(batch["ref_loss"] * valid, offline["ref_loss"] * valid, atol=1e-5)
         target = torch.rand(valid.shape) * valid
         losses = TokenLosses(target, torch.zeros_like(target), torch.zeros_like(target), valid)
-        assert torch.equal(strategy.select(online, losses, 0), strategy.select(offline, losses, 0))
+        assert torch.equal(online.select(batch, losses, 0), Rho1(call_rate=0.2).select(offline, losses, 0))
+
+
+def test_spacy_ref_ranks_facts_by_the_reference_loss():
+    ref = torch.tensor([[5.0, 1.0, 4.0, 9.0, 3.0]])
+    batch = {"fact": torch.tensor([[True, True, True, False, True]]), "ref_loss": ref}
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    slm_loss = torch.tensor([[0.0, 9.0, 0.0, 0.0, 0.0]])  # ignored
+    losses = TokenLosses(slm_loss, torch.zeros(1, 5), torch.zeros(1, 5), valid)
+    assert SpacyRef(call_rate=0.4).select(batch, losses, 0).tolist() == [[True, False, True, False, False]]
+
+
+def test_missing_reference_folder_says_how_to_make_one(tmp_path):
+    slm = CallLM(preset="micro", vocab_size=301, block_size=32)
+    with pytest.raises(FileNotFoundError, match="make reference"):
+        Rho1(reference=str(tmp_path / "nope")).setup(SimpleNamespace(global_rank=0, world_size=1), slm, "fit")
 
 
 def test_reference_with_another_tokenizer_is_refused(data_kwargs, tmp_path):
