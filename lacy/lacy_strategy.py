@@ -30,6 +30,7 @@ class LaCy(CallStrategy):
     """
 
     requires = ("fact",)
+    flag_key = "fact"  # the side array whose tokens may be delegated
 
     def __init__(self, call_rate: float = 0.15, fact_fraction: float | None = None, seed: int = 0):
         super().__init__(call_rate, seed)
@@ -38,7 +39,7 @@ class LaCy(CallStrategy):
         self.fact_fraction = fact_fraction
 
     def facts(self, batch, losses):
-        return self.side(batch, "fact").bool() & losses.valid
+        return self.side(batch, self.flag_key).bool() & losses.valid
 
     def k(self, losses, fact):
         if self.fact_fraction is not None:
@@ -54,15 +55,16 @@ class LaCy(CallStrategy):
         return lacy_select(self.scores(batch, losses, step), losses.valid, fact, self.k(losses, fact))
 
     def metrics(self, batch, call_mask):
-        fact = batch["fact"].bool() & (batch["labels"] >= 0)
-        return {"fact_rate": fact.float().mean(), "calls_per_fact": call_mask.sum() / fact.sum().clamp(min=1)}
+        fact = batch[self.flag_key].bool() & (batch["labels"] >= 0)
+        return {"fact_rate": fact.float().mean(), "calls_per_fact": call_mask.sum() / fact.sum().clamp(min=1),
+                "cap_binds": (call_mask.sum() < fact.sum()).float()}  # more flagged tokens than the budget
 
     def on_fit_start(self, trainer, pl_module) -> None:
         """Warn when the batch budget reaches the flagged fraction: every fact would be delegated, none learned."""
         side = getattr(trainer.datamodule, "side", {}).get("train", {})
-        if "fact" not in side or self.fact_fraction is not None:
+        if self.flag_key not in side or self.fact_fraction is not None:
             return
-        flagged = float(side["fact"].mean())
+        flagged = float(side[self.flag_key].mean())
         print(f"{type(self).__name__}: {flagged:.1%} of training tokens are fact tokens; call_rate {self.call_rate:.1%} "
               f"delegates ~{min(1.0, self.call_rate / max(flagged, 1e-9)):.0%} of them")
         if self.call_rate >= flagged:

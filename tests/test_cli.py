@@ -5,6 +5,7 @@ import pytest
 
 from lacy.cli import cli_main
 from lacy.model import build_slm
+from lacy.tokenizer import train_bpe
 
 CONFIGS = sorted(p.stem for p in Path("configs").glob("*.yaml"))
 
@@ -18,17 +19,23 @@ def small_run_args(bios_path, tmp_path):
 
 
 def test_every_strategy_has_a_config():
-    assert {"vanilla", "random_calls", "loss_only", "lacy", "spacy_only", "rho1", "spacy_ref"} <= set(CONFIGS)
+    assert {"vanilla", "random_calls", "loss_only", "lacy", "spacy_only", "rho1", "spacy_ref", "llm_judge"} <= set(CONFIGS)
 
 
 def config_for_test(name, tmp_path) -> str:
-    """The shipped config; one that needs a reference model gets a real (random, micro) one in tmp_path."""
+    """The shipped config, with real micro models (random weights) in place of the reference model and the
+    SmolLM2 judge, so every config trains in seconds."""
     text = Path(f"configs/{name}.yaml").read_text()
-    if "runs/reference/hf" not in text:
-        return f"configs/{name}.yaml"
-    build_slm("micro", 301, 32).save_pretrained(tmp_path / "reference")
+    if "runs/reference/hf" in text:
+        build_slm("micro", 301, 32).save_pretrained(tmp_path / "reference")
+        text = text.replace("runs/reference/hf", str(tmp_path / "reference"))
+    if "model: smollm2" in text:
+        tok = train_bpe(["a tiny judge " * 20], vocab_size=280)
+        build_slm("micro", len(tok), 1024).save_pretrained(tmp_path / "judge")
+        tok.save_pretrained(tmp_path / "judge")
+        text = text.replace("model: smollm2", f"model: {tmp_path / 'judge'}").replace("max_new_tokens: 96", "max_new_tokens: 4")
     patched = tmp_path / f"{name}.yaml"
-    patched.write_text(text.replace("runs/reference/hf", str(tmp_path / "reference")))
+    patched.write_text(text)
     return str(patched)
 
 
