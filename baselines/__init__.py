@@ -7,4 +7,5 @@ from baselines.spacy_only import SpacyOnly
 from baselines.spacy_ref import SpacyRef
 from baselines.vanilla import Vanilla
 
-__all__ = ["HFJudge", "JudgeAnnotator", "LLMJudge", "OpenAIJudge", "LossOnly", "RandomCalls", "ReferenceLoss", "Rho1", "SpacyOnly", "SpacyRef", "Vanilla"]
+__all__ = ["HFJudge", "JudgeAnnotator", "LLMJudge", "LossOnly", "OpenAIJudge", "RandomCalls", "ReferenceLoss", "Rho1",
+           "SpacyOnly", "SpacyRef", "Vanilla"]

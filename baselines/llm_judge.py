@@ -25,6 +25,7 @@ import torch
 from lacy.annotate import Annotator
 from lacy.facts import span_flags
 from lacy.lacy_strategy import LaCy
+from lacy.model import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class HFJudge(Judge):
         self._model = self._tok = None
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps([Path(self.path).name, self.gguf_file, self.max_new_tokens]).encode()).hexdigest()[:16]
+        return f"{weights_digest(self.path, self.gguf_file)}-{self.max_new_tokens}"
 
     def _load(self):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,7 +102,8 @@ class HFJudge(Judge):
         self._tok.padding_side = "left"
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
-        self._model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, **kw).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, **kw)
+        self._model = model.to(self.device).eval()
 
     def _render(self, prompt: str) -> str:
         if self._tok.chat_template:

@@ -13,7 +13,6 @@ Two modes, one selector reading ``batch["ref_loss"]``:
     blocks writes ``ref_loss`` as a side array (sharded and resumable like the spaCy annotation).
 Both see the same block context, so they select the same tokens (tests/test_rho1.py).
 """
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lacy.annotate import BlockAnnotator
+from lacy.model import weights_digest
 from lacy.objective import token_losses
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
@@ -39,7 +39,8 @@ def reference_folder(path: str) -> Path:
 
 
 def load_reference(path: str, device) -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(reference_folder(path), local_files_only=True).to(device).eval().requires_grad_(False)
+    model = AutoModelForCausalLM.from_pretrained(reference_folder(path), local_files_only=True)
+    return model.to(device).eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -109,11 +110,7 @@ class ReferenceLoss(BlockAnnotator):
         self._model = None
 
     def fingerprint(self) -> str:
-        folder = reference_folder(self.reference)
-        h = hashlib.sha256(str(self.has_call_row).encode())
-        for f in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
-            h.update(f.read_bytes())
-        return h.hexdigest()[:16]
+        return f"{weights_digest(reference_folder(self.reference))}-{int(self.has_call_row)}"
 
     def annotate_blocks(self, batch):
         if self._model is None:

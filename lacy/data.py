@@ -277,21 +277,25 @@ class CorpusDataModule(L.LightningDataModule):
         self.prepare()
         return len(self.tokenizer)
 
+    def _check_size(self, root: Path) -> None:
+        n = json.loads((root / "train" / "meta.json").read_text())["tokens"]
+        if n < self.block_size + 1:
+            raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
+                             f"{self.block_size + 1}); use a larger corpus or a smaller data.block_size")
+
     def prepare_data(self) -> None:
         root = self.prepare()
+        self._check_size(root)  # before any (expensive) annotation
         for ann in self.annotators:
             for split in ("train", "val"):
                 annotate_split(ann, root, split, self.block_size)
 
     def setup(self, stage: str | None = None) -> None:
         root = self.prepare()
+        self._check_size(root)
         for split in ("train", "val"):
             self.splits[split] = TokenizedSplit(root / split)
             self.side[split] = {a.name: annotate_split(a, root, split, self.block_size) for a in self.annotators}
-        n = len(self.splits["train"].ids)
-        if n < self.block_size + 1:
-            raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
-                             f"{self.block_size + 1}); use a larger corpus or a smaller data.block_size")
 
     # -- loaders ----------------------------------------------------------------------------------------
     def dataset(self, split: str) -> PackedBlocks:
@@ -303,6 +307,10 @@ class CorpusDataModule(L.LightningDataModule):
         data = self.dataset("train")
         sampler = ResumableSampler(len(data), self.seed, lambda: trainer.global_step * per_step,
                                    trainer.global_rank, trainer.world_size)
+        if len(sampler) < self.batch_size:
+            raise ValueError(f"the training split has {len(data)} blocks, fewer than one batch per device "
+                             f"(data.batch_size={self.batch_size} x {trainer.world_size} devices); use a larger "
+                             "corpus or smaller data.batch_size / data.block_size")
         return ResumableDataLoader(data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

@@ -7,7 +7,6 @@ tokens, k = round(call_rate * valid targets); all fact tokens when there are few
 """
 import warnings
 
-import torch
 
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
@@ -65,8 +64,9 @@ class LaCy(CallStrategy):
         if self.flag_key not in side or self.fact_fraction is not None:
             return
         flagged = float(side[self.flag_key].mean())
-        print(f"{type(self).__name__}: {flagged:.1%} of training tokens are fact tokens; call_rate {self.call_rate:.1%} "
-              f"delegates ~{min(1.0, self.call_rate / max(flagged, 1e-9)):.0%} of them")
+        share = min(1.0, self.call_rate / max(flagged, 1e-9))
+        print(f"{type(self).__name__}: {flagged:.1%} of training tokens are flagged ({self.flag_key}); call_rate "
+              f"{self.call_rate:.1%} delegates ~{share:.0%} of them")
         if self.call_rate >= flagged:
             warnings.warn(f"{type(self).__name__}: call_rate={self.call_rate} is not below the flagged fraction "
                           f"{flagged:.3f}: every fact token becomes <CALL> and none is learned. Lower call_rate or "

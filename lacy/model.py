@@ -3,6 +3,9 @@
 The vocabulary is the tokenizer's, whose last id is ``<CALL>``: one extra row in the embedding and
 in the (tied) LM head. Nothing else about the model knows about calls; the objective does.
 """
+import hashlib
+from pathlib import Path
+
 from transformers import GPT2Config, GPT2LMHeadModel
 
 # n_layer, n_embd, n_head. Non-embedding parameters are ~12 * n_layer * n_embd**2.
@@ -38,3 +41,15 @@ def non_embedding_params(model: GPT2LMHeadModel) -> int:
     """Parameter count without token/position embeddings (the LM head is tied to the token embedding)."""
     t = model.transformer
     return sum(p.numel() for p in model.parameters()) - t.wte.weight.numel() - t.wpe.weight.numel()
+
+
+def weights_digest(folder: str | Path, gguf_file: str | None = None) -> str:
+    """Hash of a local model's weights and config: caches keyed by it follow the model, not its path."""
+    folder = Path(folder)
+    files = [folder / gguf_file] if gguf_file else sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()[:16]

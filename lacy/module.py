@@ -118,7 +118,8 @@ class CallLM(L.LightningModule):
     def flops_per_token(self) -> float:
         """Training FLOPs per token: 6 x matmul parameters (LM head included) + attention (PaLM appendix B)."""
         c = self.model.config
-        return 6 * (non_embedding_params(self.model) + c.n_embd * c.vocab_size) + 12 * c.n_layer * c.n_embd * c.n_positions
+        matmul_params = non_embedding_params(self.model) + c.n_embd * c.vocab_size
+        return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.n_positions
 
     def on_train_start(self) -> None:
         from lightning.fabric.utilities.throughput import get_available_flops
