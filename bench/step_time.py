@@ -22,6 +22,7 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 
 from baselines import LossOnly, RandomCalls, ReferenceLoss, Rho1, SpacyOnly, Vanilla
+from lacy.corpus import JsonlCorpus
 from lacy.data import CorpusDataModule
 from lacy.facts import SpacyFactAnnotator
 from lacy.lacy_strategy import LaCy
@@ -66,7 +67,7 @@ def run(name, dm, args) -> tuple[StepTimer, CallLM]:
     return timer, model
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--steps", type=int, default=40)
@@ -80,8 +81,12 @@ def main():
     p.add_argument("--n-process", type=int, default=2, help="spaCy processes for the (cached) fact annotation")
     p.add_argument("--reference", default=None, help="Rho-1 reference folder (default: random, same preset)")
     p.add_argument("--compile", action="store_true", help="torch.compile the SLM")
-    args = p.parse_args()
-    dm = CorpusDataModule(block_size=args.block_size, batch_size=args.batch_size, bpe_vocab_size=args.bpe_vocab_size,
+    p.add_argument("--jsonl", default=None, help="a jsonl corpus instead of the Wikipedia summaries")
+    p.add_argument("--cache-dir", default=".cache/lacy")
+    args = p.parse_args(argv)
+    corpus = JsonlCorpus(args.jsonl) if args.jsonl else None
+    dm = CorpusDataModule(corpus=corpus, cache_dir=args.cache_dir, block_size=args.block_size,
+                          batch_size=args.batch_size, bpe_vocab_size=args.bpe_vocab_size,
                           annotators=[SpacyFactAnnotator(n_process=args.n_process)])
     dm.prepare_data()
     if "rho1" in args.strategies and args.reference is None:
