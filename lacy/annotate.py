@@ -1,11 +1,12 @@
 """Offline per-token annotation of a tokenized corpus: resumable, sharded, cached.
 
-An annotator turns documents (text + subword character offsets) into one value per subword. The runner
-cuts a split into chunks of documents, writes each finished chunk atomically, and skips finished chunks
-on a re-run, so a killed run resumes where it stopped. ``--shard i --num-shards n`` lets n machines
-each do every n-th chunk over a shared folder; any later run assembles the chunks.
+An annotator turns documents (text + subword character offsets) into one value per subword; a block
+annotator turns training blocks into one value per target (e.g. a reference model's loss). The runner
+cuts a split into chunks, writes each finished chunk atomically, and skips finished chunks on a re-run,
+so a killed run resumes where it stopped. ``--shard i --num-shards n`` lets n machines each do every
+n-th chunk over a shared folder; any later run assembles the chunks.
 
-Command (same config as training, so the cache key matches):
+Command (reads only the data section of a training config, so the cache key matches; no GPU needed):
 
     python -m lacy.annotate --config configs/lacy.yaml [--shard 0 --num-shards 4] [--prepare-only]
 """
@@ -147,9 +148,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not 0 <= args.shard < args.num_shards:
         parser.error(f"--shard {args.shard} must be in [0, --num-shards={args.num_shards})")
-    from lacy.cli import cli_main
+    import yaml
+    from jsonargparse import ArgumentParser
 
-    data = cli_main(["--config", args.config], run=False).datamodule
+    from lacy.data import CorpusDataModule
+
+    section = yaml.safe_load(Path(args.config).read_text()).get("data") or {}
+    data_parser = ArgumentParser()
+    data_parser.add_class_arguments(CorpusDataModule, "data")
+    data = data_parser.instantiate_classes(data_parser.parse_object({"data": section})).data
     root = data.prepare()
     print(f"tokenized corpus: {root}")
     if args.prepare_only:
