@@ -1,8 +1,10 @@
 """Budgets in tokens and a global batch size (litgpt-style), turned into Lightning's steps and accumulation.
 
 The paper equalises methods by the tokens that receive a ground-truth gradient: a run that delegates 15%
-of its targets trains 1/0.85 times longer than the no-call baseline. ``count: gradient`` does exactly that
-from the strategy's call rate (exact: every micro-batch delegates round(rate x targets)).
+of its targets trains 1/0.85 times longer than the no-call baseline. ``count: gradient`` plans the steps
+from the strategy's call rate: exact when every micro-batch delegates round(rate x targets); a batch with
+fewer candidates than that (e.g. few fact tokens for LaCy) delegates fewer, so the plan slightly overshoots.
+``train/gradient_tokens`` logs the realised count.
 """
 import math
 

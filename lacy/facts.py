@@ -111,7 +111,7 @@ class SpacyFactAnnotator(Annotator):
 
         meta = self.nlp.meta
         rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(self.entity_labels),
-                 sorted(self.pos_tags), sorted(self.keywords), self.occurrence_tracking]
+                 sorted(self.pos_tags), sorted(self.keywords), self.occurrence_tracking, self.ner_sentences]
         return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
 
     def rule_flags(self, doc) -> dict[str, np.ndarray]:

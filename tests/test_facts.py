@@ -31,6 +31,7 @@ def test_each_rule_is_a_switch(annotator):
     no_tracking = SpacyFactAnnotator(occurrence_tracking=False)
     assert flagged_words(no_tracking, TEXT).count("Curie") == 2
     assert annotator.fingerprint() != no_tracking.fingerprint()
+    assert annotator.fingerprint() != SpacyFactAnnotator(ner_sentences=False).fingerprint()
 
 
 def test_subword_projection_ignores_whitespace_and_flags_every_piece():
