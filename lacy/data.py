@@ -218,8 +218,22 @@ class CorpusDataModule(L.LightningDataModule):
 
     # -- building the cache ---------------------------------------------------------------------------
     def _digest(self) -> tuple[str, int]:
+        """The corpus' content hash and document count; memoised on disk by file metadata, so a process
+        start (every DDP rank, every annotation shard) does not re-read a billion-token corpus."""
         if self._corpus_digest is None:
-            self._corpus_digest = self.corpus.digest()
+            key, memo = self.corpus.stat_key(), self.cache_dir / "digests.jsonl"
+            known = {}
+            if key is not None and memo.exists():
+                known = {r["key"]: r for r in map(json.loads, memo.read_text().splitlines()) if r}
+            if key in known:
+                self._corpus_digest = (known[key]["digest"], known[key]["docs"])
+            else:
+                self._corpus_digest = self.corpus.digest()
+                if key is not None:
+                    memo.parent.mkdir(parents=True, exist_ok=True)
+                    with open(memo, "a") as f:  # one short line per write: appends from several processes are safe
+                        f.write(json.dumps({"key": key, "digest": self._corpus_digest[0],
+                                            "docs": self._corpus_digest[1]}) + "\n")
         return self._corpus_digest
 
     def _is_val(self) -> np.ndarray:

@@ -47,8 +47,11 @@ def test_datamodule_splits_deterministically_and_caches_by_content(data_kwargs, 
     assert val.texts(range(val.n_docs)) == b.splits["val"].texts(range(12)) and val.n_docs == 12
     assert a.vocab_size == 301 and a.tokenizer.convert_ids_to_tokens(300) == "<CALL>"
     key = a.cache_key()
+    memo = a.cache_dir / "digests.jsonl"
+    assert memo.read_text().count("\n") == 1  # the second module read the memo, not the corpus
     bios_path.write_text(bios_path.read_text() + json.dumps({"text": "A new document."}) + "\n")
-    assert CorpusDataModule(**data_kwargs).cache_key() != key
+    assert CorpusDataModule(**data_kwargs).cache_key() != key  # an edited file is hashed again
+    assert memo.read_text().count("\n") == 2
 
 
 def test_offsets_point_at_the_token_text(data_kwargs):
