@@ -9,6 +9,7 @@ fewer candidates than that (e.g. few fact tokens for LaCy) delegates fewer, so t
 import math
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 
 from lacy.strategy import CallStrategy
 
@@ -48,8 +49,8 @@ class TokenBudget(L.Callback):
         steps = math.ceil(self.max_tokens / (per_micro * world * trainer.accumulate_grad_batches))
         trainer.fit_loop.epoch_loop.max_steps = steps
         trainer.fit_loop.max_epochs = -1
-        print(f"TokenBudget: {self.max_tokens:,} {self.count} tokens = {steps:,} steps of {sequences} sequences x "
-              f"{block} tokens (accumulation {trainer.accumulate_grad_batches})")
+        rank_zero_info(f"TokenBudget: {self.max_tokens:,} {self.count} tokens = {steps:,} steps of {sequences} "
+                       f"sequences x {block} tokens (accumulation {trainer.accumulate_grad_batches})")
 
     @staticmethod
     def _call_rate(trainer) -> float:

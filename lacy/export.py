@@ -23,19 +23,22 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def export_hf(model, tokenizer_files_: dict[str, bytes], out_dir: str | Path) -> Path:
-    """Write model + tokenizer to ``out_dir`` atomically (a temp sibling renamed into place)."""
+def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
+    """Write model + tokenizer (``files``: name -> bytes) to ``out_dir`` atomically (a temp sibling renamed)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    for name, data in tokenizer_files_.items():
-        (tmp / name).write_bytes(data)
-    tokenizer = load_tokenizer(tmp)
-    check_call_token(tokenizer, f"tokenizer exported to {out_dir}")
-    if len(tokenizer) != model.config.vocab_size:
-        shutil.rmtree(tmp)
-        raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
-    model.save_pretrained(tmp)
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        tokenizer = load_tokenizer(tmp)
+        check_call_token(tokenizer, f"tokenizer exported to {out_dir}")
+        if len(tokenizer) != model.config.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
+        model.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = out_dir.with_name(f".{out_dir.name}-old")
     if out_dir.exists():
         os.rename(out_dir, old)

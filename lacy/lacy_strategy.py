@@ -7,6 +7,8 @@ tokens, k = round(call_rate * valid targets); all fact tokens when there are few
 """
 import warnings
 
+from lightning.pytorch.utilities import rank_zero_info
+
 
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
@@ -65,8 +67,8 @@ class LaCy(CallStrategy):
             return
         flagged = float(side[self.flag_key].mean())
         share = min(1.0, self.call_rate / max(flagged, 1e-9))
-        print(f"{type(self).__name__}: {flagged:.1%} of training tokens are flagged ({self.flag_key}); call_rate "
-              f"{self.call_rate:.1%} delegates ~{share:.0%} of them")
+        rank_zero_info(f"{type(self).__name__}: {flagged:.1%} of training tokens are flagged ({self.flag_key}); "
+                       f"call_rate {self.call_rate:.1%} delegates ~{share:.0%} of them")
         if self.call_rate >= flagged:
             warnings.warn(f"{type(self).__name__}: call_rate={self.call_rate} is not below the flagged fraction "
                           f"{flagged:.3f}: every fact token becomes <CALL> and none is learned. Lower call_rate or "

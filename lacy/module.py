@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 
 from lacy.model import build_slm, non_embedding_params
@@ -194,5 +195,6 @@ class CallLM(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:
-        print(f"SLM: preset {self.hparams.preset}, {non_embedding_params(self.model) / 1e6:.2f}M non-embedding "
-              f"parameters, vocabulary {self.hparams.vocab_size} (<CALL> = id {self.call_id})")
+        millions = non_embedding_params(self.model) / 1e6
+        rank_zero_info(f"SLM: preset {self.hparams.preset}, {millions:.2f}M non-embedding parameters, "
+                       f"vocabulary {self.hparams.vocab_size} (<CALL> = id {self.call_id})")
