@@ -77,15 +77,18 @@ class Rho1(CallStrategy):
                              "(<CALL> included): the reference must use the same tokenizer")
         self.has_call_row = rows == ours
 
-    def _attach(self, batch):
+    def _attach(self, trainer, batch):
+        """Runs in the trainer's precision context (bf16 autocast on GPUs), like the SLM's own forward:
+        callbacks sit outside it, and a full-precision reference cost 2.3x a vanilla step on an H200."""
         if self.reference is not None:
-            batch["ref_loss"] = reference_loss(self.reference, batch, self.has_call_row)
+            with trainer.precision_plugin.forward_context():
+                batch["ref_loss"] = reference_loss(self.reference, batch, self.has_call_row).float()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._attach(batch)
+        self._attach(trainer, batch)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self._attach(batch)
+        self._attach(trainer, batch)
 
     def select(self, batch, losses, step):
         k = budget(losses.valid, self.call_rate)

@@ -38,7 +38,7 @@ class StepTimer(L.Callback):
         self.warmup, self.times, self.forwards = warmup, [], []
 
     def on_train_start(self, trainer, module):
-        self._count = 0
+        self._count, self.device = 0, module.device
         module.model.register_forward_hook(lambda *_: setattr(self, "_count", self._count + 1))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -83,6 +83,8 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the SLM")
     p.add_argument("--jsonl", default=None, help="a jsonl corpus instead of the Wikipedia summaries")
     p.add_argument("--cache-dir", default=".cache/lacy")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="device peak for MFU where Lightning's table lacks it (H200 dense bf16: 989)")
     args = p.parse_args(argv)
     corpus = JsonlCorpus(args.jsonl) if args.jsonl else None
     dm = CorpusDataModule(corpus=corpus, cache_dir=args.cache_dir, block_size=args.block_size,
@@ -98,13 +100,15 @@ def main(argv=None):
     forwards = {n: [] for n in names}
     for _ in range(args.rounds):
         for n in names:
-            t, model = run(n, dm, args)
-            times[n] += t.times
-            forwards[n] += t.forwards
+            timer, model = run(n, dm, args)
+            times[n] += timer.times
+            forwards[n] += timer.forwards
     base = statistics.median(times["vanilla"])
     tokens = args.block_size * args.batch_size
-    peak = get_available_flops(model.device, args.precision) if model.device.type == "cuda" else None
-    device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    on_gpu = timer.device.type == "cuda"  # read during fit: Lightning moves the module back to the CPU after it
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else (
+        get_available_flops(timer.device, args.precision) if on_gpu else None)
+    device = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"preset {args.preset} ({model.flops_per_token() / 6e6:.0f}M matmul params), batch {args.batch_size} x "
           f"{args.block_size}, vocab {dm.vocab_size}, {args.precision}, {args.rounds} rounds x {args.steps} steps, {device}")
     print(f"{'strategy':<14}{'median step ms':>16}{'tokens/s':>10}{'MFU':>7}{'ratio to vanilla':>18}{'SLM forwards/step':>19}")

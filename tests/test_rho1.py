@@ -1,5 +1,6 @@
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 
@@ -32,11 +33,12 @@ def test_online_and_precomputed_reference_select_the_same(data_kwargs, tmp_path,
     pre.setup()
     slm = CallLM(preset="micro", vocab_size=plain.vocab_size, block_size=plain.block_size)
     online = Rho1(reference=str(tmp_path / "ref"), call_rate=0.2)
-    online.setup(SimpleNamespace(global_rank=0, world_size=1), slm, "fit")
+    trainer = L.Trainer(accelerator="cpu", precision="32-true", logger=False)  # its precision context wraps the pass
+    online.setup(trainer, slm, "fit")
     blocks, pre_blocks = plain.dataset("train"), pre.dataset("train")
     for k in (0, 5, len(blocks) - 1):  # the last block is padded
         batch = {key: v.unsqueeze(0) for key, v in blocks[k].items()}
-        online.on_train_batch_start(None, slm, batch, k)
+        online.on_train_batch_start(trainer, slm, batch, k)
         offline = {key: v.unsqueeze(0) for key, v in pre_blocks[k].items()}
         valid = batch["labels"] >= 0
         assert torch.allclose(batch["ref_loss"] * valid, offline["ref_loss"] * valid, atol=1e-5)
