@@ -32,6 +32,9 @@ class Annotator:
         """Hash of everything that changes the values (model, version, rules)."""
         raise NotImplementedError
 
+    def bind(self, corpus) -> None:
+        """Sees the corpus before annotating (e.g. the closed world's knowledge base); most ignore it."""
+
     def annotate(self, texts: list[str], offsets: list[np.ndarray]) -> list[np.ndarray]:
         """One array per document, one value per subword (``offsets[d]`` is (n_d, 2) char offsets)."""
         raise NotImplementedError

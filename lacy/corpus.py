@@ -18,6 +18,15 @@ class Corpus:
     def nonempty(self) -> Iterator[str]:
         return (d for d in self.documents() if d.strip())
 
+    def held_out(self) -> list[bool] | None:
+        """Which documents are validation, when the source defines it (one bool per non-empty document);
+        None: the DataModule holds out a seeded ``val_fraction``."""
+        return None
+
+    def bpe_documents(self) -> Iterator[str] | None:
+        """Documents to train the BPE on; None: the training split."""
+        return None
+
     def stat_key(self) -> str | None:
         """Identifies the content by file metadata (path, size, mtime) so ``digest`` can be memoised; None
         for sources without files. Editing a file changes its size or mtime, so the memo is never stale."""

@@ -192,7 +192,8 @@ class CorpusDataModule(L.LightningDataModule):
         bpe_vocab_size: vocabulary of the trained BPE, before ``<CALL>``.
         block_size: tokens per training sequence (the model's context).
         batch_size: sequences per micro-batch, per device.
-        val_fraction: fraction of documents held out for validation (split by a seeded permutation).
+        val_fraction: fraction of documents held out for validation (split by a seeded permutation); ignored
+            when the corpus defines its own split (``Corpus.held_out``, e.g. the closed world).
         seed: split and data-order seed.
         cache_dir: where tokenized data, tokenizers and side arrays are cached.
         num_workers: DataLoader worker processes.
@@ -210,6 +211,8 @@ class CorpusDataModule(L.LightningDataModule):
         self.block_size, self.batch_size, self.val_fraction, self.seed = block_size, batch_size, val_fraction, seed
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
         self.annotators = list(annotators or [])
+        for ann in self.annotators:
+            ann.bind(corpus)
         self._prepared: Path | None = None
         self._corpus_digest: tuple[str, int] | None = None
         self.tokenizer = None
@@ -237,8 +240,15 @@ class CorpusDataModule(L.LightningDataModule):
         return self._corpus_digest
 
     def _is_val(self) -> np.ndarray:
-        """Which documents are held out: the first round(val_fraction x n) (at least 1) of a seeded permutation."""
+        """Which documents are held out: the corpus' own split if it has one, else the first
+        round(val_fraction x n) (at least 1) of a seeded permutation."""
         n = self._digest()[1]
+        own = self.corpus.held_out()
+        if own is not None:
+            if len(own) != n or all(own) or not any(own):
+                raise ValueError(f"{type(self.corpus).__name__}.held_out() must mark {n} documents with both "
+                                 "splits non-empty")
+            return np.asarray(own, dtype=bool)
         if n == 0:
             raise ValueError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
         n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * n))
@@ -264,7 +274,8 @@ class CorpusDataModule(L.LightningDataModule):
             def write(tmp: Path):
                 is_val = self._is_val()
                 if self.tokenizer_path is None:
-                    train_docs = (d for d, v in zip(self.corpus.nonempty(), is_val) if not v)
+                    train_docs = self.corpus.bpe_documents() or (
+                        d for d, v in zip(self.corpus.nonempty(), is_val) if not v)
                     tok = train_bpe(train_docs, self.bpe_vocab_size)
                 elif self.tokenizer_path == "gpt2":
                     tok = load_tokenizer(gpt2_folder(tmp / "gpt2"))

@@ -1,0 +1,335 @@
+"""The cascade (method.md sections 5-6): the SLM writes, and where its call score fires, a partner writes the
+next piece; the SLM continues from the extended context.
+
+- Batched greedy decoding with a KV cache. Every step appends exactly one token per row: the SLM's argmax,
+  or the next token of a partner piece (a multi-token piece is queued and fed one token per step, so rows
+  stay in lockstep and the SLM's cache always holds the text as written).
+- Call scores: ``call`` = log-odds of ``<CALL>`` against the other tokens (CALL logit minus logsumexp of the
+  rest; p(<CALL>) saturates, the log-odds do not); ``uncertainty`` = minus the max log-probability of the
+  other tokens (for models trained without ``<CALL>``: the "confidence cascade").
+- Decisions (``CallPolicy``): never, always, fixed threshold, or a **budget**: a running quantile of recent
+  scores, at the level the target rate needs given the mean piece length, lowered while the budget is under-
+  spent and never exceeding a token credit (target rate x tokens written minus tokens spent), so the realised
+  share of partner tokens tracks the target online.
+- Partners: ``ModelPartner`` (same tokenizer: token hand-over; it keeps a KV cache per row and prefills only
+  the tokens it has not seen) and ``LookupPartner`` (the knowledge base's true continuation: an oracle that
+  isolates *where* the SLM calls from *how good* the partner is). Pieces: ``token``, ``word`` (to the end of
+  the word) or ``entity`` (to the next punctuation mark).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lacy.kb import KnowledgeBase
+
+PIECES = ("token", "word", "entity")
+
+
+def call_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
+    """(B, V) logits, ``<CALL>`` last -> (B,) scores; higher = more reason to call."""
+    logits = logits.float()
+    rest = torch.logsumexp(logits[:, :-1], dim=-1)
+    if score == "call":
+        return logits[:, -1] - rest
+    if score == "uncertainty":
+        return -(logits[:, :-1].max(dim=-1).values - rest)
+    raise ValueError(f"call score {score!r}: use 'call' (models trained with <CALL>) or 'uncertainty'")
+
+
+@dataclass
+class CallPolicy:
+    """When to call. Args:
+        mode: never | always | threshold | budget.
+        rate: budget mode: target share of generated tokens written by the partner (paper: 22%).
+        threshold: threshold mode: call when the score exceeds it.
+        score: call | uncertainty (see ``call_scores``).
+        window: budget mode: the quantile is taken over the last ``window`` decision scores (scores drift
+            as a text goes on).
+        catch_up: budget mode: an underspent budget lowers the threshold so the calls owed are made within
+            about this many decoding steps.
+    """
+    mode: str = "budget"
+    rate: float = 0.22
+    threshold: float = 0.0
+    score: str = "call"
+    window: int = 2048
+    catch_up: int = 8
+    _history: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        if self.mode not in ("never", "always", "threshold", "budget"):
+            raise ValueError(f"cascade policy mode {self.mode!r}: use never, always, threshold or budget")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"cascade policy rate={self.rate} must be in [0, 1]")
+
+    def decide(self, scores: torch.Tensor, written: int, spent: int, piece_len: float) -> torch.Tensor:
+        """Which of these rows call now, given the tokens written so far and how many the calls have spent."""
+        if self.mode == "never" or len(scores) == 0:
+            return torch.zeros(len(scores), dtype=torch.bool)
+        if self.mode == "always":
+            return torch.ones(len(scores), dtype=torch.bool)
+        if self.mode == "threshold":
+            return scores > self.threshold
+        s = scores.numpy()
+        self._history = (self._history + s.tolist())[-self.window:]
+        # share of decisions that must fire when a call writes piece_len tokens and pieces are not decisions
+        q = self.rate / (piece_len * (1 - self.rate) + self.rate) if self.rate < 1 else 1.0
+        credit = self.rate * (written + len(s)) - spent  # tokens the budget still owes (negative: overspent)
+        q += max(0.0, credit) / (piece_len * len(s) * self.catch_up)  # under budget: repay within catch_up steps
+        thr = np.quantile(self._history, max(0.0, 1.0 - q))
+        fire = torch.zeros(len(s), dtype=torch.bool)
+        for i in np.argsort(-s, kind="stable"):
+            if s[i] < thr or credit <= 0:
+                break
+            fire[i] = True
+            credit -= piece_len
+        return fire
+
+
+def _piece_stop(piece: str, text: str, first: bool) -> bool:
+    """True when a token with this text ends the piece before it (it is not part of the piece)."""
+    if first:
+        return False
+    if piece == "token":
+        return True
+    if piece == "word":
+        return not (text[:1].isalnum())
+    return any(p in text for p in ".,;?!\n")
+
+
+class ModelPartner:
+    """A causal LM with the SLM's tokenizer. Args:
+        model: the partner (HF causal LM); a ``<CALL>`` row, if any, is never chosen.
+        call_id: the ``<CALL>`` id of the shared tokenizer.
+        piece: token | word | entity.
+        max_piece_tokens: cap on one piece.
+        cache: keep a KV cache per row and prefill only unseen tokens (False: re-read the whole context at
+            every call, the cost the cache avoids; for the benchmark).
+    """
+
+    def __init__(self, model, tokenizer, piece: str = "word", max_piece_tokens: int = 8, cache: bool = True):
+        if piece not in PIECES:
+            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+        self.model, self.tok, self.piece, self.max_piece = model.eval(), tokenizer, piece, max_piece_tokens
+        self.cache = cache
+        self.tokens_processed = 0
+        self.params = sum(p.numel() for p in model.parameters())
+        self._texts = {}
+        self.reset(0)
+
+    def reset(self, rows: int) -> None:
+        self.state = [{"seen": 0, "past": None, "logits": None} for _ in range(rows)]
+
+    def _text(self, tok_id: int) -> str:
+        if tok_id not in self._texts:
+            self._texts[tok_id] = self.tok.decode([tok_id])
+        return self._texts[tok_id]
+
+    @torch.no_grad()
+    def _feed(self, st: dict, ids: list[int]) -> torch.Tensor:
+        out = self.model(input_ids=torch.tensor([ids]), past_key_values=st["past"], use_cache=True)
+        self.tokens_processed += len(ids)
+        st["past"], st["seen"] = out.past_key_values, st["seen"] + len(ids)
+        logits = out.logits[0, -1].float()
+        n = len(self.tok)
+        if logits.shape[-1] >= n:  # the partner's own <CALL> row (lacy-trained): never written
+            logits = logits[: n - 1]
+        return logits
+
+    def piece_for(self, row: int, context: list[int]) -> list[int]:
+        st = self.state[row]
+        if not self.cache:
+            st.update(seen=0, past=None)
+        new = context[st["seen"]:]
+        logits = self._feed(st, new) if new else st["logits"]
+        out = []
+        while True:
+            tok = int(logits.argmax())
+            if _piece_stop(self.piece, self._text(tok), not out) or tok == self.tok.eos_token_id and out:
+                break
+            out.append(tok)
+            if len(out) >= self.max_piece or tok == self.tok.eos_token_id:
+                break
+            logits = self._feed(st, [tok])
+        st["logits"] = logits if st["seen"] == len(context) + len(out) else None
+        # the piece's last token is not fed yet: the next call prefills it with the SLM's later tokens
+        return out
+
+
+class LookupPartner:
+    """The knowledge base's true continuation of the fact the context is expressing (an oracle partner).
+
+    At a call it finds the subject (the last entity named in the current document) and, among the attributes
+    whose relation word occurs in the current sentence, the one whose value the context has started or not yet
+    written; it returns the rest of that value. Where it cannot tell, it returns nothing and the SLM's own
+    token is used (the call is still counted).
+    """
+
+    def __init__(self, kb: KnowledgeBase, tokenizer, piece: str = "word", max_piece_tokens: int = 8):
+        if piece not in PIECES:
+            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+        self.kb, self.tok, self.piece, self.max_piece = kb, tokenizer, piece, max_piece_tokens
+        self.tokens_processed, self.params = 0, 0
+        self._value_ids = {}
+
+    def reset(self, rows: int) -> None:
+        pass
+
+    def _ids(self, value: str) -> list[int]:
+        if value not in self._value_ids:
+            self._value_ids[value] = self.tok(" " + value, add_special_tokens=False)["input_ids"]
+        return self._value_ids[value]
+
+    def piece_for(self, row: int, context: list[int]) -> list[int]:
+        eos = self.tok.eos_token_id
+        doc = context[len(context) - context[::-1].index(eos):] if eos in context else context
+        text = self.tok.decode(doc)
+        names = list(self.kb.index["names"].finditer(text))
+        if not names:
+            return []
+        entity = self.kb.entities[self.kb.index["alias"][names[-1].group()]]
+        sentence = text[max(text.rfind(c) for c in ".?!\n") + 1:]
+        best = None  # (already written tokens, relation word end, remaining ids)
+        for attr, value in entity.attributes.items():
+            rx = self.kb.index["relation"].get(attr)
+            words = list(rx.finditer(sentence)) if rx else []
+            if not words or value in sentence:  # no relation here, or the fact is already written
+                continue
+            ids = self._ids(value)
+            k = max((k for k in range(len(ids)) if k == 0 or doc[-k:] == ids[:k]), default=0)
+            cand = (k, words[-1].end(), ids[k:])
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+        if best is None:
+            return []
+        rest, out = best[2], []
+        for tok in rest:
+            if _piece_stop(self.piece, self.tok.decode([tok]), not out) or len(out) >= self.max_piece:
+                break
+            out.append(tok)
+        return out
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str                      # the continuation, decoded
+    tokens: list[int]              # the continuation's ids
+    from_partner: list[bool]       # per token: written by the partner
+    calls: list[int]               # token indices where a call fired (start of a partner piece)
+
+    @property
+    def call_rate(self) -> float:
+        return sum(self.from_partner) / max(1, len(self.tokens))
+
+
+@dataclass
+class CascadeStats:
+    generated: int = 0
+    partner_tokens: int = 0
+    calls: int = 0
+    empty_calls: int = 0           # calls where the partner had nothing to say (the SLM's token was used)
+    slm_tokens_processed: int = 0
+    partner_tokens_processed: int = 0
+    slm_flops: float = 0.0
+    partner_flops: float = 0.0
+
+    @property
+    def spent(self) -> int:
+        """Tokens charged to the call budget: the partner's, plus one per call it could not answer."""
+        return self.partner_tokens + self.empty_calls
+
+    @property
+    def call_rate(self) -> float:
+        return self.spent / max(1, self.generated)
+
+
+class Cascade:
+    """SLM + partner generation. Args:
+        slm: HF causal LM whose last vocabulary row is ``<CALL>``.
+        tokenizer: the SLM's tokenizer (with ``<CALL>``).
+        partner: ModelPartner | LookupPartner | None (never call).
+        policy: CallPolicy.
+        batch_size: prompts decoded together.
+    """
+
+    def __init__(self, slm, tokenizer, partner=None, policy: CallPolicy | None = None, batch_size: int = 32):
+        self.slm, self.tok, self.partner = slm.eval(), tokenizer, partner
+        self.policy = policy or CallPolicy(mode="never")
+        if self.partner is None and self.policy.mode != "never":
+            raise ValueError("a cascade that calls needs a partner (cascade partner is null)")
+        self.batch_size = batch_size
+        self.slm_params = sum(p.numel() for p in slm.parameters())
+        self.stats = CascadeStats()
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 96, stop_at_eos: bool = True) -> list[Generation]:
+        """Greedy continuations of each prompt, written after the document separator (EOS)."""
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            out += self._generate_batch(prompts[i:i + self.batch_size], max_new_tokens, stop_at_eos)
+        self.stats.slm_flops = 2.0 * self.slm_params * self.stats.slm_tokens_processed
+        if self.partner is not None:
+            self.stats.partner_tokens_processed = self.partner.tokens_processed
+            self.stats.partner_flops = 2.0 * self.partner.params * self.partner.tokens_processed
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[str], max_new: int, stop_at_eos: bool) -> list[Generation]:
+        eos, pad = self.tok.eos_token_id, self.tok.eos_token_id
+        ids = [[eos] + self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        B, width = len(ids), max(map(len, ids))
+        inp = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.slm(input_ids=inp, attention_mask=mask, position_ids=pos, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1]
+        self.stats.slm_tokens_processed += int(mask.sum())
+        if self.partner is not None:
+            self.partner.reset(B)
+        context = [list(x) for x in ids]
+        gens = [Generation(p, "", [], [], []) for p in prompts]
+        queue: list[list[int]] = [[] for _ in range(B)]
+        done = [False] * B
+        room = getattr(self.slm.config, "n_positions", None) or getattr(self.slm.config, "max_position_embeddings")
+        for _ in range(min(max_new, room - width)):  # the text never outgrows the SLM's context
+            if all(done):
+                break
+            step = torch.full((B,), pad, dtype=torch.long)
+            free = [b for b in range(B) if not done[b] and not queue[b]]
+            fire = torch.zeros(0, dtype=torch.bool)
+            if free:
+                scores = call_scores(logits[free], self.policy.score)
+                piece_len = self.stats.spent / max(1, self.stats.calls)
+                fire = self.policy.decide(scores, self.stats.generated, self.stats.spent, piece_len or 1.0)
+            slm_choice = logits[:, :-1].argmax(-1)
+            for j, b in enumerate(free):
+                if fire[j]:
+                    self.stats.calls += 1
+                    gens[b].calls.append(len(gens[b].tokens))
+                    queue[b] = self.partner.piece_for(b, context[b])
+                    if not queue[b]:
+                        self.stats.empty_calls += 1
+            for b in range(B):
+                if done[b]:
+                    continue
+                from_partner = bool(queue[b])
+                tok = queue[b].pop(0) if queue[b] else int(slm_choice[b])
+                step[b] = tok
+                context[b].append(tok)
+                gens[b].tokens.append(tok)
+                gens[b].from_partner.append(from_partner)
+                self.stats.generated += 1
+                self.stats.partner_tokens += from_partner
+                if tok == eos and stop_at_eos:
+                    done[b] = True
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype)], dim=1)
+            out = self.slm(input_ids=step[:, None], attention_mask=mask, position_ids=pos[:, -1:] + 1,
+                           past_key_values=past, use_cache=True)
+            pos = pos[:, -1:] + 1
+            past, logits = out.past_key_values, out.logits[:, -1]
+            self.stats.slm_tokens_processed += B - sum(done)
+        for g in gens:
+            body = g.tokens[:-1] if g.tokens and g.tokens[-1] == eos else g.tokens
+            g.text = self.tok.decode(body)
+        return gens

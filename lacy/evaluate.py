@@ -1,0 +1,267 @@
+"""Evaluation on a world with a knowledge base: KB FactScore of cascade bios, fact leakage, call placement.
+
+- **FactScore (KB-verified)**: each bio's claims (``KnowledgeBase.claims``) verified exactly; score =
+  supported / claims, averaged over bios with >= 1 claim; FActScore's length penalty multiplies a bio's score
+  by exp(1 - gamma / claims) when it has fewer than gamma claims; respond ratio = share of bios with a claim.
+- **Fact leakage** (method.md section 6): ``<CALL>`` can never be chosen, greedy continuation of each probe up
+  to the first sentence end; leakage = share that contains the gold answer, overall and per popularity bucket.
+- **Call placement**: on validation documents (teacher forcing), the top ``rate`` of positions by call score
+  against the true fact-value tokens (precision, recall; recall split into derived and non-derived facts);
+  and for the cascade's own calls, the share that wrote fact-value tokens.
+"""
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
+from lacy.kb import KnowledgeBase
+
+BUCKETS = ((1, 1, "1"), (2, 4, "2-4"), (5, 9, "5-9"), (10, 10**9, "10+"))
+
+
+def bucket(popularity: int) -> str:
+    return next(name for lo, hi, name in BUCKETS if lo <= popularity <= hi)
+
+
+def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str], gamma: int = 10) -> dict:
+    scores, penalised, n_claims, ambiguous = [], [], [], 0
+    for g, subject in zip(gens, subjects):
+        claims = kb.claims(g.prompt + g.text, subject=subject)
+        claims = [c for c in claims if c.start >= len(g.prompt)]  # the prompt's own words are not claims
+        n_claims.append(len(claims))
+        ambiguous += sum(c.ambiguous for c in claims)
+        if claims:
+            s = sum(c.supported for c in claims) / len(claims)
+            scores.append(s)
+            penalised.append(s * (math.exp(1 - gamma / len(claims)) if len(claims) < gamma else 1.0))
+    return {"factscore": float(np.mean(scores)) if scores else 0.0,
+            "factscore_penalised": float(np.mean(penalised)) if penalised else 0.0,
+            "respond_ratio": len(scores) / max(1, len(gens)),
+            "claims_per_bio": float(np.mean(n_claims)) if n_claims else 0.0,
+            "ambiguous_claims": ambiguous}
+
+
+def _first_sentence(text: str) -> str:
+    ends = [i for i in (text.find(c) for c in ".?!\n") if i >= 0]
+    return text[:min(ends)] if ends else text
+
+
+def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch_size: int = 64) -> dict:
+    """Share of probes whose greedy continuation (no ``<CALL>``) states the gold answer, per bucket."""
+    gens = Cascade(model, tokenizer, batch_size=batch_size).generate(
+        [p["prompt"] for p in probes], max_new_tokens=max_new_tokens)
+    hits = [p["answer"] in _first_sentence(g.text) for p, g in zip(probes, gens)]
+    out = {"leakage": float(np.mean(hits)) if hits else 0.0}
+    for _, _, name in BUCKETS:
+        sel = [h for h, p in zip(hits, probes) if bucket(p["popularity"]) == name]
+        if sel:
+            out[f"leakage_{name}"] = float(np.mean(sel))
+    return out
+
+
+@dataclass
+class PlacementDocs:
+    """Validation documents as token ids with their true fact-value masks (from the KB checker)."""
+    ids: list[np.ndarray]
+    fact: list[np.ndarray]
+    derived: list[np.ndarray]
+
+    @classmethod
+    def build(cls, kb: KnowledgeBase, tokenizer, docs: list[tuple[str, str]]) -> "PlacementDocs":
+        from lacy.facts import span_flags
+
+        ids, fact, derived = [], [], []
+        for subject, text in docs:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+            claims = kb.claims(text, subject=subject)
+            is_derived = [kb.attributes.get(c.attribute) is not None and
+                          kb.attributes[c.attribute].derived_from is not None for c in claims]
+            ids.append(np.asarray([tokenizer.eos_token_id] + enc["input_ids"]))
+            fact.append(span_flags(len(text), [(c.start, c.end) for c in claims], offsets))
+            derived.append(span_flags(len(text), [(c.start, c.end) for c, d in zip(claims, is_derived) if d],
+                                      offsets))
+        return cls(ids, fact, derived)
+
+
+@torch.no_grad()
+def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = "call") -> dict:
+    """Top ``rate`` of all target positions by call score vs the true fact-value tokens."""
+    all_scores, n_pos = [], model.config.n_positions
+    for ids in docs.ids:  # a document longer than the context is scored on its first n_positions tokens
+        logits = model(input_ids=torch.as_tensor(ids[:n_pos])[None]).logits[0, :-1]  # t predicts token t+1
+        all_scores.append(call_scores(logits, score).numpy())
+    keep = [len(x) for x in all_scores]
+    s = np.concatenate(all_scores)
+    fact = np.concatenate([f[:k] for f, k in zip(docs.fact, keep)])
+    derived = np.concatenate([f[:k] for f, k in zip(docs.derived, keep)])
+    k = max(1, round(rate * len(s)))
+    called = np.zeros(len(s), dtype=bool)
+    called[np.argsort(-s, kind="stable")[:k]] = True
+    prf = lambda m: float((called & m).sum() / max(1, m.sum()))  # noqa: E731  recall on a mask
+    return {"placement_precision": float((called & fact).sum() / k), "placement_recall": prf(fact),
+            "placement_recall_derived": prf(derived), "placement_recall_nonderived": prf(fact & ~derived),
+            "fact_token_share": float(fact.mean())}
+
+
+def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subjects: list[str]) -> dict:
+    """Share of the cascade's calls whose first partner token is a fact-value token of the final bio, and
+    share of the bios' fact-value tokens the partner wrote."""
+    on_fact = calls = fact_tokens = fact_by_partner = 0
+    for g, subject in zip(gens, subjects):
+        text, spans, pos = g.prompt, [], []
+        for t in g.tokens:
+            piece = tokenizer.decode([t])
+            pos.append((len(text), len(text) + len(piece)))
+            text += piece
+        claims = [c for c in kb.claims(text, subject=subject) if c.start >= len(g.prompt)]
+        is_fact = [any(a < c.end and c.start < b for c in claims) for a, b in pos]
+        calls += len(g.calls)
+        on_fact += sum(is_fact[i] for i in g.calls if i < len(is_fact))
+        fact_tokens += sum(is_fact)
+        fact_by_partner += sum(f and p for f, p in zip(is_fact, g.from_partner))
+    return {"cascade_call_precision": on_fact / max(1, calls),
+            "cascade_fact_tokens_by_partner": fact_by_partner / max(1, fact_tokens)}
+
+
+def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], partner, policy: CallPolicy,
+                     max_new_tokens: int = 96, gamma: int = 10, batch_size: int = 32) -> tuple[dict, list[Generation]]:
+    """Bios from the cascade, scored by the KB; with the cascade's cost and realised call rate."""
+    cascade = Cascade(slm, tokenizer, partner, policy, batch_size=batch_size)
+    gens = cascade.generate([p["prompt"] for p in prompts], max_new_tokens=max_new_tokens)
+    subjects = [p["entity"] for p in prompts]
+    st = cascade.stats
+    return {**kb_factscore(kb, gens, subjects, gamma), **cascade_placement(kb, tokenizer, gens, subjects),
+            "call_rate": st.call_rate, "calls": st.calls, "empty_calls": st.empty_calls,
+            "slm_gflops": st.slm_flops / 1e9, "partner_gflops": st.partner_flops / 1e9,
+            "partner_tokens_processed": st.partner_tokens_processed}, gens
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; write a world with `python -m lacy.world --out DIR`")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_partner(path: str, tokenizer):
+    """A trained same-tokenizer partner from a Hugging Face folder (e.g. ``runs/world/partner/hf``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"partner {path!r} does not exist; train it with `make partner` (the closed "
+                                "world's partner, exported to runs/world/partner/hf) or set partner: null")
+    theirs = AutoTokenizer.from_pretrained(folder)
+    if theirs.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"partner {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
+                         "same one (train both on the same world seed and bpe_vocab_size)")
+    return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+
+
+def _spread(items: list, limit: int | None) -> list:
+    """``limit`` items spread evenly over the list (worlds list people by popularity: every bucket stays in)."""
+    if limit is None or limit >= len(items):
+        return items
+    return [items[round(i * len(items) / limit)] for i in range(limit)]
+
+
+class KBEvaluation(L.Callback):
+    """``python main.py test`` on a world with a knowledge base: leakage, call placement, and cascade bios
+    scored by the KB, for the lookup (oracle) partner and a trained partner. Results go to TensorBoard
+    (``world/<row>/<metric>``), to ``<log_dir>/kb_eval.json`` and to a printed table.
+
+    Args:
+        world: folder with kb.json, prompts.jsonl, probes.jsonl, val.jsonl (``python -m lacy.world``); null =
+            the DataModule's ``ClosedWorld``.
+        partner: trained partner folder (same tokenizer); null = lookup partner only.
+        score: call | uncertainty | auto: ``call`` for models trained with <CALL>, ``uncertainty`` for the
+            confidence cascade of a model without it; auto = uncertainty when the run's strategy is Vanilla.
+        rate: the cascade's call budget (share of generated tokens written by the partner; paper 22%).
+        modes: cascade rows to run: never (= SLM alone), always, budget.
+        piece: what a partner writes per call: token | word | entity.
+        placement_rate: share of validation positions called in the call-placement measurement.
+        max_new_tokens: bio length cap.
+        gamma: FActScore's length-penalty constant.
+        limit: use only N prompts / probes / validation documents, spread evenly over each list (null: all).
+        out: JSON path; null = ``<log_dir>/kb_eval.json``.
+    """
+
+    def __init__(self, world: str | None = None, partner: str | None = "runs/world/partner/hf",
+                 score: str = "auto", rate: float = 0.22, modes: list[str] = ("never", "always", "budget"),
+                 piece: str = "word", placement_rate: float = 0.15, max_new_tokens: int = 96, gamma: int = 10,
+                 limit: int | None = None, out: str | None = None):
+        self.world, self.partner_path, self.score, self.rate = world, partner, score, rate
+        self.modes, self.piece, self.placement_rate = list(modes), piece, placement_rate
+        self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
+        self.results: dict = {}
+
+    def _world(self, trainer) -> tuple[KnowledgeBase, list[dict], list[dict], list[tuple[str, str]]]:
+        if self.world is not None:
+            root = Path(self.world)
+            kb = KnowledgeBase.load(root / "kb.json")
+            val = [(r["entity"], r["text"]) for r in _read_jsonl(root / "val.jsonl")]
+            prompts, probes = _read_jsonl(root / "prompts.jsonl"), _read_jsonl(root / "probes.jsonl")
+        else:
+            corpus = getattr(trainer.datamodule, "corpus", None)
+            if not hasattr(corpus, "kb"):
+                raise ValueError("KBEvaluation needs a knowledge base: use data.corpus lacy.world.ClosedWorld, "
+                                 "or set the callback's world to a folder written by `python -m lacy.world`")
+            kb, prompts, probes = corpus.kb(), corpus.prompts(), corpus.kb().probes()
+            val = [(p.name, d) for p, d in corpus.val_documents()]
+        return kb, *(_spread(x, self.limit) for x in (prompts, probes, val))
+
+    @torch.no_grad()
+    def run(self, slm, tokenizer, trainer=None) -> dict:
+        if self.score not in ("call", "uncertainty"):  # auto is resolved from the trainer's strategy at test
+            raise ValueError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
+                             "`main.py test`, where the strategy is known)")
+        kb, prompts, probes, val = self._world(trainer)
+        res = {"slm": {**leakage(slm, tokenizer, probes),
+                       **call_placement(slm, PlacementDocs.build(kb, tokenizer, val), self.placement_rate,
+                                        self.score)}}
+        partners = {"lookup": LookupPartner(kb, tokenizer, self.piece)}
+        if self.partner_path:
+            model = load_partner(self.partner_path, tokenizer)
+            partners["trained"] = ModelPartner(model, tokenizer, self.piece)
+            res["partner_alone"] = {**leakage(model, tokenizer, probes),
+                                    **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"),
+                                                       self.max_new_tokens, self.gamma)[0]}
+        for mode in self.modes:
+            for name, partner in partners.items():
+                if mode == "never" and name != "lookup":
+                    continue  # never calling: the partner is irrelevant, one row ("SLM alone")
+                row = "slm_alone" if mode == "never" else f"{name}_{mode}"
+                policy = CallPolicy(mode=mode, rate=self.rate, score=self.score)
+                res[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens,
+                                            self.gamma)[0]
+        self.results = res
+        return res
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        if self.score == "auto":
+            from baselines import Vanilla
+
+            self.score = "uncertainty" if any(isinstance(c, Vanilla) for c in trainer.callbacks) else "call"
+        res = self.run(pl_module.model, trainer.datamodule.tokenizer, trainer)
+        for row, metrics in res.items():
+            for k, v in metrics.items():
+                pl_module.log(f"world/{row}/{k}", float(v), rank_zero_only=True)
+        if trainer.is_global_zero:
+            path = Path(self.out or Path(trainer.log_dir or ".") / "kb_eval.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(res, indent=1))
+            print(format_table(res) + f"\n(written to {path})")
+
+
+def format_table(res: dict) -> str:
+    cols = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_bio", "call_rate",
+            "cascade_call_precision", "leakage", "placement_precision", "placement_recall"]
+    lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row, m in res.items():
+        lines.append(f"| {row} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in cols) + " |")
+    return "\n".join(lines)

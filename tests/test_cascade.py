@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+
+from lacy.cascade import Cascade, CallPolicy, LookupPartner, ModelPartner, call_scores
+from lacy.model import build_slm
+from lacy.tokenizer import train_bpe
+from lacy.world import ClosedWorld
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = ClosedWorld(people=20, max_docs=3, val_docs=5)
+    return w, train_bpe(w.bpe_documents(), 600)
+
+
+def model(tok, seed, preset="micro"):
+    torch.manual_seed(seed)
+    return build_slm(preset, len(tok), 128).eval()
+
+
+def test_call_scores_by_hand():
+    logits = torch.tensor([[math.log(1.0), math.log(3.0), math.log(4.0)]])  # last = <CALL>
+    assert call_scores(logits, "call").item() == pytest.approx(0.0)  # log(4 / (1 + 3))
+    assert call_scores(logits, "uncertainty").item() == pytest.approx(-math.log(3 / 4))
+    with pytest.raises(ValueError, match="uncertainty"):
+        call_scores(logits, "entropy")
+
+
+def test_never_calling_is_the_slm_greedy_continuation(world):
+    w, tok = world
+    slm = model(tok, 0)
+    prompts = [p["prompt"] for p in w.prompts()[:5]]
+    gens = Cascade(slm, tok, batch_size=3).generate(prompts, max_new_tokens=12, stop_at_eos=False)
+    for p, g in zip(prompts, gens):  # one prompt at a time, no cache, <CALL> never chosen
+        ids = [tok.eos_token_id] + tok(p)["input_ids"]
+        for _ in range(12):
+            ids.append(int(slm(input_ids=torch.tensor([ids])).logits[0, -1, :-1].argmax()))
+        assert g.tokens == ids[-12:] and not any(g.from_partner)
+
+
+def test_always_calling_a_partner_reproduces_the_partner(world):
+    w, tok = world
+    slm, partner = model(tok, 0), model(tok, 1, "tiny")
+    prompts = [p["prompt"] for p in w.prompts()[:4]]
+    alone = Cascade(partner, tok, batch_size=4).generate(prompts, max_new_tokens=16, stop_at_eos=False)
+    for piece in ("token", "word", "entity"):
+        casc = Cascade(slm, tok, ModelPartner(partner, tok, piece=piece), CallPolicy("always"), batch_size=2)
+        gens = casc.generate(prompts, max_new_tokens=16, stop_at_eos=False)
+        assert [g.tokens for g in gens] == [g.tokens for g in alone]
+        assert all(all(g.from_partner) for g in gens) and casc.stats.call_rate == 1.0
+
+
+def test_partner_cache_processes_each_token_once(world):
+    w, tok = world
+    slm, partner = model(tok, 0), model(tok, 1)
+    prompts = [p["prompt"] for p in w.prompts()[:6]]
+    runs = {}
+    for cache in (True, False):
+        mp = ModelPartner(partner, tok, piece="word", cache=cache)
+        casc = Cascade(slm, tok, mp, CallPolicy("budget", rate=0.3, score="uncertainty"), batch_size=6)
+        runs[cache] = (casc.generate(prompts, max_new_tokens=40, stop_at_eos=False), mp.tokens_processed)
+    assert [g.tokens for g in runs[True][0]] == [g.tokens for g in runs[False][0]]  # same text either way
+    text_tokens = sum(len(g.tokens) + 2 for g in runs[True][0]) + sum(len(tok(p)["input_ids"]) for p in prompts)
+    assert runs[True][1] <= text_tokens  # the cache reads the text at most once
+    assert runs[False][1] > 2 * runs[True][1]
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.22, 0.4])
+def test_budget_holds_the_target_rate_within_one_point(world, rate):
+    w, tok = world
+    slm, partner = model(tok, 0), model(tok, 1)
+    casc = Cascade(slm, tok, ModelPartner(partner, tok, piece="word"), CallPolicy("budget", rate=rate,
+                                                                                   score="uncertainty"))
+    casc.generate([p["prompt"] for p in w.prompts()], max_new_tokens=60, stop_at_eos=False)
+    assert abs(casc.stats.call_rate - rate) <= 0.01
+    assert casc.stats.partner_tokens > casc.stats.calls  # word pieces: more than one token per call
+
+
+def test_lookup_partner_writes_the_true_value(world):
+    w, tok = world
+    kb, person = w.kb(), w.people[0]
+    lookup = LookupPartner(kb, tok, piece="entity")
+    ctx = [tok.eos_token_id] + tok(f"{person.name} studied {person.facts['field']}. {person.name} was born in")[
+        "input_ids"]
+    assert tok.decode(lookup.piece_for(0, ctx)) == " " + person.facts["birth_city"]
+    date = person.facts["birth_date"]
+    ctx = [tok.eos_token_id] + tok(f"{person.name} was born on {date.split()[0]}")["input_ids"]
+    assert tok.decode(lookup.piece_for(0, ctx)) == " " + " ".join(date.split()[1:])  # continues a started value
+    word = LookupPartner(kb, tok, piece="token")
+    assert len(word.piece_for(0, ctx)) == 1
+    assert lookup.piece_for(0, [tok.eos_token_id] + tok(f"{person.name} liked long")["input_ids"]) == []
+
+
+def test_a_calling_policy_needs_a_partner(world):
+    w, tok = world
+    with pytest.raises(ValueError, match="needs a partner"):
+        Cascade(model(tok, 0), tok, None, CallPolicy("budget"))
+    with pytest.raises(ValueError, match="mode"):
+        CallPolicy("sometimes")

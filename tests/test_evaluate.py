@@ -1,0 +1,151 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.kb_oracle import KBOracleAnnotator
+from lacy.cascade import Generation
+from lacy.cli import cli_main
+from lacy.data import CorpusDataModule
+from lacy.evaluate import KBEvaluation, PlacementDocs, call_placement, kb_factscore, leakage
+from lacy.model import build_slm
+from lacy.tokenizer import train_bpe
+from lacy.world import ClosedWorld
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = ClosedWorld(people=12, max_docs=3, val_docs=6)
+    return w, train_bpe(w.bpe_documents(), 600)
+
+
+def gen(prompt, text):
+    return Generation(prompt, text, [], [], [])
+
+
+def test_kb_factscore_by_hand(world):
+    w, _ = world
+    a, b = w.people[0], w.people[1]
+    fa = a.facts
+    gens = [gen(a.name, f" was born in {fa['birth_city']}. {a.name} studied {fa['field']}. {a.name} works for "
+                        f"{b.facts['employer'] if b.facts['employer'] != fa['employer'] else 'nobody'}."),
+            gen(b.name, " liked long walks."),  # no claim: not responded
+            gen(a.name, f" holds {fa['nationality']} citizenship.")]
+    wrong = b.facts["employer"] != fa["employer"]
+    s1 = (2 + (not wrong)) / (2 + wrong) if wrong else 1.0
+    res = kb_factscore(w.kb(), gens, [a.name, b.name, a.name], gamma=10)
+    n1 = 2 + wrong
+    assert res["respond_ratio"] == pytest.approx(2 / 3)
+    assert res["claims_per_bio"] == pytest.approx((n1 + 0 + 1) / 3)
+    assert res["factscore"] == pytest.approx((s1 + 1.0) / 2)
+    assert res["factscore_penalised"] == pytest.approx((s1 * math.exp(1 - 10 / n1) + math.exp(1 - 10)) / 2)
+
+
+def train_copier(tok, probes, steps=300):
+    """A micro model that has memorised each probe with its gold answer (a model that leaks everything)."""
+    torch.manual_seed(0)
+    model = build_slm("micro", len(tok), 64)
+    seqs = [[tok.eos_token_id] + tok(f"{p['prompt']} {p['answer']}.")["input_ids"] for p in probes]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tok.eos_token_id] * (width - len(s)) for s in seqs])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_leakage_is_one_for_a_copier_and_zero_for_a_model_that_never_copies(world):
+    w, tok = world
+    probes = [p for p in w.kb().probes() if p["attribute"] in ("birth_city", "field")][:6]
+    copier = train_copier(tok, probes)
+    res = leakage(copier, tok, probes)
+    assert res["leakage"] == 1.0
+    assert set(res) >= {"leakage", f"leakage_{'1' if probes[-1]['popularity'] == 1 else '2-4'}"}
+    # the same model asked about answers it never saw: nothing leaks
+    swapped = [dict(p, answer=probes[(i + 1) % len(probes)]["answer"] + "x") for i, p in enumerate(probes)]
+    assert leakage(copier, tok, swapped)["leakage"] == 0.0
+
+
+def test_call_placement_counts(world):
+    w, tok = world
+    docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in w.val_documents()])
+    torch.manual_seed(0)
+    slm = build_slm("micro", len(tok), 256).eval()
+    share = np.concatenate(docs.fact).mean()
+    everything = call_placement(slm, docs, rate=1.0)
+    assert everything["placement_recall"] == 1.0 and everything["placement_precision"] == pytest.approx(share)
+    assert everything["fact_token_share"] == pytest.approx(share)
+    some = call_placement(slm, docs, rate=0.1)
+    assert 0 <= some["placement_recall"] <= 0.1 / share + 1e-9
+    assert np.concatenate(docs.derived).sum() > 0  # nationality, profession, employer city are in every bio
+
+
+def test_kb_oracle_flags_exactly_the_values(world, tmp_path):
+    w, tok = world
+    oracle = KBOracleAnnotator(key="fact")
+    oracle.bind(w)
+    person, doc = next(iter(w.val_documents()))
+    enc = tok(doc, return_offsets_mapping=True)
+    flags = oracle.annotate([doc], [np.asarray(enc["offset_mapping"])])[0]
+    flagged = "".join(tok.decode([i]) for i, f in zip(enc["input_ids"], flags) if f)
+    assert flagged.replace(" ", "") == "".join(
+        v.replace(" ", "") for c in w.kb().claims(doc) for v in [c.value])
+    with pytest.raises(ValueError, match="no knowledge base"):
+        KBOracleAnnotator().bind(object())
+    w.kb().save(tmp_path / "kb.json")  # from a file: same flags
+    from_file = KBOracleAnnotator(kb=str(tmp_path / "kb.json"), key="fact")
+    assert np.array_equal(from_file.annotate([doc], [np.asarray(enc["offset_mapping"])])[0], flags)
+
+
+def test_kb_evaluation_from_world_files_with_a_trained_partner_folder(world, tmp_path):
+    w, tok = world
+    w.write(tmp_path / "world")
+    dm = CorpusDataModule(corpus=w, bpe_vocab_size=600, block_size=64, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    torch.manual_seed(1)
+    build_slm("micro", len(dm.tokenizer), 64).save_pretrained(tmp_path / "partner")
+    dm.tokenizer.save_pretrained(tmp_path / "partner")
+    torch.manual_seed(0)
+    slm = build_slm("micro", len(dm.tokenizer), 256).eval()
+    ev = KBEvaluation(world=str(tmp_path / "world"), partner=str(tmp_path / "partner"), score="uncertainty",
+                      max_new_tokens=24, limit=6)
+    res = ev.run(slm, dm.tokenizer)
+    assert set(res) == {"slm", "partner_alone", "slm_alone", "lookup_always", "trained_always", "lookup_budget",
+                        "trained_budget"}
+    assert res["slm_alone"]["call_rate"] == 0.0 and res["trained_always"]["call_rate"] == 1.0
+    assert abs(res["trained_budget"]["call_rate"] - 0.22) < 0.05
+    # always calling the trained partner writes exactly what the partner writes alone
+    assert res["trained_always"]["factscore"] == res["partner_alone"]["factscore"]
+    other = train_bpe(["another tokenizer entirely " * 30], 300)
+    build_slm("micro", len(other), 64).save_pretrained(tmp_path / "stranger")
+    other.save_pretrained(tmp_path / "stranger")
+    with pytest.raises(ValueError, match="another tokenizer"):
+        KBEvaluation(world=str(tmp_path / "world"), partner=str(tmp_path / "stranger"), score="call",
+                     limit=2).run(slm, dm.tokenizer)
+
+
+@pytest.mark.parametrize("strategy", ["lacy", "llm_judge"])
+def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
+    """The documented commands: a strategy config + the world overlay (+ the oracle judge), fit, then test."""
+    extra = ["--config", "configs/world/kb_oracle.yaml"] if strategy == "llm_judge" else []
+    common = ["--config", f"configs/{strategy}.yaml", "--config", "configs/world/slm.yaml", *extra,
+              "--data.corpus.init_args.people", "12", "--data.corpus.init_args.val_docs", "6",
+              "--data.block_size", "64", "--data.cache_dir", str(tmp_path / "cache"), "--model.preset", "micro",
+              "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path)]
+    cli = cli_main(["fit", *common, "--trainer.max_steps", "4"])
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    # the overlay's KBEvaluation is the last callback: these flags set its arguments
+    test = cli_main(["test", *common, "--ckpt_path", str(ckpt), "--trainer.callbacks.partner=null", "--trainer.callbacks.limit=4",
+                     "--trainer.callbacks.max_new_tokens=16"])
+    ev = next(c for c in test.trainer.callbacks if isinstance(c, KBEvaluation))
+    res = json.loads((Path(test.trainer.log_dir) / "kb_eval.json").read_text())
+    assert res == json.loads(json.dumps(ev.results)) and ev.score == "call"
+    assert {"slm", "slm_alone", "lookup_always", "lookup_budget"} == set(res)

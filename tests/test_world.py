@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+from lacy.data import CorpusDataModule
+from lacy.kb import KnowledgeBase
+from lacy.world import DERIVED_FROM, FILLER, TEMPLATES, ClosedWorld, _fill
+
+
+def test_generation_is_deterministic():
+    a, b = ClosedWorld(people=30, seed=3), ClosedWorld(people=30, seed=3)
+    assert list(a.documents()) == list(b.documents())
+    assert list(ClosedWorld(people=30, seed=4).documents()) != list(a.documents())
+    # more rounds add paraphrases; the first round and the tokenizer's training text stay the same
+    more = ClosedWorld(people=30, seed=3, rounds=3)
+    assert list(more.bpe_documents()) == list(a.bpe_documents())
+    assert len(list(more.train_documents())) == 3 * len(list(a.train_documents()))
+    assert len(set(d for _, d in more.train_documents())) > 2 * len(list(a.train_documents()))  # fresh wording
+
+
+def test_people_facts_and_popularity():
+    w = ClosedWorld(people=300)
+    assert len({p.name for p in w.people}) == 300
+    docs = [p.docs for p in w.people]
+    assert docs == sorted(docs, reverse=True) and docs[0] == 16 and docs[-1] == 1
+    assert sum(d == 1 for d in docs) > 100 and sum(d >= 10 for d in docs) >= 15  # long tail, popular head
+    for p in w.people:  # derived attributes follow from their sources for everyone
+        assert p.facts["profession"].split()[-1].startswith(p.facts["field"][:4]) or p.facts["field"] in (
+            "law", "music", "pharmacy", "history", "botany", "mathematics", "statistics", "physics")
+
+
+def test_every_fact_once_derived_after_source_and_filler_states_no_fact():
+    w = ClosedWorld(people=40, seed=1)
+    kb = w.kb()
+    for person, doc in list(w.train_documents())[:60]:
+        claims = kb.claims(doc, subject=person.name)
+        if doc.startswith("Question:"):
+            continue
+        assert sorted(c.attribute for c in claims) == sorted(TEMPLATES) and all(c.supported for c in claims)
+        where = {c.attribute: c.start for c in claims}
+        assert all(where[d] > where[s] for d, s in DERIVED_FROM.items())
+        for sentence in doc.split(". "):  # pronouns only in filler; fact sentences name the person in full
+            assert (person.name in sentence) != (sentence.split()[0] in ("She", "He", "It", "That", "Those",
+                                                                         "Friends", "Colleagues", "Neighbours", "Old"))
+    rng = __import__("random").Random(0)
+    for _ in range(200):
+        assert kb.claims(_fill(rng.choice(FILLER), rng, ("She", "her")), subject=w.people[0].name) == []
+
+
+def test_qa_documents_answer_every_attribute():
+    w = ClosedWorld(people=20, qa_fraction=1.0)
+    qa = [(p, d) for p, d in w.train_documents() if d.startswith("Question:")]
+    assert len(qa) == 20
+    p, d = qa[0]
+    assert all(f"Answer: {v}." in d for v in p.facts.values())
+
+
+def test_world_files_round_trip(tmp_path):
+    w = ClosedWorld(people=25, val_docs=10)
+    w.write(tmp_path)
+    kb = KnowledgeBase.load(tmp_path / "kb.json")
+    assert kb.entities == w.kb().entities and kb.attributes == w.kb().attributes
+    probes = [json.loads(x) for x in (tmp_path / "probes.jsonl").read_text().splitlines()]
+    assert len(probes) == 25 * len(TEMPLATES)
+    assert probes[1] == {"entity": w.people[0].name, "attribute": "birth_city",
+                         "prompt": f"{w.people[0].name} was born in", "answer": w.people[0].facts["birth_city"],
+                         "popularity": w.people[0].docs}
+    val = [json.loads(x) for x in (tmp_path / "val.jsonl").read_text().splitlines()]
+    assert len(val) == 10 and all(r["entity"] in r["text"] for r in val)
+
+
+def test_datamodule_uses_the_worlds_own_validation_split(tmp_path):
+    w = ClosedWorld(people=30, val_docs=12)
+    dm = CorpusDataModule(corpus=w, bpe_vocab_size=500, block_size=64, batch_size=4, cache_dir=str(tmp_path))
+    dm.setup()
+    val = dm.splits["val"]
+    assert val.texts(range(val.n_docs)) == [d for _, d in w.val_documents()]
+    assert dm.splits["train"].n_docs == sum(1 for _ in w.train_documents())
+    # names tokenize the same at a document start and mid-text (prefix-space BPE): extractable knowledge
+    name = w.people[0].name
+    assert dm.tokenizer(name)["input_ids"] == dm.tokenizer(" " + name)["input_ids"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unique names"):
+        ClosedWorld(people=10**6)
+    with pytest.raises(ValueError, match=">= 1"):
+        ClosedWorld(rounds=0)
+
+
+def test_fact_value_tokens_are_a_minority_of_tokens(tmp_path):
+    """The share reported in docs/world.md: fact-value tokens among all tokens of the default world's text."""
+    from lacy.evaluate import PlacementDocs
+    from lacy.tokenizer import train_bpe
+
+    w = ClosedWorld(people=60)
+    tok = train_bpe(w.bpe_documents(), 2048)
+    docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in list(w.train_documents())[:80]])
+    share = np.concatenate(docs.fact).mean()
+    assert 0.1 < share < 0.35
