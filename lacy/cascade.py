@@ -291,7 +291,7 @@ class Cascade:
         gens = [Generation(p, "", [], [], []) for p in prompts]
         queue: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
-        room = getattr(self.slm.config, "n_positions", None) or getattr(self.slm.config, "max_position_embeddings")
+        room = getattr(self.slm.config, "n_positions", None) or self.slm.config.max_position_embeddings
         for _ in range(min(max_new, room - width)):  # the text never outgrows the SLM's context
             if all(done):
                 break

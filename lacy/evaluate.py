@@ -9,6 +9,8 @@
   against the true fact-value tokens (precision, recall; recall split into derived and non-derived facts);
   and for the cascade's own calls, the share that wrote fact-value tokens.
 """
+import argparse
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -103,7 +105,7 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     k = max(1, round(rate * len(s)))
     called = np.zeros(len(s), dtype=bool)
     called[np.argsort(-s, kind="stable")[:k]] = True
-    prf = lambda m: float((called & m).sum() / max(1, m.sum()))  # noqa: E731  recall on a mask
+    prf = lambda m: float((called & m).sum() / max(1, m.sum()))  # recall on a mask
     return {"placement_precision": float((called & fact).sum() / k), "placement_recall": prf(fact),
             "placement_recall_derived": prf(derived), "placement_recall_nonderived": prf(fact & ~derived),
             "fact_token_share": float(fact.mean())}
@@ -114,7 +116,7 @@ def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subj
     share of the bios' fact-value tokens the partner wrote."""
     on_fact = calls = fact_tokens = fact_by_partner = 0
     for g, subject in zip(gens, subjects):
-        text, spans, pos = g.prompt, [], []
+        text, pos = g.prompt, []
         for t in g.tokens:
             piece = tokenizer.decode([t])
             pos.append((len(text), len(text) + len(piece)))
@@ -170,6 +172,25 @@ def _spread(items: list, limit: int | None) -> list:
     return [items[round(i * len(items) / limit)] for i in range(limit)]
 
 
+def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[dict], probes: list[dict],
+                  max_new_tokens: int = 96, gamma: int = 10) -> dict:
+    """The partner's own leakage (probe accuracy) and FactScore, cached in ``<path>/partner_eval.json`` keyed
+    by everything that changes them, so each SLM's evaluation reuses one partner measurement."""
+    key = hashlib.sha256(json.dumps([repr(kb), prompts, probes, max_new_tokens, gamma]).encode()).hexdigest()[:16]
+    cache = Path(path) / "partner_eval.json"
+    if cache.is_file():
+        known = json.loads(cache.read_text())
+        if known.get("key") == key:
+            return known["metrics"]
+    metrics = {**leakage(model, tokenizer, probes),
+               **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
+                                  gamma)[0]}
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=1))
+    tmp.replace(cache)
+    return metrics
+
+
 class KBEvaluation(L.Callback):
     """``python main.py test`` on a world with a knowledge base: leakage, call placement, and cascade bios
     scored by the KB, for the lookup (oracle) partner and a trained partner. Results go to TensorBoard
@@ -187,6 +208,8 @@ class KBEvaluation(L.Callback):
         placement_rate: share of validation positions called in the call-placement measurement.
         max_new_tokens: bio length cap.
         gamma: FActScore's length-penalty constant.
+        sweep: call rates for the FactScore-vs-call-rate curve (budget mode, each partner); written to
+            ``<out>.png`` next to the JSON; null = no sweep.
         limit: use only N prompts / probes / validation documents, spread evenly over each list (null: all).
         out: JSON path; null = ``<log_dir>/kb_eval.json``.
     """
@@ -194,10 +217,11 @@ class KBEvaluation(L.Callback):
     def __init__(self, world: str | None = None, partner: str | None = "runs/world/partner/hf",
                  score: str = "auto", rate: float = 0.22, modes: list[str] = ("never", "always", "budget"),
                  piece: str = "word", placement_rate: float = 0.15, max_new_tokens: int = 96, gamma: int = 10,
-                 limit: int | None = None, out: str | None = None):
+                 sweep: list[float] | None = None, limit: int | None = None, out: str | None = None):
         self.world, self.partner_path, self.score, self.rate = world, partner, score, rate
         self.modes, self.piece, self.placement_rate = list(modes), piece, placement_rate
         self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
+        self.sweep = list(sweep or [])
         self.results: dict = {}
 
     def _world(self, trainer) -> tuple[KnowledgeBase, list[dict], list[dict], list[tuple[str, str]]]:
@@ -228,9 +252,8 @@ class KBEvaluation(L.Callback):
         if self.partner_path:
             model = load_partner(self.partner_path, tokenizer)
             partners["trained"] = ModelPartner(model, tokenizer, self.piece)
-            res["partner_alone"] = {**leakage(model, tokenizer, probes),
-                                    **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"),
-                                                       self.max_new_tokens, self.gamma)[0]}
+            res["partner_alone"] = partner_alone(self.partner_path, model, tokenizer, kb, prompts, probes,
+                                                 self.max_new_tokens, self.gamma)
         for mode in self.modes:
             for name, partner in partners.items():
                 if mode == "never" and name != "lookup":
@@ -239,6 +262,11 @@ class KBEvaluation(L.Callback):
                 policy = CallPolicy(mode=mode, rate=self.rate, score=self.score)
                 res[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens,
                                             self.gamma)[0]
+        for rate in self.sweep:
+            for name, partner in partners.items():
+                policy = CallPolicy(mode="budget", rate=rate, score=self.score)
+                res[f"{name}_budget@{rate:g}"] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy,
+                                                                  self.max_new_tokens, self.gamma)[0]
         self.results = res
         return res
 
@@ -255,7 +283,32 @@ class KBEvaluation(L.Callback):
             path = Path(self.out or Path(trainer.log_dir or ".") / "kb_eval.json")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(res, indent=1))
+            if self.sweep:
+                plot_sweep(res, path.with_suffix(".png"), title=f"call score: {self.score}")
             print(format_table(res) + f"\n(written to {path})")
+
+
+def plot_sweep(res: dict, path: Path, title: str = "") -> None:
+    """FactScore vs call rate, one line per partner, from the ``<partner>_budget@<rate>`` rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    curves: dict[str, list] = {}
+    for row, m in res.items():
+        if "_budget@" in row:
+            curves.setdefault(row.split("_budget@")[0], []).append((m["call_rate"], m["factscore"]))
+    for name, pts in sorted(curves.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} partner")
+    ax.set(xlabel="realised call rate (share of tokens from the partner)", ylabel="KB FactScore", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def format_table(res: dict) -> str:
@@ -265,3 +318,29 @@ def format_table(res: dict) -> str:
     for row, m in res.items():
         lines.append(f"| {row} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in cols) + " |")
     return "\n".join(lines)
+
+
+def main(argv=None):
+    """Check a trained partner on a closed world before training SLMs against it (issue 3: >= 70% of probes)."""
+    from lacy.world import ClosedWorld
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("partner", help="the partner's Hugging Face folder (e.g. runs/world/partner/hf)")
+    p.add_argument("--people", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-probe-accuracy", type=float, default=0.7)
+    args = p.parse_args(argv)
+    from transformers import AutoTokenizer
+
+    world = ClosedWorld(people=args.people, seed=args.seed)
+    tok = AutoTokenizer.from_pretrained(args.partner)
+    model = load_partner(args.partner, tok)
+    m = partner_alone(args.partner, model, tok, world.kb(), world.prompts(), world.kb().probes())
+    print(json.dumps(m, indent=1))
+    if m["leakage"] < args.min_probe_accuracy:
+        raise SystemExit(f"partner {args.partner} answers {m['leakage']:.1%} of the probes alone, below "
+                         f"{args.min_probe_accuracy:.0%}: train it longer (configs/world/partner.yaml max_steps/rounds)")
+
+
+if __name__ == "__main__":
+    main()

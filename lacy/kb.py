@@ -104,10 +104,10 @@ class KnowledgeBase:
             for a, v in e.attributes.items():
                 values.setdefault(v, set()).add(a)
         alias = {al: e.name for e in self.entities.values() for al in e.aliases}
-        alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))  # noqa: E731
+        alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
         pattern_attr = [a for a, at in self.attributes.items() if at.pattern]
         value_parts = [alt(values)] + [f"(?P<p_{i}>{self.attributes[a].pattern})" for i, a in enumerate(pattern_attr)]
-        relation = {a: re.compile(r"\b(?:" + alt(at.relation_words) + r")\b", re.I)
+        relation = {a: re.compile(r"\b(?:" + alt(at.relation_words) + r")\b", re.IGNORECASE)
                     for a, at in self.attributes.items() if at.relation_words}
         return {"values": values, "alias": alias, "names": re.compile(r"\b(?:" + alt(alias) + r")\b"),
                 "value_re": re.compile(r"\b(?:" + "|".join(value_parts) + r")\b"), "relation": relation,

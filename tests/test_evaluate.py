@@ -144,8 +144,10 @@ def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
     assert ckpt.exists()
     # the overlay's KBEvaluation is the last callback: these flags set its arguments
     test = cli_main(["test", *common, "--ckpt_path", str(ckpt), "--trainer.callbacks.partner=null", "--trainer.callbacks.limit=4",
-                     "--trainer.callbacks.max_new_tokens=16"])
+                     "--trainer.callbacks.max_new_tokens=16", "--trainer.callbacks.sweep=[0,0.5]"])
     ev = next(c for c in test.trainer.callbacks if isinstance(c, KBEvaluation))
     res = json.loads((Path(test.trainer.log_dir) / "kb_eval.json").read_text())
     assert res == json.loads(json.dumps(ev.results)) and ev.score == "call"
-    assert {"slm", "slm_alone", "lookup_always", "lookup_budget"} == set(res)
+    assert {"slm", "slm_alone", "lookup_always", "lookup_budget", "lookup_budget@0", "lookup_budget@0.5"} == set(res)
+    assert res["lookup_budget@0"]["call_rate"] == 0.0
+    assert (Path(test.trainer.log_dir) / "kb_eval.png").stat().st_size > 1000  # the FactScore-vs-call-rate plot
