@@ -12,7 +12,8 @@ next piece; the SLM continues from the extended context.
   spent and never exceeding a token credit (target rate x tokens written minus tokens spent), so the realised
   share of partner tokens tracks the target online.
 - Partners: ``ModelPartner`` (same tokenizer: token hand-over; it keeps a KV cache per row and prefills only
-  the tokens it has not seen) and ``LookupPartner`` (the knowledge base's true continuation: an oracle that
+  the tokens it has not seen), ``TextPartner`` (its own tokenizer: text hand-over, re-tokenised) and
+  ``LookupPartner`` (the knowledge base's true continuation: an oracle that
   isolates *where* the SLM calls from *how good* the partner is). Pieces: ``token``, ``word`` (to the end of
   the word) or ``entity`` (to the next punctuation mark).
 """
@@ -155,6 +156,69 @@ class ModelPartner:
         st["logits"] = logits if st["seen"] == len(context) + len(out) else None
         # the piece's last token is not fed yet: the next call prefills it with the SLM's later tokens
         return out
+
+
+class TextPartner:
+    """Any causal LM with its own tokenizer (e.g. SmolLM2-135M-Instruct offline, Llama 3.2 1B with internet):
+    text-level hand-over. At a call it reads the context as text (no ``<CALL>``), writes greedily up to the end
+    of the piece, and the piece is re-tokenised for the SLM. Its KV cache is kept per row and cut back to the
+    longest token prefix shared with the new context, so only the new text is prefilled.
+
+    Args:
+        model, tokenizer: the partner and its own tokenizer.
+        slm_tokenizer: the SLM's tokenizer (decodes the context, encodes the piece).
+        piece: token | word | entity (judged on the partner's text).
+        max_piece_tokens: cap, in partner tokens.
+    """
+
+    def __init__(self, model, tokenizer, slm_tokenizer, piece: str = "word", max_piece_tokens: int = 8):
+        if piece not in PIECES:
+            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+        self.model, self.tok, self.slm_tok = model.eval(), tokenizer, slm_tokenizer
+        self.piece, self.max_piece = piece, max_piece_tokens
+        self.tokens_processed = 0
+        self.params = sum(p.numel() for p in model.parameters())
+        self.reset(0)
+
+    def reset(self, rows: int) -> None:
+        self.state = [{"ids": [], "past": None} for _ in range(rows)]
+
+    @torch.no_grad()
+    def _feed(self, st: dict, ids: list[int]) -> torch.Tensor:
+        out = self.model(input_ids=torch.tensor([ids]), past_key_values=st["past"], use_cache=True)
+        self.tokens_processed += len(ids)
+        st["past"], st["ids"] = out.past_key_values, st["ids"] + ids
+        return out.logits[0, -1].float()
+
+    def piece_for(self, row: int, context: list[int]) -> list[int]:
+        st = self.state[row]
+        text = self.slm_tok.decode(context, skip_special_tokens=True)
+        start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        ids = [start] + self.tok(text, add_special_tokens=False)["input_ids"]  # a document start, as in training
+        keep = next((i for i, (a, b) in enumerate(zip(st["ids"], ids)) if a != b), min(len(st["ids"]), len(ids)))
+        keep = min(keep, len(ids) - 1)  # at least one token is fed, so there are fresh logits
+        if st["past"] is not None and keep < len(st["ids"]):
+            st["past"].crop(keep - len(st["ids"]))  # negative = tokens to drop (old and new transformers agree)
+            st["ids"] = st["ids"][:keep]
+        if keep == 0:
+            st["past"], st["ids"] = None, []
+        logits = self._feed(st, ids[keep:])
+        out: list[int] = []
+        while len(out) < self.max_piece:
+            tok = int(logits.argmax())
+            if tok == self.tok.eos_token_id or _piece_stop(self.piece, self.tok.decode([tok]), not out):
+                break
+            out.append(tok)
+            logits = self._feed(st, [tok])
+        piece = self.tok.decode(out)
+        if not piece:
+            return []
+        # the SLM's tokens for the piece as they follow this text (a prefix-space tokenizer would otherwise
+        # start a word-continuing piece with a space); the piece alone where the boundary merges
+        base = self.slm_tok(text, add_special_tokens=False)["input_ids"]
+        full = self.slm_tok(text + piece, add_special_tokens=False)["input_ids"]
+        return full[len(base):] if full[:len(base)] == base else self.slm_tok(piece, add_special_tokens=False)[
+            "input_ids"]
 
 
 class LookupPartner:

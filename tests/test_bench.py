@@ -15,3 +15,12 @@ def test_step_time_bench_runs_every_strategy(bios_path, tmp_path, capsys, monkey
         assert rows[name][-1] == "1"  # one SLM forward per step
         assert float(rows[name][-2]) > 0  # a ratio to vanilla
     assert "rho1 offline reference pass" in out
+
+
+def test_cascade_bench_reports_both_ratios(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["cascade.py", "--prompts", "4", "--batch-size", "2", "--new-tokens", "8",
+                                      "--bio-tokens", "24", "--rate", "0.3"])
+    runpy.run_path("bench/cascade.py", run_name="__main__")
+    out = capsys.readouterr().out
+    assert "0% calls: HF generate" in out and "(goal >= 0.8)" in out
+    assert "same text: True" in out  # the partner's cache changes the cost, never the text

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lacy.cascade import Cascade, CallPolicy, LookupPartner, ModelPartner, call_scores
+from lacy.cascade import Cascade, CallPolicy, LookupPartner, ModelPartner, TextPartner, call_scores
 from lacy.model import build_slm
 from lacy.tokenizer import train_bpe
 from lacy.world import ClosedWorld
@@ -99,3 +99,21 @@ def test_a_calling_policy_needs_a_partner(world):
         Cascade(model(tok, 0), tok, None, CallPolicy("budget"))
     with pytest.raises(ValueError, match="mode"):
         CallPolicy("sometimes")
+
+
+def test_text_partner_with_another_tokenizer(world):
+    """A partner with its own tokenizer: always calling it reproduces its own text; its cache is cut back to
+    the shared prefix, so it reads much less than re-reading every context."""
+    w, tok = world
+    other = train_bpe([d for _, d in w.train_documents()][::-1], 450)  # another vocabulary and other ids
+    assert other.get_vocab() != tok.get_vocab()
+    partner = model(other, 2)
+    prompts = [p["prompt"] for p in w.prompts()[:3]]
+    alone = Cascade(partner, other, batch_size=3).generate(prompts, max_new_tokens=12, stop_at_eos=False)
+    tp = TextPartner(partner, other, tok, piece="word")
+    casc = Cascade(model(tok, 0), tok, tp, CallPolicy("always"), batch_size=3)
+    gens = casc.generate(prompts, max_new_tokens=12, stop_at_eos=False)
+    for a, g in zip(alone, gens):
+        assert g.text.startswith(a.text[: len(g.text)]) or a.text.startswith(g.text)
+        assert all(g.from_partner)
+    assert tp.tokens_processed < 2 * sum(len(other(p + g.text)["input_ids"]) for p, g in zip(prompts, gens))
