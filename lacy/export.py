@@ -4,6 +4,7 @@ The tokenizer travels inside every checkpoint (a few hundred KB), so any checkpo
 later without the corpus: ``python -m lacy.export CKPT OUT_DIR``.
 """
 import argparse
+import inspect
 import os
 import shutil
 import tempfile
@@ -82,7 +83,8 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if TOKENIZER_KEY not in ckpt:
         raise ValueError(f"{ckpt_path} has no tokenizer inside; it was saved without the lacy.ExportHF callback")
-    module = CallLM(**ckpt["hyper_parameters"])
+    params = inspect.signature(CallLM.__init__).parameters  # LightningCLI adds keys such as _instantiator
+    module = CallLM(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in params})
     module.load_state_dict(ckpt["state_dict"])
     return export_hf(module.model, ckpt[TOKENIZER_KEY], out_dir)
 

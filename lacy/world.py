@@ -137,6 +137,8 @@ class ClosedWorld(Corpus):
         max_docs: documents per round for the most popular people.
         zipf: popularity exponent (see ``docs_for_rank``).
         head: share of people with ``max_docs`` documents.
+        min_docs: documents per round for everyone at least (1 for an SLM's world; a partner that "read more"
+            sees the long tail more often). Facts, names and the tokenizer do not depend on it.
         rounds: renderings of the whole world, each with fresh paraphrases (a partner that "read more" gets more).
         qa_fraction: share of people who also get one question-answer document per round.
         filler: filler sentences per document.
@@ -144,12 +146,13 @@ class ClosedWorld(Corpus):
     """
 
     def __init__(self, people: int = 300, seed: int = 0, max_docs: int = 16, zipf: float = 1.0, head: float = 0.05,
-                 rounds: int = 1, qa_fraction: float = 0.5, filler: int = 2, val_docs: int = 200):
+                 min_docs: int = 1, rounds: int = 1, qa_fraction: float = 0.5, filler: int = 2, val_docs: int = 200):
         if people > len(FIRST) * len(LAST):
             raise ValueError(f"ClosedWorld(people={people}): at most {len(FIRST) * len(LAST)} unique names")
-        if rounds < 1 or max_docs < 1 or people < 1:
-            raise ValueError("ClosedWorld: people, max_docs and rounds must be >= 1")
+        if rounds < 1 or max_docs < 1 or people < 1 or min_docs < 1:
+            raise ValueError("ClosedWorld: people, max_docs, min_docs and rounds must be >= 1")
         self.n_people, self.seed, self.max_docs, self.zipf, self.head = people, seed, max_docs, zipf, head
+        self.min_docs = min_docs
         self.rounds, self.qa_fraction, self.filler, self.val_docs = rounds, qa_fraction, filler, val_docs
         self.people = self._make_people()
 
@@ -176,6 +179,10 @@ class ClosedWorld(Corpus):
         top = max(1.0, self.head * self.n_people)
         return int(min(self.max_docs, max(1, round(self.max_docs * (rank / top) ** -self.zipf))))
 
+    def reads(self, person: Person) -> int:
+        """Documents per round this corpus renders for the person (its popularity, raised to ``min_docs``)."""
+        return max(person.docs, self.min_docs)
+
     # -- documents ---------------------------------------------------------------------------------------
     def render(self, person: Person, rng: random.Random) -> str:
         """One biography: every fact once, derived facts after their source, fillers anywhere."""
@@ -198,10 +205,10 @@ class ClosedWorld(Corpus):
     def _rng(self, *key) -> random.Random:
         return random.Random("-".join(map(str, (self.seed,) + key)))
 
-    def train_documents(self, rounds: int | None = None) -> Iterator[tuple[Person, str]]:
-        for r in range(rounds or self.rounds):
+    def train_documents(self) -> Iterator[tuple[Person, str]]:
+        for r in range(self.rounds):
             for i, p in enumerate(self.people):
-                for j in range(p.docs):
+                for j in range(self.reads(p)):
                     yield p, self.render(p, self._rng("doc", r, i, j))
                 if p.qa:
                     yield p, self.render_qa(p, self._rng("qa", r, i))
@@ -219,17 +226,21 @@ class ClosedWorld(Corpus):
             yield d
 
     def held_out(self) -> list[bool]:
-        n_train = self.rounds * sum(p.docs + p.qa for p in self.people)
+        n_train = self.rounds * sum(self.reads(p) + p.qa for p in self.people)
         return [False] * n_train + [True] * self.val_docs
 
     def stat_key(self) -> str:
-        return json.dumps([type(self).__name__, self.n_people, self.seed, self.max_docs, self.zipf, self.head, self.rounds,
+        return json.dumps([type(self).__name__, self.n_people, self.seed, self.max_docs, self.zipf, self.head,
+                           self.min_docs, self.rounds,
                            self.qa_fraction, self.filler, self.val_docs, _source_digest()])
 
     def bpe_documents(self) -> Iterator[str]:
-        """What the BPE is trained on: round 0 only, so worlds that differ in ``rounds`` (a partner that read
-        more) share one tokenizer, and a same-tokenizer cascade works."""
-        return (d for _, d in self.train_documents(rounds=1))
+        """What the BPE is trained on: one biography and one question-answer document per person, so worlds
+        that differ only in how much they render (rounds, popularity, min_docs: a partner that read more)
+        share one tokenizer, and a same-tokenizer cascade works."""
+        for i, p in enumerate(self.people):
+            yield self.render(p, self._rng("bpe", i))
+            yield self.render_qa(p, self._rng("bpe-qa", i))
 
     # -- evaluation files -----------------------------------------------------------------------------------
     def kb(self) -> KnowledgeBase:

@@ -10,6 +10,7 @@ from baselines.kb_oracle import KBOracleAnnotator
 from lacy.cascade import Generation
 from lacy.cli import cli_main
 from lacy.data import CorpusDataModule
+from lacy.export import export_checkpoint
 from lacy.evaluate import KBEvaluation, PlacementDocs, call_placement, kb_factscore, leakage
 from lacy.model import build_slm
 from lacy.tokenizer import train_bpe
@@ -141,7 +142,8 @@ def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
               "--trainer.default_root_dir", str(tmp_path)]
     cli = cli_main(["fit", *common, "--trainer.max_steps", "4"])
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    assert ckpt.exists()
+    export_checkpoint(ckpt, tmp_path / "exported")  # a CLI checkpoint (its hparams carry CLI keys) exports
+    assert (tmp_path / "exported" / "config.json").exists()
     # the overlay's KBEvaluation is the last callback: these flags set its arguments
     test = cli_main(["test", *common, "--ckpt_path", str(ckpt), "--trainer.callbacks.partner=null", "--trainer.callbacks.limit=4",
                      "--trainer.callbacks.max_new_tokens=16", "--trainer.callbacks.sweep=[0,0.5]"])

@@ -12,9 +12,13 @@ def test_generation_is_deterministic():
     a, b = ClosedWorld(people=30, seed=3), ClosedWorld(people=30, seed=3)
     assert list(a.documents()) == list(b.documents())
     assert list(ClosedWorld(people=30, seed=4).documents()) != list(a.documents())
-    # more rounds add paraphrases; the first round and the tokenizer's training text stay the same
+    # more rounds add paraphrases, min_docs lifts the long tail; facts and the tokenizer's text stay the same
     more = ClosedWorld(people=30, seed=3, rounds=3)
-    assert list(more.bpe_documents()) == list(a.bpe_documents())
+    reader = ClosedWorld(people=30, seed=3, min_docs=4)
+    assert list(more.bpe_documents()) == list(a.bpe_documents()) == list(reader.bpe_documents())
+    assert reader.kb() == a.kb()  # popularity in the KB is the SLM world's; the partner only reads more
+    assert all(reader.reads(p) >= 4 for p in reader.people)
+    assert sum(1 for _ in reader.train_documents()) == sum(max(p.docs, 4) + p.qa for p in reader.people)
     assert len(list(more.train_documents())) == 3 * len(list(a.train_documents()))
     assert len(set(d for _, d in more.train_documents())) > 2 * len(list(a.train_documents()))  # fresh wording
 
