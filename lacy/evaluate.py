@@ -311,9 +311,11 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def format_table(res: dict) -> str:
-    cols = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_bio", "call_rate",
-            "cascade_call_precision", "leakage", "placement_precision", "placement_recall"]
+KB_COLUMNS = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_bio", "call_rate",
+              "cascade_call_precision", "leakage", "placement_precision", "placement_recall"]
+
+
+def format_table(res: dict, cols: list[str] = KB_COLUMNS) -> str:
     lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row, m in res.items():
         lines.append(f"| {row} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in cols) + " |")

@@ -1,6 +1,9 @@
 """Shared fixtures: a small real corpus of biographies written to a temporary jsonl file."""
 import json
 import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -36,3 +39,43 @@ def data_kwargs(bios_path, tmp_path):
 
     return dict(corpus=JsonlCorpus(str(bios_path)), bpe_vocab_size=300, block_size=32, batch_size=4,
                 val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+
+
+class Endpoint:
+    """A real OpenAI-compatible chat-completions server on 127.0.0.1 whose 'model' is ``answer(prompt)``.
+    ``script`` makes the next requests misbehave: 500, slow, malformed."""
+
+    def __init__(self, answer):
+        self.requests, self.script = [], []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert self.path == "/v1/chat/completions" and body["temperature"] == 0
+                owner.requests.append(body)
+                behaviour = owner.script.pop(0) if owner.script else "ok"
+                if behaviour == "500":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                if behaviour == "slow":
+                    time.sleep(0.6)
+                reply = answer(body["messages"][0]["content"])
+                payload = b"{not json" if behaviour == "malformed" else json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()

@@ -1,8 +1,5 @@
 import json
 import re
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -12,6 +9,7 @@ from baselines.llm_judge import PROMPT, HFJudge, JudgeAnnotator, LLMJudge, OpenA
 from lacy.model import build_slm
 from lacy.objective import TokenLosses
 from lacy.tokenizer import train_bpe
+from tests.conftest import Endpoint
 
 TEXT = "Anna Novak was born in Paris in 1950. Anna studied music."
 
@@ -24,50 +22,14 @@ def test_parse_spans_strict_format():
     assert parse_spans("", TEXT) is None
 
 
-class Endpoint:
-    """A real OpenAI-compatible chat-completions server on 127.0.0.1; its 'model' names capitalised words
-    and numbers. ``script`` makes the next requests misbehave: 500, slow, malformed."""
-
-    def __init__(self):
-        self.requests, self.script = [], []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                assert self.path == "/v1/chat/completions" and body["temperature"] == 0
-                owner.requests.append(body)
-                behaviour = owner.script.pop(0) if owner.script else "ok"
-                if behaviour == "500":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                if behaviour == "slow":
-                    time.sleep(0.6)
-                text = body["messages"][0]["content"].split("Text: ", 1)[1]
-                answer = "\n".join(re.findall(r"\b(?:[A-Z][a-z]+|\d+)\b", text))
-                payload = b"{not json" if behaviour == "malformed" else json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
+def name_capitalised_words(prompt: str) -> str:
+    """The endpoint's 'model' for the judge: names the capitalised words and numbers of the text."""
+    return "\n".join(re.findall(r"\b(?:[A-Z][a-z]+|\d+)\b", prompt.split("Text: ", 1)[1]))
 
 
 @pytest.fixture
 def endpoint():
-    e = Endpoint()
+    e = Endpoint(name_capitalised_words)
     yield e
     e.close()
 

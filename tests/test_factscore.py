@@ -1,0 +1,111 @@
+import re
+
+import pytest
+import spacy
+
+from baselines.llm_judge import OpenAIJudge
+from lacy.facts import default_spacy_model
+from lacy.factscore import (ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, ne_precision, parse_facts,
+                            year_probes)
+from tests.conftest import Endpoint
+
+PAGES = [("Ada Brandt", "Ada Brandt was a French physicist. She was born in Lyon in 1931. She taught at Leeds. "
+                        "She won the Halvard Prize. She retired in 1990. She wrote four books."),
+         ("Otto Voss", "Otto Voss was a Dutch architect. He designed the Ghent library.")]
+
+
+def reader_model(prompt: str) -> str:
+    """The endpoint's 'model': splits a sentence at ' and ', and calls a fact True when all its capitalised
+    words and numbers occur in the retrieved context."""
+    if prompt.rstrip().endswith("Output:"):
+        context, fact = prompt.split("Input: ")[0], prompt.split("Input: ")[1].split(" True or False?")[0]
+        words = re.findall(r"\b(?:[A-Z][a-z]+|\d+)\b", fact)
+        return "True" if all(w in context for w in words) else "False"
+    first, *more = prompt.rsplit(ATOMIC_INSTRUCTION, 1)[1].strip().rstrip(".").split(" and ")
+    subject = " ".join(first.split()[:2])
+    return "\n".join([f"- {first}."] + [f"- {subject} {p}." for p in more])
+
+
+@pytest.fixture
+def source(tmp_path):
+    return KnowledgeSource.build(PAGES, tmp_path / "ks.sqlite", sentences_per_passage=2)
+
+
+def test_knowledge_source_retrieves_from_the_entitys_page(source, tmp_path):
+    assert source.page("Otto Voss").startswith("Otto Voss was") and source.page("Nobody") is None
+    assert source.retrieve("Ada Brandt", "Which prize did Halvard win?", k=1) == [
+        "She taught at Leeds. She won the Halvard Prize."]
+    assert source.retrieve("Ada Brandt", "zzz qqq", k=2)[0].startswith("Ada Brandt was")  # fallback: first passages
+    assert all("Ada" not in p for p in source.retrieve("Otto Voss", "Ada Brandt", k=5))  # never another page
+    assert not (tmp_path / "ks.tmp").exists()
+    with pytest.raises(FileNotFoundError, match="KnowledgeSource.build"):
+        KnowledgeSource(tmp_path / "missing.sqlite")
+
+
+def test_parsers():
+    assert parse_facts("- A is B.\n- C was born in 1931.\n* x\n") == ["A is B.", "C was born in 1931."]
+    assert parse_facts(f"- A is B.\n{ATOMIC_INSTRUCTION}more\n- C is D.") == ["A is B."]
+    assert is_true("True") and is_true("true, because") and not is_true("False") and not is_true("")
+    assert is_true("True. Not false.") and not is_true("False, not true")
+
+
+def test_factscore_through_a_real_endpoint(source, tmp_path):
+    endpoint = Endpoint(reader_model)
+    try:
+        judge = OpenAIJudge(endpoint.url, "reader", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
+        gens = ["Ada Brandt was born in Lyon and taught at Leeds. She was born in Paris.",  # 3 facts, 2 true
+                "Otto Voss was a Dutch architect.",                                         # 1 fact, true
+                "Zed Null was a painter.",                                                 # not in the source
+                "Hm."]                                                                     # no facts
+        scores, results = factscore(gens, ["Ada Brandt", "Otto Voss", "Zed Null", "Otto Voss"], source, judge,
+                                    k=2, gamma=10)
+        assert [r.status for r in results] == ["scored", "scored", "not_in_knowledge_source", "no_facts"]
+        assert results[0].facts == ["Ada Brandt was born in Lyon.", "Ada Brandt taught at Leeds.",
+                                    "She was born in Paris."]
+        assert results[0].supported == [True, True, False]
+        assert scores["init_score"] == pytest.approx((2 / 3 + 1) / 2)
+        assert scores["factscore"] == pytest.approx((2 / 3 * 2.718281828 ** (1 - 10 / 3) + 2.718281828 ** -9) / 2)
+        assert scores["respond_ratio"] == pytest.approx(2 / 3) and scores["not_in_knowledge_source"] == 1
+        n = len(endpoint.requests)
+        factscore(gens, ["Ada Brandt", "Otto Voss", "Zed Null", "Otto Voss"], source, judge, k=2)
+        assert len(endpoint.requests) == n  # deterministic and cached: a re-run sends nothing
+    finally:
+        endpoint.close()
+
+
+def test_ne_precision_and_year_probes(source):
+    nlp = spacy.load(default_spacy_model())
+    res = ne_precision(["Ada Brandt taught in Leeds and lived in Madrid."], ["Ada Brandt"], source, nlp)
+    assert res == {"ne_precision": 0.5, "named_entities": 2}  # Leeds found, Madrid not; her own name skipped
+    recs = [{"title": "A. J. P. Taylor", "description": "English historian (1906–1990)"},
+            {"title": "Someone", "description": "Singer (born 1975)"}, {"title": "ABBA", "description": "pop group"}]
+    assert year_probes(recs) == [
+        {"entity": "A. J. P. Taylor", "prompt": "A. J. P. Taylor was born in", "answer": "1906"},
+        {"entity": "Someone", "prompt": "Someone was born in", "answer": "1975"}]
+
+
+def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
+    """Real summaries, a micro SLM and a micro partner with another tokenizer (text hand-over), a judge
+    behind a real local endpoint."""
+    from lacy.factscore import WikiEvaluation
+    from lacy.model import build_slm
+    from lacy.tokenizer import train_bpe
+
+    tok = train_bpe(["Alan Taylor was an English historian born in 1906 in Birkdale. " * 5], 300)
+    other = train_bpe(["a different vocabulary for the partner, born in 1906. " * 5], 280)
+    build_slm("micro", len(other), 256).save_pretrained(tmp_path / "partner")
+    other.save_pretrained(tmp_path / "partner")
+    slm = build_slm("micro", len(tok), 256).eval()
+    endpoint = Endpoint(reader_model)
+    try:
+        judge = OpenAIJudge(endpoint.url, "reader", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
+        ev = WikiEvaluation(partner=str(tmp_path / "partner"), limit=3, max_new_tokens=12, judge=judge,
+                            knowledge_source=str(tmp_path / "ks.sqlite"))
+        res = ev.run(slm, tok, "uncertainty")
+    finally:
+        endpoint.close()
+    assert set(res) == {"slm", "slm_alone", "partner_budget"}
+    assert res["slm_alone"]["call_rate"] == 0.0 and res["partner_budget"]["call_rate"] > 0  # 36 tokens: coarse
+    assert {"ne_precision", "factscore", "init_score", "respond_ratio"} <= set(res["partner_budget"])
+    assert 0.0 <= res["slm"]["year_leakage"] <= 1.0
+    assert KnowledgeSource(tmp_path / "ks.sqlite").page("A. J. P. Taylor").startswith("Alan John Percivale Taylor")
