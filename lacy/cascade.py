@@ -54,8 +54,8 @@ class CallPolicy:
     rate: float = 0.22
     threshold: float = 0.0
     score: str = "call"
-    window: int = 2048
-    catch_up: int = 8
+    window: int = 512
+    catch_up: int = 2
     _history: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
@@ -214,7 +214,8 @@ class TextPartner:
         if not piece:
             return []
         # the SLM's tokens for the piece as they follow this text (a prefix-space tokenizer would otherwise
-        # start a word-continuing piece with a space); the piece alone where the boundary merges
+        # start a word-continuing piece with a space); the piece alone where the boundary merges, which can
+        # put a space inside a word the partner continued (a limit of text hand-over)
         base = self.slm_tok(text, add_special_tokens=False)["input_ids"]
         full = self.slm_tok(text + piece, add_special_tokens=False)["input_ids"]
         return full[len(base):] if full[:len(base)] == base else self.slm_tok(piece, add_special_tokens=False)[

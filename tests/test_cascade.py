@@ -113,7 +113,8 @@ def test_text_partner_with_another_tokenizer(world):
     tp = TextPartner(partner, other, tok, piece="word")
     casc = Cascade(model(tok, 0), tok, tp, CallPolicy("always"), batch_size=3)
     gens = casc.generate(prompts, max_new_tokens=12, stop_at_eos=False)
-    for a, g in zip(alone, gens):
-        assert g.text.startswith(a.text[: len(g.text)]) or a.text.startswith(g.text)
+    for a, g in zip(alone, gens):  # spaces may differ where a mid-word piece re-tokenises (documented)
+        ours, theirs = g.text.replace(" ", ""), a.text.replace(" ", "")
+        assert ours.startswith(theirs[: len(ours)]) or theirs.startswith(ours)
         assert all(g.from_partner)
     assert tp.tokens_processed < 2 * sum(len(other(p + g.text)["input_ids"]) for p, g in zip(prompts, gens))
