@@ -57,6 +57,8 @@ class CallPolicy:
     window: int = 512
     catch_up: int = 2
     _history: list = field(default_factory=list, repr=False)
+    _seen: list = field(default_factory=list, repr=False)  # every budget decision's score, for calibration
+    _fired: int = 0
 
     def __post_init__(self):
         if self.mode not in ("never", "always", "threshold", "budget"):
@@ -74,6 +76,7 @@ class CallPolicy:
             return scores > self.threshold
         s = scores.numpy()
         self._history = (self._history + s.tolist())[-self.window:]
+        self._seen += s.tolist()
         # share of decisions that must fire when a call writes piece_len tokens and pieces are not decisions
         q = self.rate / (piece_len * (1 - self.rate) + self.rate) if self.rate < 1 else 1.0
         credit = self.rate * (written + len(s)) - spent  # tokens the budget still owes (negative: overspent)
@@ -85,7 +88,15 @@ class CallPolicy:
                 break
             fire[i] = True
             credit -= piece_len
+        self._fired += int(fire.sum())
         return fire
+
+    def calibrated_threshold(self) -> float:
+        """After a budget run: the fixed threshold that fires the same share of decisions (for ``threshold``
+        mode on other prompts: the paper's "threshold calibrated on a disjoint prompt set")."""
+        if not self._seen:
+            raise ValueError("calibrated_threshold needs a budget-mode generation first")
+        return float(np.quantile(self._seen, 1.0 - self._fired / len(self._seen)))
 
 
 def _piece_stop(piece: str, text: str, first: bool) -> bool:

@@ -203,7 +203,8 @@ class KBEvaluation(L.Callback):
         score: call | uncertainty | auto: ``call`` for models trained with <CALL>, ``uncertainty`` for the
             confidence cascade of a model without it; auto = uncertainty when the run's strategy is Vanilla.
         rate: the cascade's call budget (share of generated tokens written by the partner; paper 22%).
-        modes: cascade rows to run: never (= SLM alone), always, budget.
+        modes: cascade rows to run: never (= SLM alone), always, budget, calibrated (a fixed threshold that
+            the budget mode realises on a disjoint prompt set: the leakage probes).
         piece: what a partner writes per call: token | word | entity.
         placement_rate: share of validation positions called in the call-placement measurement.
         max_new_tokens: bio length cap.
@@ -259,7 +260,8 @@ class KBEvaluation(L.Callback):
                 if mode == "never" and name != "lookup":
                     continue  # never calling: the partner is irrelevant, one row ("SLM alone")
                 row = "slm_alone" if mode == "never" else f"{name}_{mode}"
-                policy = CallPolicy(mode=mode, rate=self.rate, score=self.score)
+                policy = (self._calibrated(slm, tokenizer, partner, probes) if mode == "calibrated" else
+                          CallPolicy(mode=mode, rate=self.rate, score=self.score))
                 res[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens,
                                             self.gamma)[0]
         for rate in self.sweep:
@@ -269,6 +271,12 @@ class KBEvaluation(L.Callback):
                                                                   self.max_new_tokens, self.gamma)[0]
         self.results = res
         return res
+
+    def _calibrated(self, slm, tokenizer, partner, probes) -> CallPolicy:
+        budget = CallPolicy(mode="budget", rate=self.rate, score=self.score)
+        Cascade(slm, tokenizer, partner, budget).generate([p["prompt"] for p in _spread(probes, 128)],
+                                                           self.max_new_tokens)
+        return CallPolicy(mode="threshold", threshold=budget.calibrated_threshold(), score=self.score)
 
     def on_test_epoch_end(self, trainer, pl_module):
         if self.score == "auto":

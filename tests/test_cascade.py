@@ -118,3 +118,17 @@ def test_text_partner_with_another_tokenizer(world):
         assert ours.startswith(theirs[: len(ours)]) or theirs.startswith(ours)
         assert all(g.from_partner)
     assert tp.tokens_processed < 2 * sum(len(other(p + g.text)["input_ids"]) for p, g in zip(prompts, gens))
+
+
+def test_threshold_calibrated_on_other_prompts_lands_near_the_rate(world):
+    w, tok = world
+    slm, partner = model(tok, 0), model(tok, 1)
+    budget = CallPolicy("budget", rate=0.22, score="uncertainty")
+    prompts = [p["prompt"] for p in w.prompts()]  # calibrate on half the people, apply to the other half
+    Cascade(slm, tok, ModelPartner(partner, tok), budget).generate(prompts[::2], 40, stop_at_eos=False)
+    fixed = CallPolicy("threshold", threshold=budget.calibrated_threshold(), score="uncertainty")
+    casc = Cascade(slm, tok, ModelPartner(partner, tok), fixed)
+    casc.generate(prompts[1::2], 40, stop_at_eos=False)
+    assert 0.12 < casc.stats.call_rate < 0.32  # no online control: near, not on, the rate
+    with pytest.raises(ValueError, match="budget-mode generation first"):
+        CallPolicy("budget").calibrated_threshold()
