@@ -279,21 +279,35 @@ class KBEvaluation(L.Callback):
         return CallPolicy(mode="threshold", threshold=budget.calibrated_threshold(), score=self.score)
 
     def on_test_epoch_end(self, trainer, pl_module):
-        if self.score == "auto":
-            from baselines import Vanilla
-
-            self.score = "uncertainty" if any(isinstance(c, Vanilla) for c in trainer.callbacks) else "call"
+        self.score = resolve_score(self.score, trainer)
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, trainer)
-        for row, metrics in res.items():
-            for k, v in metrics.items():
-                pl_module.log(f"world/{row}/{k}", float(v), rank_zero_only=True)
-        if trainer.is_global_zero:
-            path = Path(self.out or Path(trainer.log_dir or ".") / "kb_eval.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(res, indent=1))
-            if self.sweep:
-                plot_sweep(res, path.with_suffix(".png"), title=f"call score: {self.score}")
-            print(format_table(res) + f"\n(written to {path})")
+        path = report(trainer, pl_module, res, "world", self.out or "kb_eval.json", KB_COLUMNS)
+        if path is not None and self.sweep:
+            plot_sweep(res, path.with_suffix(".png"), title=f"call score: {self.score}")
+
+
+def resolve_score(score: str, trainer) -> str:
+    """``auto``: the confidence cascade (uncertainty) for a Vanilla run, the <CALL> log-odds otherwise."""
+    if score != "auto":
+        return score
+    from baselines import Vanilla
+
+    return "uncertainty" if any(isinstance(c, Vanilla) for c in trainer.callbacks) else "call"
+
+
+def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[str]) -> Path | None:
+    """Results to TensorBoard (``<prefix>/<row>/<metric>``), to a JSON file (a bare name lands in the run's log
+    folder) and to a printed table; returns the JSON path on rank 0."""
+    for row, metrics in res.items():
+        for k, v in metrics.items():
+            pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
+    if not trainer.is_global_zero:
+        return None
+    path = Path(out) if Path(out).parent != Path(".") else Path(trainer.log_dir or ".") / out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    print(format_table(res, columns) + f"\n(written to {path})")
+    return path
 
 
 def plot_sweep(res: dict, path: Path, title: str = "") -> None:

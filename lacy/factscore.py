@@ -264,21 +264,8 @@ class WikiEvaluation(L.Callback):
         return res
 
     def on_test_epoch_end(self, trainer, pl_module):
-        import json
+        from lacy.evaluate import report, resolve_score
 
-        from baselines import Vanilla
-        from lacy.evaluate import format_table
-
-        score = self.score
-        if score == "auto":
-            score = "uncertainty" if any(isinstance(c, Vanilla) for c in trainer.callbacks) else "call"
-        res = self.run(pl_module.model, trainer.datamodule.tokenizer, score)
-        for row, metrics in res.items():
-            for k, v in metrics.items():
-                pl_module.log(f"wiki/{row}/{k}", float(v), rank_zero_only=True)
-        if trainer.is_global_zero:
-            path = Path(self.out or Path(trainer.log_dir or ".") / "wiki_eval.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(res, indent=1))
-            print(format_table(res, ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score",
-                                     "respond_ratio"]) + f"\n(written to {path})")
+        res = self.run(pl_module.model, trainer.datamodule.tokenizer, resolve_score(self.score, trainer))
+        report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json",
+               ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score", "respond_ratio"])
