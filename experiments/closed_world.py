@@ -1,0 +1,115 @@
+"""The paper's comparison on the closed world: every method, one command, resumable, cached per finished run.
+
+    python -m experiments.closed_world [--jobs 2] [--only lacy,vanilla] [--out runs/study]
+    python -m experiments.closed_world --report           # tables + plots from the finished runs
+
+Each run is `main.py fit` then `main.py test` with the strategy's config, the world overlay
+(configs/world/slm.yaml) and a generated overlay: TokenBudget equalising the tokens that get a ground-truth
+gradient (the paper's rule: a 15%-call run trains 1/0.85 times longer than Vanilla) and the KB evaluation
+against the trained partner (runs/world/partner/hf, checked >= 70% of probes first). A run whose
+`kb_eval.json` exists is skipped; an interrupted fit resumes from its last checkpoint. Jobs run in parallel
+with one CPU thread each (oversubscribed OpenMP slows two jobs 2-5x).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from experiments.report import report
+
+PARTNER = "runs/world/partner/hf"
+BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
+SWEEP = [0.05, 0.1, 0.22, 0.4, 0.8]
+
+
+def run_specs() -> list[dict]:
+    """(name, strategy config, substitutions, extra configs, seed, sweep) of every run of the study."""
+    oracle = ["configs/world/kb_oracle.yaml"]
+    specs = []
+    for seed in (1, 2, 3):
+        for name, cfg, extra in (("vanilla", "vanilla", []), ("loss_only", "loss_only", []), ("rho1", "rho1", []),
+                                 ("llm_judge_oracle", "llm_judge", oracle), ("lacy", "lacy", [])):
+            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, seed=seed, sweep=seed == 1, subs={}))
+    for name, cfg, extra, subs in (
+            ("random_calls", "random_calls", [], {}), ("spacy_only", "spacy_only", [], {}),
+            ("spacy_ref", "spacy_ref", [], {}), ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}),
+            ("lacy_rate0.03", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.03 "}),
+            ("lacy_rate0.05", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.05 "}),
+            ("lacy_rate0.08", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.08 "})):
+        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, seed=1, sweep=False, subs=subs))
+    return specs
+
+
+def write_configs(spec: dict, folder: Path) -> list[str]:
+    """The run's configs, written into its folder so the run is reproducible from there alone."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for src in [f"configs/{spec['config']}.yaml", *spec["extra"], "configs/world/slm.yaml"]:
+        text = Path(src).read_text().replace("runs/reference/hf", PARTNER)  # Rho-1's reference: the partner
+        subs = dict(spec["subs"], **{"out: null ": f"out: {folder / 'kb_eval.json'} ",
+                                     "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} "})
+        for a, b in subs.items():
+            text = text.replace(a, b)
+        dst = folder / Path(src).name
+        dst.write_text(text)
+        paths.append(str(dst))
+    study = {"seed_everything": spec["seed"], "trainer": {"callbacks+": [{
+        "class_path": "lacy.budget.TokenBudget", "init_args": {"max_tokens": BASE_STEPS * BATCH * BLOCK,
+                                                              "count": "gradient"}}]}}
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    return paths + [str(folder / "study.yaml")]
+
+
+def run_one(spec: dict, out: Path) -> str:
+    folder = out / spec["name"]
+    if (folder / "kb_eval.json").exists():
+        return f"{spec['name']}: cached"
+    configs = write_configs(spec, folder)
+    args = [a for c in configs for a in ("--config", c)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log = open(folder / "log.txt", "a")
+    t0 = time.time()
+    last = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+    done_fit = sorted(folder.glob("lightning_logs/version_*/hf/config.json"))
+    if not done_fit:
+        resume = ["--ckpt_path", str(last[-1])] if last else []
+        subprocess.run([sys.executable, "main.py", "fit", *args, "--trainer.default_root_dir", str(folder),
+                        "--trainer.enable_progress_bar", "false", *resume], env=env, stdout=log, stderr=log,
+                       check=True)
+    ckpt = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)[-1]
+    fit_s = time.time() - t0
+    subprocess.run([sys.executable, "main.py", "test", *args, "--ckpt_path", str(ckpt),
+                    "--trainer.default_root_dir", str(folder / "test"), "--trainer.enable_progress_bar", "false"],
+                   env=env, stdout=log, stderr=log, check=True)
+    (folder / "timing.json").write_text(json.dumps({"fit_and_test_s": time.time() - t0, "fit_s": fit_s}))
+    return f"{spec['name']}: done in {time.time() - t0:.0f}s"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--only", default=None, help="comma-separated run-name prefixes")
+    p.add_argument("--report", action="store_true", help="only write the tables and plots")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    specs = [s for s in run_specs() if not args.only or any(s["name"].startswith(o) for o in args.only.split(","))]
+    if not args.report:
+        check = json.loads((Path(PARTNER) / "partner_eval.json").read_text())["metrics"] if (
+            Path(PARTNER) / "partner_eval.json").exists() else None
+        if check is None or check["leakage"] < 0.7:
+            raise SystemExit(f"the partner {PARTNER} must answer >= 70% of probes alone first: run `make partner`")
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for msg in pool.map(lambda s: run_one(s, out), specs):
+                print(msg, flush=True)
+    report(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The closed-world study's generated configs resolve through the real CLI to what the study means."""
+import json
+
+import pytest
+import yaml
+
+from experiments.closed_world import PARTNER, SWEEP, run_specs, write_configs
+from experiments.report import report
+from lacy.cli import cli_main
+
+
+def resolved(spec, tmp_path, capsys) -> dict:
+    paths = write_configs(spec, tmp_path / spec["name"])
+    with pytest.raises(SystemExit):
+        cli_main(["fit", *[a for p in paths for a in ("--config", p)], "--print_config"])
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("name", ["rho1-s2", "lacy_true_mask-s1", "lacy_rate0.03-s1"])
+def test_study_configs(name, tmp_path, capsys):
+    spec = next(s for s in run_specs() if s["name"] == name)
+    cfg = resolved(spec, tmp_path, capsys)
+    callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
+    assert cfg["seed_everything"] == spec["seed"]
+    assert callbacks["lacy.budget.TokenBudget"] == {"max_tokens": 600 * 8 * 256, "global_batch_size": None,
+                                                    "count": "gradient"}
+    ev = callbacks["lacy.evaluate.KBEvaluation"]
+    assert ev["partner"] == PARTNER and ev["out"] == str(tmp_path / name / "kb_eval.json")
+    assert cfg["data"]["corpus"]["class_path"] == "lacy.world.ClosedWorld"
+    if name == "rho1-s2":
+        assert callbacks["baselines.Rho1"]["reference"] == PARTNER and ev["sweep"] is None
+    if name == "lacy_true_mask-s1":
+        assert [a["init_args"]["key"] for a in cfg["data"]["annotators"]] == ["fact"]
+    if name == "lacy_rate0.03-s1":
+        assert callbacks["lacy.LaCy"]["call_rate"] == 0.03 and cfg["model"]["fig5_call_rate"] == 0.15
+    assert sum(s["sweep"] for s in run_specs()) == 5 and SWEEP
+
+
+def test_report_aggregates_seeds(tmp_path):
+    for seed, fs in ((1, 0.5), (2, 0.7)):
+        (tmp_path / f"lacy-s{seed}").mkdir()
+        res = {"slm": {"leakage": 0.1 * seed}, "trained_budget": {"factscore": fs, "call_rate": 0.22},
+               "trained_budget@0.4": {"factscore": fs + 0.1, "call_rate": 0.4},
+               "partner_alone": {"factscore": 0.8, "factscore_penalised": 0.7, "leakage": 0.9}}
+        (tmp_path / f"lacy-s{seed}" / "kb_eval.json").write_text(json.dumps(res))
+    text = report(tmp_path).read_text()
+    assert "| lacy | 2 | 0.600 ± 0.141 |" in text and "probe accuracy 0.900" in text
+    assert (tmp_path / "factscore_vs_call_rate.png").exists() and (tmp_path / "factscore_vs_leakage.png").exists()
