@@ -8,7 +8,7 @@ n-th chunk over a shared folder; any later run assembles the chunks.
 
 Command (reads only the data section of a training config, so the cache key matches; no GPU needed):
 
-    python -m lacy.annotate --config configs/lacy.yaml [--shard 0 --num-shards 4] [--prepare-only]
+    python -m lacy.annotate --config configs/lacy.yaml [--config overlay.yaml] [--shard 0 --num-shards 4] [--prepare-only]
 """
 import os
 import sys
@@ -138,12 +138,24 @@ def annotate_split(ann: Annotator, root: Path, split: str, block_size: int | Non
     return np.load(final, mmap_mode="r")
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """An overlay's data section over the base's, as the CLI does: nested keys merge, lists and values replace,
+    and a different ``class_path`` replaces the whole object (its init_args belong to the other class)."""
+    out = dict(base)
+    for k, v in over.items():
+        same_class = isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("class_path") in (
+            None, out[k].get("class_path"))
+        out[k] = _merge(out[k], v) if same_class else v
+    return out
+
+
 def main(argv=None) -> None:
     """Annotate the corpus of a training config, or one shard of it."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the training YAML (its data section is used)")
+    parser.add_argument("--config", required=True, action="append",
+                        help="the training YAML (its data section is used); repeat for overlays, as with main.py")
     parser.add_argument("--shard", type=int, default=0, help="this machine's shard index, 0-based")
     parser.add_argument("--num-shards", type=int, default=1, help="number of machines splitting the corpus")
     parser.add_argument("--prepare-only", action="store_true",
@@ -156,7 +168,9 @@ def main(argv=None) -> None:
 
     from lacy.data import CorpusDataModule
 
-    section = yaml.safe_load(Path(args.config).read_text()).get("data") or {}
+    section: dict = {}
+    for path in args.config:
+        section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
     data_parser = ArgumentParser()
     data_parser.add_class_arguments(CorpusDataModule, "data")
     data = data_parser.instantiate_classes(data_parser.parse_object({"data": section})).data

@@ -90,3 +90,23 @@ def test_annotate_command_shards_and_prepare_only(tmp_path, bios_path, capsys):
     assert "fact train: complete" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--config", str(path), "--shard", "2", "--num-shards", "2"])
+
+
+def test_annotate_command_merges_overlays_like_the_cli(tmp_path, capsys):
+    """Strategy config + world overlay + oracle overlay: the same data section main.py resolves."""
+    from lacy.annotate import _merge, main
+
+    base = {"corpus": {"class_path": "A", "init_args": {"topic": None}}, "block_size": 256,
+            "annotators": [{"class_path": "X"}]}
+    over = {"corpus": {"class_path": "B", "init_args": {"people": 3}}, "annotators": [{"class_path": "Y"}]}
+    assert _merge(base, over) == {"corpus": {"class_path": "B", "init_args": {"people": 3}}, "block_size": 256,
+                                  "annotators": [{"class_path": "Y"}]}
+    assert _merge(base, {"corpus": {"init_args": {"topic": "People"}}})["corpus"] == {
+        "class_path": "A", "init_args": {"topic": "People"}}
+    small = tmp_path / "small.yaml"
+    small.write_text(f"data:\n  corpus:\n    init_args:\n      people: 12\n      val_docs: 4\n"
+                     f"  cache_dir: {tmp_path / 'cache'}\n")
+    main(["--config", "configs/llm_judge.yaml", "--config", "configs/world/slm.yaml", "--config",
+          "configs/world/kb_oracle.yaml", "--config", str(small)])
+    out = capsys.readouterr().out
+    assert "judge train: complete" in out and "judge val: complete" in out
