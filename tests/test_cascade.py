@@ -31,8 +31,9 @@ def test_call_scores_by_hand():
 def test_never_calling_is_the_slm_greedy_continuation(world):
     w, tok = world
     slm = model(tok, 0)
-    prompts = [p["prompt"] for p in w.prompts()[:5]]
-    gens = Cascade(slm, tok, batch_size=3).generate(prompts, max_new_tokens=12, stop_at_eos=False)
+    prompts = [p["prompt"] for p in w.prompts()[:3]] + [p["prompt"] for p in w.kb().probes()[:2]]  # ragged
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) > 1  # left padding is exercised
+    gens = Cascade(slm, tok, batch_size=5).generate(prompts, max_new_tokens=12, stop_at_eos=False)
     for p, g in zip(prompts, gens):  # one prompt at a time, no cache, <CALL> never chosen
         ids = [tok.eos_token_id] + tok(p)["input_ids"]
         for _ in range(12):
