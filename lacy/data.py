@@ -263,7 +263,18 @@ class CorpusDataModule(L.LightningDataModule):
         tok = self.tokenizer_path or f"bpe{self.bpe_vocab_size}"
         if tok not in ("gpt2", f"bpe{self.bpe_vocab_size}"):
             tok = str(Path(tok).resolve())
-        return stable_hash(CACHE_VERSION, self._digest()[0], tok, self.val_fraction, self.seed)
+        parts = [CACHE_VERSION, self._digest()[0], tok, self.val_fraction, self.seed]
+        # a corpus that chooses its own BPE text or split: both change the cache without changing the content
+        bpe = self.corpus.bpe_documents() if self.tokenizer_path is None else None
+        if bpe is not None:
+            h = hashlib.sha256()
+            for doc in bpe:
+                h.update(doc.encode("utf-8") + b"\0")
+            parts.append(h.hexdigest()[:16])
+        own = self.corpus.held_out()
+        if own is not None:
+            parts.append(hashlib.sha256(np.packbits(np.asarray(own, dtype=bool)).tobytes()).hexdigest()[:16])
+        return stable_hash(*parts)
 
     def prepare(self) -> Path:
         """Tokenizer and tokenized splits, from cache when present. Idempotent; safe across processes.

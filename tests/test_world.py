@@ -103,3 +103,13 @@ def test_fact_value_tokens_are_a_minority_of_tokens(tmp_path):
     docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in list(w.train_documents())[:80]])
     share = np.concatenate(docs.fact).mean()
     assert 0.1 < share < 0.35
+
+
+def test_cache_key_follows_the_tokenizer_text(tmp_path, monkeypatch):
+    """Same documents, other BPE training text: another cache entry (a stale tokenizer would break the
+    same-tokenizer cascade between the SLM and its partner)."""
+    w = ClosedWorld(people=10, val_docs=3)
+    dm = CorpusDataModule(corpus=w, bpe_vocab_size=300, block_size=64, cache_dir=str(tmp_path))
+    key = dm.cache_key()
+    monkeypatch.setattr(w, "bpe_documents", lambda: iter(["another text"]))
+    assert CorpusDataModule(corpus=w, bpe_vocab_size=300, block_size=64, cache_dir=str(tmp_path)).cache_key() != key
