@@ -38,10 +38,11 @@ $(PARTNER)/partner_eval.json:
 	test -f $(PARTNER)/config.json || $(PY) -m lacy.export $$(ls -td runs/world/partner/lightning_logs/version_*/checkpoints/last.ckpt | head -1) $(PARTNER)
 	$(PY) -m lacy.evaluate $(PARTNER)
 
-bench: install  ## CPU benchmarks: annotation throughput and flag identity, step-time ratios (docs/benchmarks.md)
+bench: install  ## CPU benchmarks: annotation, step-time ratios, judge cost, cascade cost (docs/benchmarks.md)
 	$(PY) bench/annotation.py
 	$(PY) bench/step_time.py
 	$(PY) bench/judge.py
+	$(PY) bench/cascade.py
 
 clean:
 	rm -rf $(VENV) .cache lightning_logs

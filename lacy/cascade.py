@@ -325,7 +325,7 @@ class Cascade:
     """SLM + partner generation. Args:
         slm: HF causal LM whose last vocabulary row is ``<CALL>``.
         tokenizer: the SLM's tokenizer (with ``<CALL>``).
-        partner: ModelPartner | LookupPartner | None (never call).
+        partner: ModelPartner | TextPartner | LookupPartner | None (never call).
         policy: CallPolicy.
         batch_size: prompts decoded together.
     """
