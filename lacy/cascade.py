@@ -7,7 +7,8 @@ next piece; the SLM continues from the extended context.
 - Call scores: ``call`` = log-odds of ``<CALL>`` against the other tokens (CALL logit minus logsumexp of the
   rest; p(<CALL>) saturates, the log-odds do not); ``uncertainty`` = minus the max log-probability of the
   other tokens (for models trained without ``<CALL>``: the "confidence cascade").
-- Decisions (``CallPolicy``): never, always, fixed threshold, or a **budget**: a running quantile of recent
+- Decisions (``CallPolicy``): never, always, argmax (``<CALL>`` is the top token), fixed threshold, or a
+  **budget**: a running quantile of recent
   scores, at the level the target rate needs given the mean piece length, lowered while the budget is under-
   spent and never exceeding a token credit (target rate x tokens written minus tokens spent), so the realised
   share of partner tokens tracks the target online.
@@ -41,7 +42,7 @@ def call_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
 @dataclass
 class CallPolicy:
     """When to call. Args:
-        mode: never | always | threshold | budget.
+        mode: never | always | argmax (``<CALL>`` is the most likely token) | threshold | budget.
         rate: budget mode: target share of generated tokens written by the partner (paper: 22%).
         threshold: threshold mode: call when the score exceeds it.
         score: call | uncertainty (see ``call_scores``).
@@ -61,8 +62,8 @@ class CallPolicy:
     _fired: int = 0
 
     def __post_init__(self):
-        if self.mode not in ("never", "always", "threshold", "budget"):
-            raise ValueError(f"cascade policy mode {self.mode!r}: use never, always, threshold or budget")
+        if self.mode not in ("never", "always", "argmax", "threshold", "budget"):
+            raise ValueError(f"cascade policy mode {self.mode!r}: use never, always, argmax, threshold or budget")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"cascade policy rate={self.rate} must be in [0, 1]")
 
@@ -72,7 +73,7 @@ class CallPolicy:
             return torch.zeros(len(scores), dtype=torch.bool)
         if self.mode == "always":
             return torch.ones(len(scores), dtype=torch.bool)
-        if self.mode == "threshold":
+        if self.mode in ("threshold", "argmax"):  # argmax: the Cascade passes CALL logit - max other logit
             return scores > self.threshold
         s = scores.numpy()
         self._history = (self._history + s.tolist())[-self.window:]
@@ -375,7 +376,8 @@ class Cascade:
             free = [b for b in range(B) if not done[b] and not queue[b]]
             fire = torch.zeros(0, dtype=torch.bool)
             if free:
-                scores = call_scores(logits[free], self.policy.score)
+                scores = (logits[free, -1] - logits[free, :-1].max(-1).values if self.policy.mode == "argmax"
+                          else call_scores(logits[free], self.policy.score))
                 piece_len = self.stats.spent / max(1, self.stats.calls)
                 fire = self.policy.decide(scores, self.stats.generated, self.stats.spent, piece_len or 1.0)
             slm_choice = logits[:, :-1].argmax(-1)

@@ -133,3 +133,17 @@ def test_threshold_calibrated_on_other_prompts_lands_near_the_rate(world):
     assert 0.12 < casc.stats.call_rate < 0.32  # no online control: near, not on, the rate
     with pytest.raises(ValueError, match="budget-mode generation first"):
         CallPolicy("budget").calibrated_threshold()
+
+
+def test_argmax_mode_calls_where_call_is_the_top_token(world):
+    w, tok = world
+    slm, partner = model(tok, 0), model(tok, 1)
+    call_bias = torch.zeros(len(tok))  # make <CALL> the top token everywhere: every free step calls
+    call_bias[-1] = 1e4
+    slm.lm_head.register_forward_hook(lambda m, i, o: o + call_bias)
+    casc = Cascade(slm, tok, ModelPartner(partner, tok, piece="token"), CallPolicy("argmax"))
+    gens = casc.generate([p["prompt"] for p in w.prompts()[:3]], 8, stop_at_eos=False)
+    assert all(all(g.from_partner) for g in gens)
+    none = Cascade(model(tok, 0), tok, ModelPartner(partner, tok), CallPolicy("argmax"))
+    none.generate([p["prompt"] for p in w.prompts()[:3]], 8, stop_at_eos=False)
+    assert none.stats.calls == 0  # an untrained <CALL> row is never the top token
