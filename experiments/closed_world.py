@@ -73,22 +73,22 @@ def run_one(spec: dict, out: Path, fit_only: bool = False) -> str:
     configs = write_configs(spec, folder)
     args = [a for c in configs for a in ("--config", c)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    log = open(folder / "log.txt", "a")
     t0 = time.time()
-    last = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
-    done_fit = sorted(folder.glob("lightning_logs/version_*/hf/config.json"))
-    if not done_fit:
-        resume = ["--ckpt_path", str(last[-1])] if last else []
-        subprocess.run([sys.executable, "main.py", "fit", *args, "--trainer.default_root_dir", str(folder),
-                        "--trainer.enable_progress_bar", "false", *resume], env=env, stdout=log, stderr=log,
-                       check=True)
-    fit_s = time.time() - t0
-    if fit_only:
-        return f"{spec['name']}: fitted in {fit_s:.0f}s"
-    ckpt = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)[-1]
-    subprocess.run([sys.executable, "main.py", "test", *args, "--ckpt_path", str(ckpt),
-                    "--trainer.default_root_dir", str(folder / "test"), "--trainer.enable_progress_bar", "false"],
-                   env=env, stdout=log, stderr=log, check=True)
+    with open(folder / "log.txt", "a") as log:
+        if not (folder / "fit.done").exists():  # the HF export exists mid-run too: only this marks the end
+            last = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
+            resume = ["--ckpt_path", str(last[-1])] if last else []
+            subprocess.run([sys.executable, "main.py", "fit", *args, "--trainer.default_root_dir", str(folder),
+                            "--trainer.enable_progress_bar", "false", *resume], env=env, stdout=log, stderr=log,
+                           check=True)
+            (folder / "fit.done").touch()
+        fit_s = time.time() - t0
+        if fit_only:
+            return f"{spec['name']}: fitted in {fit_s:.0f}s"
+        ckpt = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)[-1]
+        subprocess.run([sys.executable, "main.py", "test", *args, "--ckpt_path", str(ckpt),
+                        "--trainer.default_root_dir", str(folder / "test"), "--trainer.enable_progress_bar", "false"],
+                       env=env, stdout=log, stderr=log, check=True)
     (folder / "timing.json").write_text(json.dumps({"fit_and_test_s": time.time() - t0, "fit_s": fit_s}))
     return f"{spec['name']}: done in {time.time() - t0:.0f}s"
 
