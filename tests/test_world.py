@@ -5,7 +5,7 @@ import pytest
 
 from lacy.data import CorpusDataModule
 from lacy.kb import KnowledgeBase
-from lacy.world import DERIVED_FROM, FILLER, TEMPLATES, ClosedWorld, _fill
+from lacy.world import CITIES, DERIVED_FROM, EMPLOYERS, FIELDS, FILLER, TEMPLATES, ClosedWorld, _fill
 
 
 def test_generation_is_deterministic():
@@ -30,8 +30,10 @@ def test_people_facts_and_popularity():
     assert docs == sorted(docs, reverse=True) and docs[0] == 16 and docs[-1] == 1
     assert sum(d == 1 for d in docs) > 100 and sum(d >= 10 for d in docs) >= 15  # long tail, popular head
     for p in w.people:  # derived attributes follow from their sources for everyone
-        assert p.facts["profession"].split()[-1].startswith(p.facts["field"][:4]) or p.facts["field"] in (
-            "law", "music", "pharmacy", "history", "botany", "mathematics", "statistics", "physics")
+        assert p.facts["nationality"] == CITIES[p.facts["birth_city"]]
+        assert p.facts["profession"] == FIELDS[p.facts["field"]]
+        assert p.facts["employer_city"] == EMPLOYERS[p.facts["employer"]]
+    assert len({p.facts["birth_city"] for p in w.people}) > 20  # facts vary across people
 
 
 def test_every_fact_once_derived_after_source_and_filler_states_no_fact():
