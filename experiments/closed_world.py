@@ -25,7 +25,7 @@ from experiments.report import report
 
 PARTNER = "runs/world/partner/hf"
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
-SWEEP = [0.05, 0.1, 0.22, 0.4, 0.8]
+SWEEP = [0.05, 0.1, 0.4, 0.8]  # with the budget row's 0.22: the FactScore-vs-call-rate curve
 
 
 def run_specs() -> list[dict]:
@@ -41,9 +41,18 @@ def run_specs() -> list[dict]:
             ("spacy_ref", "spacy_ref", [], {}), ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}),
             ("lacy_rate0.03", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.03 "}),
             ("lacy_rate0.05", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.05 "}),
-            ("lacy_rate0.08", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.08 "})):
-        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, seed=1, sweep=False, subs=subs))
+            ("lacy_rate0.08", "lacy", [], {"        call_rate: 0.15 ": "        call_rate: 0.08 "}),
+            ("lacy_facts0.3", "lacy", [], {"        fact_fraction: null ": "        fact_fraction: 0.3 "}),
+            ("lacy_facts0.6", "lacy", [], {"        fact_fraction: null ": "        fact_fraction: 0.6 "})):
+        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, seed=1, sweep=True, subs=subs))
     return specs
+
+
+def vanilla_export(out: Path, seed: int) -> str:
+    """The same seed's Vanilla model (its HF export), the reference of the Fig. 5 losses; null before it is fitted."""
+    if not (out / f"vanilla-s{seed}" / "fit.done").exists():
+        return "null"
+    return str(sorted((out / f"vanilla-s{seed}").glob("lightning_logs/version_*/hf"), key=os.path.getmtime)[-1])
 
 
 def write_configs(spec: dict, folder: Path) -> list[str]:
@@ -53,7 +62,10 @@ def write_configs(spec: dict, folder: Path) -> list[str]:
     for src in [f"configs/{spec['config']}.yaml", *spec["extra"], "configs/world/slm.yaml"]:
         text = Path(src).read_text().replace("runs/reference/hf", PARTNER)  # Rho-1's reference: the partner
         subs = dict(spec["subs"], **{"out: null ": f"out: {folder / 'kb_eval.json'} ",
-                                     "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} "})
+                                     "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} ",
+                                     "reference: null ": f"reference: {vanilla_export(folder.parent, spec['seed'])} ",
+                                     # calling always = the partner alone (reported once, cached with the partner)
+                                     "modes: [never, always, budget] ": "modes: [never, budget] "})
         for a, b in subs.items():
             text = text.replace(a, b)
         dst = folder / Path(src).name
@@ -105,7 +117,8 @@ def main(argv=None):
     out = Path(args.out)
     specs = [s for s in run_specs() if not args.only or any(s["name"].startswith(o) for o in args.only.split(","))]
     if args.fit_only:
-        specs = [s for s in specs if s["config"] not in ("rho1", "spacy_ref")]  # their reference is the partner
+        if not (Path(PARTNER) / "config.json").is_file():  # Rho-1's and spacy_ref's reference is the partner
+            specs = [s for s in specs if s["config"] not in ("rho1", "spacy_ref")]
         with ThreadPoolExecutor(args.jobs) as pool:
             for msg in pool.map(lambda s: run_one(s, out, fit_only=True), specs):
                 print(msg, flush=True)

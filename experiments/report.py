@@ -1,30 +1,51 @@
 """Tables and plots of the closed-world study from the finished runs' kb_eval.json files.
 
 Writes ``<out>/results.md`` (mean ± sd over seeds; every number comes from the run folders) and PNGs:
-FactScore vs call rate per method (trained partner), FactScore vs fact leakage.
+FactScore vs call rate per method (trained partner, the seed-1 run's sweep), FactScore vs fact leakage.
 """
 import json
+import math
 import statistics
 from pathlib import Path
 
-COLUMNS = [  # (row, metric, header)
-    ("trained_budget", "factscore", "FactScore, trained partner @22%"),
-    ("trained_budget", "factscore_penalised", "penalised"),
-    ("lookup_budget", "factscore", "FactScore, lookup (oracle) @22%"),
-    ("slm_alone", "factscore", "SLM alone"),
-    ("slm", "leakage", "leakage"),
-    ("slm", "leakage_1", "leak 1 doc"),
-    ("slm", "leakage_2-4", "leak 2-4"),
-    ("slm", "leakage_5-9", "leak 5-9"),
-    ("slm", "leakage_10+", "leak 10+"),
-    ("slm", "placement_precision", "call precision (val, 15%)"),
-    ("slm", "placement_recall_derived", "recall derived"),
-    ("slm", "placement_recall_nonderived", "recall non-derived"),
-    ("trained_budget", "cascade_call_precision", "cascade call precision"),
-]
+BUCKETS = ("1", "2-4", "5-9", "10+")
+LABELS = {"vanilla": "vanilla (confidence cascade)", "llm_judge_oracle": "llm_judge (KB oracle judge)",
+          "lacy_true_mask": "lacy, true fact mask (oracle)"}
+LABELLING = {  # where each method's call labels come from, and what they cost
+    "vanilla": "none (calls by uncertainty at inference)", "loss_only": "none (own loss in the batch)",
+    "random_calls": "none", "rho1": "reference forward per training token",
+    "spacy_only": "spaCy, once per corpus", "lacy": "spaCy, once per corpus",
+    "spacy_ref": "spaCy once + reference forward per token", "llm_judge_oracle": "KB lookup (oracle judge)",
+    "lacy_true_mask": "KB lookup (oracle)"}
+TABLES = {  # title: [(row, metric, header)]
+    "Main comparison (paper Fig. 2 / Table 2): cascade at the paper's 22% call budget": [
+        ("trained_budget", "factscore", "FactScore, trained partner"),
+        ("trained_budget", "factscore_penalised", "penalised"),
+        ("lookup_budget", "factscore", "FactScore, lookup partner (oracle)"),
+        ("slm_alone", "factscore", "SLM alone"),
+        ("slm", "leakage", "fact leakage"),
+        ("slm", "placement_precision", "call precision (val, top 15%)"),
+        ("slm", "placement_recall", "call recall"),
+        ("trained_budget", "cascade_call_precision", "cascade call precision"),
+        ("trained_budget", "call_rate", "realised call rate")],
+    "By popularity bucket (documents per person per round): leakage, cascade calls, placement recall": [
+        *[("slm", f"leakage_{b}", f"leak {b}") for b in BUCKETS],
+        *[("trained_budget", f"call_rate_{b}", f"calls {b}") for b in BUCKETS],
+        *[("slm", f"placement_recall_{b}", f"recall {b}") for b in BUCKETS]],
+    "Call placement by fact kind, and paper Fig. 5 (validation loss on the model's own top-15% call mask)": [
+        ("slm", "placement_recall_derived", "recall derived"),
+        ("slm", "placement_recall_nonderived", "recall non-derived"),
+        ("slm", "fig5_call_loss", "loss on calls"),
+        ("slm", "fig5_noncall_loss", "loss off calls"),
+        ("slm", "fig5_ref_call_loss", "vanilla's loss on calls"),
+        ("slm", "fig5_ref_noncall_loss", "vanilla's loss off calls")],
+}
+RELATIONS = ("birth_date", "birth_city", "nationality", "university", "field", "profession", "employer",
+             "employer_city")
 
 
 def _fmt(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
     if not values:
         return ""
     if len(values) == 1:
@@ -33,6 +54,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def load(out: Path) -> dict[str, list[dict]]:
+    """method -> its runs' results, seed order (run folders are named <method>-s<seed>)."""
     runs: dict[str, list[dict]] = {}
     for f in sorted(out.glob("*/kb_eval.json")):
         method = f.parent.name.rsplit("-s", 1)[0]
@@ -40,48 +62,78 @@ def load(out: Path) -> dict[str, list[dict]]:
     return runs
 
 
+def _table(runs: dict, columns: list[tuple[str, str, str]], extra: dict[str, str] | None = None) -> list[str]:
+    head = ["method", "seeds", *[h for _, _, h in columns], *(["labels from"] if extra else [])]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for method, res in runs.items():
+        cells = [_fmt([r[row][m] for r in res if m in r.get(row, {})]) for row, m, _ in columns]
+        tail = [extra.get(method, "")] if extra else []
+        lines.append(f"| {LABELS.get(method, method)} | {len(res)} | " + " | ".join(cells + tail) + " |")
+    return lines
+
+
+def _sweep_points(result: dict, rate: float = 0.22) -> dict[float, tuple[float, float]]:
+    """target call rate -> (realised rate, FactScore) of the trained-partner cascade: SLM alone (0), the budget
+    row (``rate``) and the sweep rows."""
+    targets = {"slm_alone": 0.0, "trained_budget": rate}
+    targets |= {row: float(row.split("@")[1]) for row in result if row.startswith("trained_budget@")}
+    return {t: (result[row]["call_rate"], result[row]["factscore"]) for row, t in sorted(targets.items(),
+                                                                                        key=lambda x: x[1])}
+
+
 def report(out: Path) -> Path:
     runs = load(out)
-    lines = ["| method | seeds | " + " | ".join(h for _, _, h in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
-    for method, res in runs.items():
-        cells = [_fmt([r[row][m] for r in res if m in r.get(row, {})]) for row, m, _ in COLUMNS]
-        lines.append(f"| {method} | {len(res)} | " + " | ".join(cells) + " |")
+    lines = ["# Closed-world study: results", "",
+             "Mean ± sd over seeds (one value: one seed). Generated by `python -m experiments.closed_world "
+             "--report` from the run folders' kb_eval.json.", ""]
+    for i, (title, columns) in enumerate(TABLES.items()):
+        lines += [f"## {title}", "", *_table(runs, columns, LABELLING if i == 0 else None), ""]
+    lines += ["## Share of supported claims per relation (trained partner, 22% calls)", "",
+              *_table(runs, [("trained_budget", f"supported_{r}", r) for r in RELATIONS]), ""]
+    swept = {m: _sweep_points(res[0]) for m, res in runs.items() if any("@" in row for row in res[0])}
+    if swept:
+        targets = sorted({t for pts in swept.values() for t in pts})
+        lines += ["## FactScore vs call budget (trained partner, seed 1): FactScore (realised call rate)", "",
+                  "| method | " + " | ".join(f"budget {t:g}" for t in targets) + " |", "|---" * (1 + len(targets)) + "|"]
+        for method, pts in swept.items():
+            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(
+                f"{pts[t][1]:.3f} ({pts[t][0]:.2f})" if t in pts else "" for t in targets) + " |")
+        lines.append("")
     first = next(iter(runs.values()), [{}])[0]
     if "partner_alone" in first:
         pa = first["partner_alone"]
-        lines += ["", f"Partner alone: FactScore {pa['factscore']:.3f} (penalised {pa['factscore_penalised']:.3f}), "
-                      f"probe accuracy {pa['leakage']:.3f}."]
+        lines += [f"Partner alone: FactScore {pa['factscore']:.3f} (penalised {pa['factscore_penalised']:.3f}), "
+                  f"probe accuracy {pa['leakage']:.3f}."]
     path = out / "results.md"
     path.write_text("\n".join(lines) + "\n")
-    _plots(runs, out)
+    _plots(runs, swept, out)
     print(path.read_text())
     return path
 
 
-def _plots(runs: dict, out: Path) -> None:
+def _plots(runs: dict, swept: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, res in runs.items():
-        pts = sorted((m["call_rate"], m["factscore"]) for row, m in res[0].items() if row.startswith("trained_budget@"))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-    ax.set(xlabel="realised call rate", ylabel="KB FactScore (trained partner)", title="Closed world: FactScore vs calls")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, pts in swept.items():
+        xy = sorted(pts.values())
+        ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=LABELS.get(method, method))
+    ax.axvline(0.22, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="realised call rate (share of tokens from the partner)", ylabel="KB FactScore (trained partner)",
+           title="Closed world: FactScore vs call rate")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "factscore_vs_call_rate.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, res in runs.items():
-        xs = [r["slm"]["leakage"] for r in res]
-        ys = [r["trained_budget"]["factscore"] for r in res if "trained_budget" in r]
-        if ys:
-            ax.scatter(xs[:len(ys)], ys, label=method)
+        pts = [(r["slm"]["leakage"], r["trained_budget"]["factscore"]) for r in res if "trained_budget" in r]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=LABELS.get(method, method))
     ax.set(xlabel="fact leakage (SLM alone, probes)", ylabel="FactScore @22% (trained partner)",
            title="Closed world: FactScore vs leakage")
     ax.grid(alpha=0.3)

@@ -31,12 +31,14 @@ def bucket(popularity: int) -> str:
 
 
 def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str], gamma: int = 10) -> dict:
-    scores, penalised, n_claims, ambiguous = [], [], [], 0
+    scores, penalised, n_claims, ambiguous, by_attribute = [], [], [], 0, {}
     for g, subject in zip(gens, subjects):
         claims = kb.claims(g.prompt + g.text, subject=subject)
         claims = [c for c in claims if c.start >= len(g.prompt)]  # the prompt's own words are not claims
         n_claims.append(len(claims))
         ambiguous += sum(c.ambiguous for c in claims)
+        for c in claims:
+            by_attribute.setdefault(c.attribute, []).append(c.supported)
         if claims:
             s = sum(c.supported for c in claims) / len(claims)
             scores.append(s)
@@ -45,7 +47,8 @@ def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str],
             "factscore_penalised": float(np.mean(penalised)) if penalised else 0.0,
             "respond_ratio": len(scores) / max(1, len(gens)),
             "claims_per_bio": float(np.mean(n_claims)) if n_claims else 0.0,
-            "ambiguous_claims": ambiguous}
+            "ambiguous_claims": ambiguous,  # and each relation's share of supported claims (all bios pooled):
+            **{f"supported_{a}": float(np.mean(v)) for a, v in sorted(by_attribute.items())}}
 
 
 def _first_sentence(text: str) -> str:
@@ -68,13 +71,16 @@ def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch
 
 @dataclass
 class PlacementDocs:
-    """Validation documents as token ids with their true fact-value masks (from the KB checker)."""
+    """Validation documents as token ids with their true fact-value masks (from the KB checker) and their
+    subjects' popularity (documents in the corpus; 0 when unknown)."""
     ids: list[np.ndarray]
     fact: list[np.ndarray]
     derived: list[np.ndarray]
+    popularity: list[int]
 
     @classmethod
-    def build(cls, kb: KnowledgeBase, tokenizer, docs: list[tuple[str, str]]) -> "PlacementDocs":
+    def build(cls, kb: KnowledgeBase, tokenizer, docs: list[tuple[str, str]],
+              popularity: dict[str, int] | None = None) -> "PlacementDocs":
         from lacy.facts import span_flags
 
         ids, fact, derived = [], [], []
@@ -88,27 +94,50 @@ class PlacementDocs:
             fact.append(span_flags(len(text), [(c.start, c.end) for c in claims], offsets))
             derived.append(span_flags(len(text), [(c.start, c.end) for c, d in zip(claims, is_derived) if d],
                                       offsets))
-        return cls(ids, fact, derived)
+        return cls(ids, fact, derived, [(popularity or {}).get(subject, 0) for subject, _ in docs])
+
+
+def _target_losses(model, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of positions 0..n-2, -log p_noCALL(next token)) of one document, on its first n_positions."""
+    ids = torch.as_tensor(ids[:model.config.n_positions])
+    logits = model(input_ids=ids[None]).logits[0, :-1].float()  # t predicts token t+1
+    vocab = logits[:, :-1]  # <CALL> is the last id: the loss of the true token without it (as in training)
+    return logits, torch.logsumexp(vocab, -1) - vocab.gather(-1, ids[1:, None]).squeeze(-1)
 
 
 @torch.no_grad()
-def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = "call") -> dict:
-    """Top ``rate`` of all target positions by call score vs the true fact-value tokens."""
-    all_scores, n_pos = [], model.config.n_positions
+def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = "call", reference=None) -> dict:
+    """Top ``rate`` of all target positions by call score vs the true fact-value tokens: precision, recall
+    (split into derived / non-derived facts and by the subject's popularity bucket), and paper Fig. 5: the
+    model's ground-truth loss on its own call mask and off it, next to ``reference``'s (e.g. Vanilla's) loss
+    on the same mask. The mask is the top ``rate`` over the whole validation set (training ranks per batch)."""
+    scores, loss, ref_loss = [], [], []
     for ids in docs.ids:  # a document longer than the context is scored on its first n_positions tokens
-        logits = model(input_ids=torch.as_tensor(ids[:n_pos])[None]).logits[0, :-1]  # t predicts token t+1
-        all_scores.append(call_scores(logits, score).numpy())
-    keep = [len(x) for x in all_scores]
-    s = np.concatenate(all_scores)
-    fact = np.concatenate([f[:k] for f, k in zip(docs.fact, keep)])
-    derived = np.concatenate([f[:k] for f, k in zip(docs.derived, keep)])
+        logits, target = _target_losses(model, ids)
+        scores.append(call_scores(logits, score).numpy())
+        loss.append(target.numpy())
+        if reference is not None:
+            ref_loss.append(_target_losses(reference, ids)[1].numpy())
+    keep = [len(x) for x in scores]
+    cut = lambda arrays: np.concatenate([a[:k] for a, k in zip(arrays, keep)])
+    s, fact, derived = np.concatenate(scores), cut(docs.fact), cut(docs.derived)
+    pop_bucket = np.concatenate([[bucket(p) if p > 0 else ""] * k for p, k in zip(docs.popularity, keep)])
     k = max(1, round(rate * len(s)))
     called = np.zeros(len(s), dtype=bool)
     called[np.argsort(-s, kind="stable")[:k]] = True
     prf = lambda m: float((called & m).sum() / max(1, m.sum()))  # recall on a mask
-    return {"placement_precision": float((called & fact).sum() / k), "placement_recall": prf(fact),
-            "placement_recall_derived": prf(derived), "placement_recall_nonderived": prf(fact & ~derived),
-            "fact_token_share": float(fact.mean())}
+    out = {"placement_precision": float((called & fact).sum() / k), "placement_recall": prf(fact),
+           "placement_recall_derived": prf(derived), "placement_recall_nonderived": prf(fact & ~derived),
+           "fact_token_share": float(fact.mean())}
+    for _, _, name in BUCKETS:
+        if (fact & (pop_bucket == name)).any():
+            out[f"placement_recall_{name}"] = prf(fact & (pop_bucket == name))
+    mean_on = lambda x, m: float(x[m].mean()) if m.any() else float("nan")
+    for prefix, per_doc in (("fig5", loss), ("fig5_ref", ref_loss)):
+        if per_doc:
+            x = np.concatenate(per_doc)
+            out |= {f"{prefix}_call_loss": mean_on(x, called), f"{prefix}_noncall_loss": mean_on(x, ~called)}
+    return out
 
 
 def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subjects: list[str]) -> dict:
@@ -138,8 +167,14 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
     gens = cascade.generate([p["prompt"] for p in prompts], max_new_tokens=max_new_tokens)
     subjects = [p["entity"] for p in prompts]
     st = cascade.stats
+    by_bucket = {}  # share of tokens the partner wrote, by the subject's popularity bucket
+    for _, _, name in BUCKETS:
+        sel = [g for g, p in zip(gens, prompts) if "popularity" in p and bucket(p["popularity"]) == name]
+        if sel:
+            by_bucket[f"call_rate_{name}"] = sum(map(sum, (g.from_partner for g in sel))) / max(
+                1, sum(len(g.tokens) for g in sel))
     return {**kb_factscore(kb, gens, subjects, gamma), **cascade_placement(kb, tokenizer, gens, subjects),
-            "call_rate": st.call_rate, "calls": st.calls, "empty_calls": st.empty_calls,
+            "call_rate": st.call_rate, **by_bucket, "calls": st.calls, "empty_calls": st.empty_calls,
             "slm_gflops": st.slm_flops / 1e9, "partner_gflops": st.partner_flops / 1e9,
             "partner_tokens_processed": st.partner_tokens_processed}, gens
 
@@ -150,17 +185,18 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_partner(path: str, tokenizer):
-    """A trained same-tokenizer partner from a Hugging Face folder (e.g. ``runs/world/partner/hf``)."""
+def load_partner(path: str, tokenizer, role: str = "partner"):
+    """A trained same-tokenizer model (the partner, or a reference) from a Hugging Face folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"partner {path!r} does not exist; train it with `make partner` (the closed "
-                                "world's partner, exported to runs/world/partner/hf) or set partner: null")
+        hint = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) "
+                "or set partner: null") if role == "partner" else "point it at a run's <log_dir>/hf export"
+        raise FileNotFoundError(f"{role} {path!r} does not exist; {hint}")
     theirs = AutoTokenizer.from_pretrained(folder)
     if theirs.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"partner {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
+        raise ValueError(f"{role} {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
                          "same one (train both on the same world seed and bpe_vocab_size)")
     return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
 
@@ -209,17 +245,20 @@ class KBEvaluation(L.Callback):
         placement_rate: share of validation positions called in the call-placement measurement.
         max_new_tokens: bio length cap.
         gamma: FActScore's length-penalty constant.
-        sweep: call rates for the FactScore-vs-call-rate curve (budget mode, each partner); written to
-            ``<out>.png`` next to the JSON; null = no sweep.
+        sweep: call rates for the FactScore-vs-call-rate curve (budget mode, with the trained partner, or the
+            lookup partner when there is none); written to ``<out>.png`` next to the JSON; null = no sweep.
         limit: use only N prompts / probes / validation documents, spread evenly over each list (null: all).
+        reference: a model folder (same tokenizer; e.g. Vanilla's ``hf`` export) whose validation loss on this
+            model's call mask is reported next to this model's (paper Fig. 5); null = none.
         out: JSON path; null = ``<log_dir>/kb_eval.json``.
     """
 
     def __init__(self, world: str | None = None, partner: str | None = "runs/world/partner/hf",
                  score: str = "auto", rate: float = 0.22, modes: list[str] = ("never", "always", "budget"),
                  piece: str = "word", placement_rate: float = 0.15, max_new_tokens: int = 96, gamma: int = 10,
-                 sweep: list[float] | None = None, limit: int | None = None, out: str | None = None):
-        self.world, self.partner_path, self.score, self.rate = world, partner, score, rate
+                 sweep: list[float] | None = None, limit: int | None = None, reference: str | None = None,
+                 out: str | None = None):
+        self.world, self.partner_path, self.score, self.rate, self.reference = world, partner, score, rate, reference
         self.modes, self.piece, self.placement_rate = list(modes), piece, placement_rate
         self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
         self.sweep = list(sweep or [])
@@ -246,9 +285,10 @@ class KBEvaluation(L.Callback):
             raise ValueError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
                              "`main.py test`, where the strategy is known)")
         kb, prompts, probes, val = self._world(trainer)
+        docs = PlacementDocs.build(kb, tokenizer, val, {p["entity"]: p["popularity"] for p in prompts})
+        reference = load_partner(self.reference, tokenizer, "reference") if self.reference else None
         res = {"slm": {**leakage(slm, tokenizer, probes),
-                       **call_placement(slm, PlacementDocs.build(kb, tokenizer, val), self.placement_rate,
-                                        self.score)}}
+                       **call_placement(slm, docs, self.placement_rate, self.score, reference)}}
         partners = {"lookup": LookupPartner(kb, tokenizer, self.piece)}
         if self.partner_path:
             model = load_partner(self.partner_path, tokenizer)
@@ -264,11 +304,11 @@ class KBEvaluation(L.Callback):
                           CallPolicy(mode=mode, rate=self.rate, score=self.score))
                 res[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens,
                                             self.gamma)[0]
+        name = "trained" if "trained" in partners else "lookup"  # the sweep's partner: the realistic one
         for rate in self.sweep:
-            for name, partner in partners.items():
-                policy = CallPolicy(mode="budget", rate=rate, score=self.score)
-                res[f"{name}_budget@{rate:g}"] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy,
-                                                                  self.max_new_tokens, self.gamma)[0]
+            policy = CallPolicy(mode="budget", rate=rate, score=self.score)
+            res[f"{name}_budget@{rate:g}"] = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
+                                                              self.max_new_tokens, self.gamma)[0]
         self.results = res
         return res
 
@@ -311,7 +351,7 @@ def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[s
 
 
 def plot_sweep(res: dict, path: Path, title: str = "") -> None:
-    """FactScore vs call rate, one line per partner, from the ``<partner>_budget@<rate>`` rows."""
+    """FactScore vs call rate, one line per partner, from the ``<partner>_budget[@<rate>]`` rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,8 +360,8 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     curves: dict[str, list] = {}
     for row, m in res.items():
-        if "_budget@" in row:
-            curves.setdefault(row.split("_budget@")[0], []).append((m["call_rate"], m["factscore"]))
+        if "_budget" in row:
+            curves.setdefault(row.split("_budget")[0], []).append((m["call_rate"], m["factscore"]))
     for name, pts in sorted(curves.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} partner")

@@ -11,7 +11,7 @@ from lacy.cascade import Generation
 from lacy.cli import cli_main
 from lacy.data import CorpusDataModule
 from lacy.export import export_checkpoint
-from lacy.evaluate import KBEvaluation, PlacementDocs, call_placement, kb_factscore, leakage
+from lacy.evaluate import KBEvaluation, PlacementDocs, bucket, call_placement, kb_factscore, leakage
 from lacy.model import build_slm
 from lacy.tokenizer import train_bpe
 from lacy.world import ClosedWorld
@@ -43,6 +43,8 @@ def test_kb_factscore_by_hand(world):
     assert res["claims_per_bio"] == pytest.approx((n1 + 0 + 1) / 3)
     assert res["factscore"] == pytest.approx((s1 + 1.0) / 2)
     assert res["factscore_penalised"] == pytest.approx((s1 * math.exp(1 - 10 / n1) + math.exp(1 - 10)) / 2)
+    assert res["supported_birth_city"] == res["supported_field"] == 1.0 and res["supported_nationality"] == 1.0
+    assert res.get("supported_employer") == (0.0 if wrong else None)  # "works for nobody" is no claim
 
 
 def train_copier(tok, probes, steps=300):
@@ -87,6 +89,28 @@ def test_call_placement_counts(world):
     assert np.concatenate(docs.derived).sum() > 0  # nationality, profession, employer city are in every bio
 
 
+def test_call_placement_by_popularity_and_fig5_losses(world):
+    w, tok = world
+    val = [(p.name, d) for p, d in w.val_documents()]
+    pop = {p.name: p.docs for p in w.people}
+    docs = PlacementDocs.build(w.kb(), tok, val, pop)
+    torch.manual_seed(0)
+    slm = build_slm("micro", len(tok), 256).eval()
+    some = call_placement(slm, docs, rate=0.2, reference=slm)
+    # the bucket recalls are the overall recall split by the subject's popularity: weighted, they add up
+    facts = {b: sum(f.sum() for f, p in zip(docs.fact, docs.popularity) if p and bucket(p) == b)
+             for b in ("1", "2-4", "5-9", "10+")}
+    assert sum(some.get(f"placement_recall_{b}", 0) * n for b, n in facts.items()) / sum(facts.values()) == \
+        pytest.approx(some["placement_recall"])
+    assert some["fig5_ref_call_loss"] == some["fig5_call_loss"]  # the model as its own reference
+    # calling everything: the call-side loss is the plain cross-entropy over the vocabulary without <CALL>
+    everything = call_placement(slm, docs, rate=1.0)
+    ce = torch.cat([torch.nn.functional.cross_entropy(slm(input_ids=torch.as_tensor(i)[None]).logits[0, :-1, :-1],
+                                                      torch.as_tensor(i[1:]), reduction="none") for i in docs.ids])
+    assert everything["fig5_call_loss"] == pytest.approx(ce.mean().item(), rel=1e-5)
+    assert math.isnan(everything["fig5_noncall_loss"])
+
+
 def test_kb_oracle_flags_exactly_the_values(world, tmp_path):
     w, tok = world
     oracle = KBOracleAnnotator(key="fact")
@@ -120,6 +144,8 @@ def test_kb_evaluation_from_world_files_with_a_trained_partner_folder(world, tmp
     assert set(res) == {"slm", "partner_alone", "slm_alone", "lookup_always", "trained_always", "lookup_budget",
                         "trained_budget"}
     assert res["slm_alone"]["call_rate"] == 0.0 and res["trained_always"]["call_rate"] == 1.0
+    buckets = [k for k in res["trained_always"] if k.startswith("call_rate_")]
+    assert buckets and all(res["trained_always"][k] == 1.0 and res["slm_alone"][k] == 0.0 for k in buckets)
     assert abs(res["trained_budget"]["call_rate"] - 0.22) < 0.05
     # always calling the trained partner writes exactly what the partner writes alone
     assert res["trained_always"]["factscore"] == res["partner_alone"]["factscore"]

@@ -27,22 +27,39 @@ def test_study_configs(name, tmp_path, capsys):
     ev = callbacks["lacy.evaluate.KBEvaluation"]
     assert ev["partner"] == PARTNER and ev["out"] == str(tmp_path / name / "kb_eval.json")
     assert cfg["data"]["corpus"]["class_path"] == "lacy.world.ClosedWorld"
+    assert ev["modes"] == ["never", "budget"] and ev["reference"] is None  # no Vanilla fitted in tmp_path
     if name == "rho1-s2":
         assert callbacks["baselines.Rho1"]["reference"] == PARTNER and ev["sweep"] is None
     if name == "lacy_true_mask-s1":
         assert [a["init_args"]["key"] for a in cfg["data"]["annotators"]] == ["fact"]
     if name == "lacy_rate0.03-s1":
         assert callbacks["lacy.LaCy"]["call_rate"] == 0.03 and cfg["model"]["fig5_call_rate"] == 0.15
-    assert sum(s["sweep"] for s in run_specs()) == 5 and SWEEP
+    assert all(s["sweep"] == (s["seed"] == 1) for s in run_specs()) and SWEEP
+
+
+def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):
+    hf = tmp_path / "vanilla-s2" / "lightning_logs" / "version_0" / "hf"
+    hf.mkdir(parents=True)
+    spec = next(s for s in run_specs() if s["name"] == "lacy-s2")
+    write_configs(spec, tmp_path / "lacy-s2")
+    assert "reference: null " in (tmp_path / "lacy-s2" / "slm.yaml").read_text()  # not fitted yet: no reference
+    (tmp_path / "vanilla-s2" / "fit.done").touch()
+    cfg = resolved(spec, tmp_path, capsys)
+    ev = next(c["init_args"] for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("KBEvaluation"))
+    assert ev["reference"] == str(hf)
 
 
 def test_report_aggregates_seeds(tmp_path):
     for seed, fs in ((1, 0.5), (2, 0.7)):
         (tmp_path / f"lacy-s{seed}").mkdir()
-        res = {"slm": {"leakage": 0.1 * seed}, "trained_budget": {"factscore": fs, "call_rate": 0.22},
-               "trained_budget@0.4": {"factscore": fs + 0.1, "call_rate": 0.4},
+        res = {"slm": {"leakage": 0.1 * seed, "leakage_1": 0.0}, "slm_alone": {"factscore": 0.3, "call_rate": 0.0},
+               "trained_budget": {"factscore": fs, "call_rate": 0.21},
                "partner_alone": {"factscore": 0.8, "factscore_penalised": 0.7, "leakage": 0.9}}
+        if seed == 1:
+            res["trained_budget@0.4"] = {"factscore": fs + 0.1, "call_rate": 0.38}
         (tmp_path / f"lacy-s{seed}" / "kb_eval.json").write_text(json.dumps(res))
     text = report(tmp_path).read_text()
     assert "| lacy | 2 | 0.600 ± 0.141 |" in text and "probe accuracy 0.900" in text
+    assert "| lacy | 2 | 0.000 ± 0.000 |" in text  # leakage of the 1-document bucket, first column there
+    assert "| lacy | 0.300 (0.00) | 0.500 (0.21) | 0.600 (0.38) |" in text  # the seed-1 sweep, by target budget
     assert (tmp_path / "factscore_vs_call_rate.png").exists() and (tmp_path / "factscore_vs_leakage.png").exists()
