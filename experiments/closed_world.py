@@ -7,21 +7,17 @@ Each run is `main.py fit` then `main.py test` with the strategy's config, the wo
 (configs/world/slm.yaml) and a generated overlay: TokenBudget equalising the tokens that get a ground-truth
 gradient (the paper's rule: a 15%-call run trains 1/0.85 times longer than Vanilla) and the KB evaluation
 against the trained partner (runs/world/partner/hf, checked >= 70% of probes first). A run whose
-`kb_eval.json` exists is skipped; an interrupted fit resumes from its last checkpoint. Jobs run in parallel
-with one CPU thread each (oversubscribed OpenMP slows two jobs 2-5x).
+`kb_eval.json` exists is skipped; an interrupted fit resumes from its last checkpoint (experiments/runner.py).
 """
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 from experiments.report import report
+from experiments.runner import fit_and_test, latest_export
 
 PARTNER = "runs/world/partner/hf"
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
@@ -52,7 +48,7 @@ def vanilla_export(out: Path, seed: int) -> str:
     """The same seed's Vanilla model (its HF export), the reference of the Fig. 5 losses; null before it is fitted."""
     if not (out / f"vanilla-s{seed}" / "fit.done").exists():
         return "null"
-    return str(sorted((out / f"vanilla-s{seed}").glob("lightning_logs/version_*/hf"), key=os.path.getmtime)[-1])
+    return str(latest_export(out / f"vanilla-s{seed}"))
 
 
 def write_configs(spec: dict, folder: Path) -> list[str]:
@@ -82,27 +78,7 @@ def run_one(spec: dict, out: Path, fit_only: bool = False) -> str:
     folder = out / spec["name"]
     if (folder / "kb_eval.json").exists():
         return f"{spec['name']}: cached"
-    configs = write_configs(spec, folder)
-    args = [a for c in configs for a in ("--config", c)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.time()
-    with open(folder / "log.txt", "a") as log:
-        if not (folder / "fit.done").exists():  # the HF export exists mid-run too: only this marks the end
-            last = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
-            resume = ["--ckpt_path", str(last[-1])] if last else []
-            subprocess.run([sys.executable, "main.py", "fit", *args, "--trainer.default_root_dir", str(folder),
-                            "--trainer.enable_progress_bar", "false", *resume], env=env, stdout=log, stderr=log,
-                           check=True)
-            (folder / "fit.done").touch()
-        fit_s = time.time() - t0
-        if fit_only:
-            return f"{spec['name']}: fitted in {fit_s:.0f}s"
-        ckpt = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)[-1]
-        subprocess.run([sys.executable, "main.py", "test", *args, "--ckpt_path", str(ckpt),
-                        "--trainer.default_root_dir", str(folder / "test"), "--trainer.enable_progress_bar", "false"],
-                       env=env, stdout=log, stderr=log, check=True)
-    (folder / "timing.json").write_text(json.dumps({"fit_and_test_s": time.time() - t0, "fit_s": fit_s}))
-    return f"{spec['name']}: done in {time.time() - t0:.0f}s"
+    return fit_and_test(folder, write_configs(spec, folder), "kb_eval.json", fit_only)
 
 
 def main(argv=None):

@@ -209,7 +209,9 @@ class WikiEvaluation(L.Callback):
     ``<log_dir>/wiki_eval.json`` and a printed table.
 
     Args:
-        partner: smollm2 | a local HF folder (same tokenizer: token hand-over; other: text) | null (SLM only).
+        partner: smollm2 | a local HF folder (same tokenizer: token hand-over; other: text) | a list of them
+            (one cascade row each, ``<name>_budget``; a folder named ``hf`` is named after its parent) | null
+            (SLM only).
         score: call | uncertainty | auto (uncertainty for Vanilla).
         rate: cascade budget (share of tokens from the partner).
         piece: token | word | entity.
@@ -217,17 +219,21 @@ class WikiEvaluation(L.Callback):
         limit: number of people (spread over the list).
         max_new_tokens: bio length cap.
         judge: a ``baselines.llm_judge`` backend for FActScore (null: cheap metrics only).
+        judge_limit: FActScore on this many of the bios (spread over them; a CPU judge is slow); null: all.
         k: passages retrieved per fact.
         gamma: length-penalty constant.
         knowledge_source: sqlite path (built from the summaries when missing).
         out: JSON path; null = ``<log_dir>/wiki_eval.json``.
     """
 
-    def __init__(self, partner: str | None = "smollm2", score: str = "auto", rate: float = 0.22, piece: str = "word",
-                 topic: str = "People", limit: int = 64, max_new_tokens: int = 64, judge=None, k: int = 5,
-                 gamma: int = 10, knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
-        self.partner, self.score, self.rate, self.piece, self.topic = partner, score, rate, piece, topic
+    def __init__(self, partner: str | list[str] | None = "smollm2", score: str = "auto", rate: float = 0.22,
+                 piece: str = "word", topic: str = "People", limit: int = 64, max_new_tokens: int = 64, judge=None,
+                 judge_limit: int | None = None, k: int = 5, gamma: int = 10,
+                 knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
+        self.partners = [partner] if isinstance(partner, str) else list(partner or [])
+        self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
         self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
+        self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
         self.results: dict = {}
 
@@ -249,16 +255,19 @@ class WikiEvaluation(L.Callback):
         res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else 0.0,
                        "year_probes": len(probes)}}
         rows = {"slm_alone": (None, CallPolicy("never"))}
-        if self.partner:
-            partner = load_partner_any(self.partner, tokenizer, self.piece)
-            rows[f"{Path(self.partner).name}_budget"] = (partner, CallPolicy("budget", rate=self.rate, score=score))
+        for path in self.partners:
+            name = Path(path).parent.name if Path(path).name == "hf" else Path(path).name
+            rows[f"{name}_budget"] = (load_partner_any(path, tokenizer, self.piece),
+                                      CallPolicy("budget", rate=self.rate, score=score))
         for row, (partner, policy) in rows.items():
             casc = Cascade(slm, tokenizer, partner, policy)
             texts = [g.text for g in casc.generate(titles, self.max_new_tokens)]
             metrics = {**ne_precision(texts, titles, ks, nlp), "call_rate": casc.stats.call_rate}
             if self.judge is not None:
-                fs, _ = factscore([t + g for t, g in zip(titles, texts)], titles, ks, self.judge, self.k, self.gamma)
-                metrics.update(fs)
+                judged = _spread(list(zip(titles, texts)), self.judge_limit)
+                fs, _ = factscore([t + g for t, g in judged], [t for t, _ in judged], ks, self.judge, self.k,
+                                  self.gamma)
+                metrics.update(fs, judged_bios=len(judged))
             res[row] = metrics
         self.results = res
         return res

@@ -63,3 +63,22 @@ def test_report_aggregates_seeds(tmp_path):
     assert "| lacy | 2 | 0.000 ± 0.000 |" in text  # leakage of the 1-document bucket, first column there
     assert "| lacy | 0.300 (0.00) | 0.500 (0.21) | 0.600 (0.38) |" in text  # the seed-1 sweep, by target budget
     assert (tmp_path / "factscore_vs_call_rate.png").exists() and (tmp_path / "factscore_vs_leakage.png").exists()
+
+
+@pytest.mark.parametrize("method", ["rho1", "lacy"])
+def test_real_text_configs(method, tmp_path, capsys):
+    from experiments import real_text
+
+    paths = real_text.write_configs(method, 2, tmp_path / f"{method}-s2")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", *[a for p in paths for a in ("--config", p)], "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
+    assert cfg["seed_everything"] == 2 and cfg["data"]["corpus"]["class_path"] == "lacy.corpus.WikiSummaries"
+    assert callbacks["lacy.budget.TokenBudget"]["max_tokens"] == 600 * 8 * 256
+    ev = callbacks["lacy.factscore.WikiEvaluation"]
+    assert ev["partner"] == [real_text.PARTNER, "smollm2"] and ev["judge_limit"] == real_text.JUDGE_LIMIT
+    assert ev["judge"]["class_path"] == "baselines.HFJudge" and ev["out"] == str(tmp_path / f"{method}-s2" /
+                                                                                 "wiki_eval.json")
+    if method == "rho1":
+        assert callbacks["baselines.Rho1"]["reference"] == real_text.PARTNER

@@ -99,12 +99,15 @@ def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
     endpoint = Endpoint(reader_model)
     try:
         judge = OpenAIJudge(endpoint.url, "reader", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
-        ev = WikiEvaluation(partner=str(tmp_path / "partner"), limit=3, max_new_tokens=12, judge=judge,
-                            knowledge_source=str(tmp_path / "ks.sqlite"))
+        ev = WikiEvaluation(partner=[str(tmp_path / "partner"), str(tmp_path / "same" / "hf")], limit=3,
+                            max_new_tokens=12, judge=judge, judge_limit=2, knowledge_source=str(tmp_path / "ks.sqlite"))
+        build_slm("micro", len(tok), 256).save_pretrained(tmp_path / "same" / "hf")  # the SLM's tokenizer: tokens
+        tok.save_pretrained(tmp_path / "same" / "hf")
         res = ev.run(slm, tok, "uncertainty")
     finally:
         endpoint.close()
-    assert set(res) == {"slm", "slm_alone", "partner_budget"}
+    assert set(res) == {"slm", "slm_alone", "partner_budget", "same_budget"}
+    assert res["same_budget"]["judged_bios"] == 2 and res["same_budget"]["call_rate"] > 0
     assert res["slm_alone"]["call_rate"] == 0.0 and res["partner_budget"]["call_rate"] > 0  # 36 tokens: coarse
     assert {"ne_precision", "factscore", "init_score", "respond_ratio"} <= set(res["partner_budget"])
     assert 0.0 <= res["slm"]["year_leakage"] <= 1.0
