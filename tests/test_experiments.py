@@ -59,7 +59,7 @@ def test_report_aggregates_seeds(tmp_path):
             res["trained_budget@0.4"] = {"factscore": fs + 0.1, "call_rate": 0.38}
         (tmp_path / f"lacy-s{seed}" / "kb_eval.json").write_text(json.dumps(res))
     text = report(tmp_path).read_text()
-    assert "| lacy | 2 | 0.600 ± 0.141 |" in text and "probe accuracy 0.900" in text
+    assert "| lacy | 2 | 0.600 ± 0.141 |" in text and "| partner alone | 1 | 0.800 | 0.700 |" in text
     assert "| lacy | 2 | 0.000 ± 0.000 |" in text  # leakage of the 1-document bucket, first column there
     assert "| lacy | 0.300 (0.00) | 0.500 (0.21) | 0.600 (0.38) |" in text  # the seed-1 sweep, by target budget
     assert (tmp_path / "factscore_vs_call_rate.png").exists() and (tmp_path / "factscore_vs_leakage.png").exists()
