@@ -67,6 +67,16 @@ def load(out: Path) -> dict[str, list[dict]]:
     return {m: runs[m] for m in sorted(runs, key=rank)}
 
 
+def run_seconds(folder: Path) -> tuple[float, float]:
+    """(fit, test) wall seconds of a run folder, from its files: each Lightning version's config.yaml (written
+    at start) to its last event write; the test ends with kb_eval.json. Resumed fits add their versions."""
+    span = lambda v: max(f.stat().st_mtime for f in v.glob("events.out.tfevents*")) - (v / "config.yaml").stat().st_mtime
+    fit = sum(span(v) for v in folder.glob("lightning_logs/version_*") if any(v.glob("events.out.tfevents*")))
+    tests = sorted(folder.glob("test/lightning_logs/version_*/config.yaml"), key=lambda f: f.stat().st_mtime)
+    test = (folder / "kb_eval.json").stat().st_mtime - tests[-1].stat().st_mtime if tests else 0.0
+    return fit, test
+
+
 def _table(runs: dict, columns: list[tuple[str, str, str]], extra: dict[str, str] | None = None) -> list[str]:
     head = ["method", "seeds", *[h for _, _, h in columns], *(["labels from"] if extra else [])]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -113,6 +123,11 @@ def report(out: Path) -> Path:
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(
                 f"{pts[t][1]:.3f} ({pts[t][0]:.2f})" if t in pts else "" for t in targets) + " |")
         lines.append("")
+    times = [run_seconds(f.parent) for f in out.glob("*/kb_eval.json")]
+    fit_h, test_h = (sum(t[i] for t in times) / 3600 for i in (0, 1))
+    lines += ["", f"Compute: {len(times)} runs, {fit_h:.2f} h of fitting + {test_h:.2f} h of evaluation, one CPU "
+                  f"thread each (two jobs in parallel on 2 cores: ~{(fit_h + test_h) / 2:.2f} h wall clock); the "
+                  "partner's training is cached outside the study."]
     path = out / "results.md"
     path.write_text("\n".join(lines) + "\n")
     _plots(runs, swept, out)
