@@ -90,6 +90,9 @@ class Rho1(CallStrategy):
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self._attach(trainer, batch)
 
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._attach(trainer, batch)
+
     def select(self, batch, losses, step):
         k = budget(losses.valid, self.call_rate)
         return rho1_select(losses.target, self.side(batch, "ref_loss").float(), losses.valid, k)

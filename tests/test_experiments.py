@@ -16,7 +16,7 @@ def resolved(spec, tmp_path, capsys) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("name", ["rho1-s2", "lacy_true_mask-s1", "lacy_rate0.03-s1"])
+@pytest.mark.parametrize("name", ["rho1-s2", "lacy_true_mask-s1", "lacy_rate0.03-s1", "lacy_facts0.3-s1"])
 def test_study_configs(name, tmp_path, capsys):
     spec = next(s for s in run_specs() if s["name"] == name)
     cfg = resolved(spec, tmp_path, capsys)
@@ -34,7 +34,11 @@ def test_study_configs(name, tmp_path, capsys):
         assert [a["init_args"]["key"] for a in cfg["data"]["annotators"]] == ["fact"]
     if name == "lacy_rate0.03-s1":
         assert callbacks["lacy.LaCy"]["call_rate"] == 0.03 and cfg["model"]["fig5_call_rate"] == 0.15
-    assert all(s["sweep"] == (s["seed"] == 1) for s in run_specs()) and SWEEP
+    if name == "lacy_facts0.3-s1":
+        assert callbacks["lacy.LaCy"]["fact_fraction"] == 0.3
+    swept = [s["name"] for s in run_specs() if s["sweep"]]
+    assert len(swept) == 9 and all(n.endswith("-s1") and "_rate" not in n and "_facts" not in n for n in swept)
+    assert SWEEP
 
 
 def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):

@@ -42,6 +42,10 @@ def test_online_and_precomputed_reference_select_the_same(data_kwargs, tmp_path,
         offline = {key: v.unsqueeze(0) for key, v in pre_blocks[k].items()}
         valid = batch["labels"] >= 0
         assert torch.allclose(batch["ref_loss"] * valid, offline["ref_loss"] * valid, atol=1e-5)
+        for hook in (online.on_validation_batch_start, online.on_test_batch_start):  # `main.py test` selects too
+            again = {key: v.unsqueeze(0) for key, v in blocks[k].items()}
+            hook(trainer, slm, again, k)
+            assert torch.equal(again["ref_loss"], batch["ref_loss"])
         target = torch.rand(valid.shape) * valid
         losses = TokenLosses(target, torch.zeros_like(target), torch.zeros_like(target), valid)
         assert torch.equal(online.select(batch, losses, 0), Rho1(call_rate=0.2).select(offline, losses, 0))
