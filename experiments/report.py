@@ -112,8 +112,10 @@ def report(out: Path) -> Path:
             lines.append("| partner alone | 1 | " + " | ".join(
                 f"{cells[r, m]:.3f}" if (r, m) in cells else "" for r, m, _ in columns) + " | none |")
         lines.append("")
-    lines += ["## Share of supported claims per relation (trained partner, 22% calls)", "",
-              *_table(runs, [("trained_budget", f"supported_{r}", r) for r in RELATIONS]), ""]
+    lines += ["## Per relation (trained partner, 22% calls): share of claims supported", "",
+              *_table(runs, [("trained_budget", f"supported_{r}", r) for r in RELATIONS]), "",
+              "## Per relation: share of the bios' value tokens the partner wrote", "",
+              *_table(runs, [("trained_budget", f"by_partner_{r}", r) for r in RELATIONS]), ""]
     swept = {m: _sweep_points(res[0]) for m, res in runs.items() if any("@" in row for row in res[0])}
     if swept:
         targets = sorted({t for pts in swept.values() for t in pts})

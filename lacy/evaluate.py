@@ -142,8 +142,9 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
 
 def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subjects: list[str]) -> dict:
     """Share of the cascade's calls whose first partner token is a fact-value token of the final bio, and
-    share of the bios' fact-value tokens the partner wrote."""
+    share of the bios' fact-value tokens the partner wrote (overall and per relation: ``by_partner_<rel>``)."""
     on_fact = calls = fact_tokens = fact_by_partner = 0
+    by_relation: dict[str, list[int]] = {}  # relation -> [value tokens, of which the partner wrote]
     for g, subject in zip(gens, subjects):
         text, pos = g.prompt, []
         for t in g.tokens:
@@ -156,8 +157,13 @@ def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subj
         on_fact += sum(is_fact[i] for i in g.calls if i < len(is_fact))
         fact_tokens += sum(is_fact)
         fact_by_partner += sum(f and p for f, p in zip(is_fact, g.from_partner))
+        for c in claims:
+            inside = [p for (a, b), p in zip(pos, g.from_partner) if a < c.end and c.start < b]
+            n = by_relation.setdefault(c.attribute, [0, 0])
+            n[0], n[1] = n[0] + len(inside), n[1] + sum(inside)
     return {"cascade_call_precision": on_fact / max(1, calls),
-            "cascade_fact_tokens_by_partner": fact_by_partner / max(1, fact_tokens)}
+            "cascade_fact_tokens_by_partner": fact_by_partner / max(1, fact_tokens),
+            **{f"by_partner_{r}": p / max(1, n) for r, (n, p) in sorted(by_relation.items())}}
 
 
 def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], partner, policy: CallPolicy,

@@ -179,3 +179,21 @@ def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
     assert {"slm", "slm_alone", "lookup_always", "lookup_budget", "lookup_budget@0", "lookup_budget@0.5"} == set(res)
     assert res["lookup_budget@0"]["call_rate"] == 0.0
     assert (Path(test.trainer.log_dir) / "kb_eval.png").stat().st_size > 1000  # the FactScore-vs-call-rate plot
+
+
+def test_cascade_placement_by_hand(world):
+    """A bio whose field value the partner wrote (one call at its first token) and whose birth city the SLM wrote."""
+    from lacy.evaluate import cascade_placement
+
+    w, tok = world
+    a = w.people[0]
+    head, field, tail = f" studied", f" {a.facts['field']}", f". {a.name} was born in {a.facts['birth_city']}."
+    ids_head, ids_field, ids_tail = (tok(x, add_special_tokens=False)["input_ids"] for x in (head, field, tail))
+    tokens = ids_head + ids_field + ids_tail
+    from_partner = [False] * len(ids_head) + [True] * len(ids_field) + [False] * len(ids_tail)
+    g = Generation(a.name, tok.decode(tokens), tokens, from_partner, [len(ids_head)])
+    res = cascade_placement(w.kb(), tok, [g], [a.name])
+    assert res["cascade_call_precision"] == 1.0 and res["by_partner_field"] == 1.0
+    assert res["by_partner_birth_city"] == 0.0
+    city = len(tok(f" {a.facts['birth_city']}", add_special_tokens=False)["input_ids"])
+    assert res["cascade_fact_tokens_by_partner"] == pytest.approx(len(ids_field) / (len(ids_field) + city))

@@ -1,0 +1,70 @@
+"""Which facts does each fact signal flag? Per KB relation, the share of its value tokens that spaCy's default
+rules (LaCy's C_spaCy) and the KB oracle flag, on the closed world's validation documents, and the share of
+flagged tokens that are no fact value at all. A relation the signal misses cannot be delegated by LaCy at any
+budget: the SLM must store it (or write it wrong).
+
+    python -m experiments.flag_recall [--docs 200] [--out runs/study/flag_recall.md]
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from baselines.kb_oracle import KBOracleAnnotator
+from lacy.facts import SpacyFactAnnotator, span_flags
+from lacy.tokenizer import train_bpe
+from lacy.world import ClosedWorld
+
+
+def flag_recall(world: ClosedWorld, tokenizer, annotators: dict, docs: int) -> dict[str, dict[str, float]]:
+    """signal -> {relation: recall of its value tokens, "_precision": share of flags on fact values}."""
+    kb, val = world.kb(), list(world.val_documents())[:docs]
+    texts = [d for _, d in val]
+    encs = [tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+    offsets = [np.asarray(e["offset_mapping"], dtype=np.int64).reshape(-1, 2) for e in encs]
+    values = []  # per document: relation -> value-token mask
+    for (person, text), off in zip(val, offsets):
+        by_rel: dict[str, list] = {}
+        for c in kb.claims(text, subject=person.name):
+            by_rel.setdefault(c.attribute, []).append((c.start, c.end))
+        values.append({r: span_flags(len(text), spans, off) for r, spans in by_rel.items()})
+    out = {}
+    for name, ann in annotators.items():
+        ann.bind(world)
+        flags = ann.annotate(texts, offsets)
+        hit, total, on_fact, flagged = {}, {}, 0, 0
+        for f, vals in zip(flags, values):
+            f = np.asarray(f, dtype=bool)
+            any_fact = np.zeros_like(f)
+            for r, m in vals.items():
+                hit[r] = hit.get(r, 0) + int((f & m).sum())
+                total[r] = total.get(r, 0) + int(m.sum())
+                any_fact |= m
+            on_fact += int((f & any_fact).sum())
+            flagged += int(f.sum())
+        out[name] = {r: hit[r] / total[r] for r in sorted(total)} | {"_precision": on_fact / max(1, flagged)}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=200)
+    p.add_argument("--bpe-vocab-size", type=int, default=2048)  # configs/world/slm.yaml
+    p.add_argument("--out", default="runs/study/flag_recall.md")
+    args = p.parse_args(argv)
+    world = ClosedWorld()
+    tok = train_bpe(world.bpe_documents(), args.bpe_vocab_size)
+    res = flag_recall(world, tok, {"spaCy (default rules)": SpacyFactAnnotator(n_process=1),
+                                   "KB oracle": KBOracleAnnotator(key="fact")}, args.docs)
+    rels = sorted({r for v in res.values() for r in v if not r.startswith("_")})
+    lines = ["| signal | " + " | ".join(rels) + " | precision |", "|---" * (len(rels) + 2) + "|"]
+    for name, v in res.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v.get(r, 0):.3f}" for r in rels) + f" | {v['_precision']:.3f} |")
+    text = f"Share of each relation's value tokens flagged ({args.docs} validation documents):\n\n" + "\n".join(lines)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
