@@ -48,9 +48,10 @@ def _fmt(values: list[float]) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return ""
+    spec = ",.0f" if abs(values[0]) >= 1000 else ".3f"  # token counts
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:{spec}}"
+    return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
 
 
 ORDER = ["vanilla", "random_calls", "loss_only", "rho1", "spacy_only", "spacy_ref", "llm_judge_oracle", "lacy",
@@ -75,6 +76,31 @@ def run_seconds(folder: Path) -> tuple[float, float]:
     tests = sorted(folder.glob("test/lightning_logs/version_*/config.yaml"), key=lambda f: f.stat().st_mtime)
     test = (folder / "kb_eval.json").stat().st_mtime - tests[-1].stat().st_mtime if tests else 0.0
     return fit, test
+
+
+TRAINING = [("train/gradient_tokens", "last", "tokens with a ground-truth gradient"),
+            ("train/tokens_seen", "last", "tokens seen"), ("train/call_rate", "mean", "call rate"),
+            ("train/fact_rate", "mean", "flagged fact rate"), ("train/calls_per_fact", "mean", "calls per flagged fact"),
+            ("train/cap_binds", "mean", "batches where the budget binds")]
+
+
+def training_scalars(folder: Path) -> dict[str, float]:
+    """TensorBoard scalars of a run's fit (all its Lightning versions: a resumed fit continues the curve):
+    the last value or the mean over logged steps, as TRAINING says."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, dict[int, float]] = {}
+    for version in sorted(folder.glob("lightning_logs/version_*")):
+        acc = EventAccumulator(str(version), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            series.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+    out = {}
+    for tag, how, _ in TRAINING:
+        if series.get(tag):
+            values = [v for _, v in sorted(series[tag].items())]
+            out[tag] = values[-1] if how == "last" else statistics.mean(values)
+    return out
 
 
 def _table(runs: dict, columns: list[tuple[str, str, str]], extra: dict[str, str] | None = None) -> list[str]:
@@ -116,6 +142,12 @@ def report(out: Path) -> Path:
               *_table(runs, [("trained_budget", f"supported_{r}", r) for r in RELATIONS]), "",
               "## Per relation: share of the bios' value tokens the partner wrote", "",
               *_table(runs, [("trained_budget", f"by_partner_{r}", r) for r in RELATIONS]), ""]
+    trained = {}
+    for f in sorted(out.glob("*/kb_eval.json")):
+        trained.setdefault(f.parent.name.rsplit("-s", 1)[0], []).append({"train": training_scalars(f.parent)})
+    trained = {m: trained[m] for m in runs}
+    lines += ["## Training (means over logged steps; the budget equalises tokens with a ground-truth gradient)", "",
+              *_table(trained, [("train", tag, h) for tag, how, h in TRAINING]), ""]
     swept = {m: _sweep_points(res[0]) for m, res in runs.items() if any("@" in row for row in res[0])}
     if swept:
         targets = sorted({t for pts in swept.values() for t in pts})
