@@ -90,7 +90,7 @@ def training_scalars(folder: Path) -> dict[str, float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     series: dict[str, dict[int, float]] = {}
-    for version in sorted(folder.glob("lightning_logs/version_*")):
+    for version in sorted(folder.glob("lightning_logs/version_*"), key=lambda v: int(v.name.split("_")[1])):
         acc = EventAccumulator(str(version), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:

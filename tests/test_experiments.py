@@ -86,3 +86,19 @@ def test_real_text_configs(method, tmp_path, capsys):
                                                                                  "wiki_eval.json")
     if method == "rho1":
         assert callbacks["baselines.Rho1"]["reference"] == real_text.PARTNER
+
+
+def test_training_scalars_join_a_resumed_fit(tmp_path):
+    """A fit resumed into a second Lightning version continues the same curve: last and mean over both."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from experiments.report import training_scalars
+
+    for version, steps in ((0, (10, 20)), (1, (30,))):
+        w = SummaryWriter(str(tmp_path / "lightning_logs" / f"version_{version}"))
+        for step in steps:
+            w.add_scalar("train/gradient_tokens", step * 100, step)
+            w.add_scalar("train/calls_per_fact", step / 100, step)
+        w.close()
+    got = training_scalars(tmp_path)
+    assert got["train/gradient_tokens"] == 3000 and got["train/calls_per_fact"] == pytest.approx(0.2)
