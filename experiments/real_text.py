@@ -30,15 +30,15 @@ LIMIT, JUDGE_LIMIT = 64, 16  # bios per row; bios per row scored by the (slow, C
 
 
 def train_partner(root: Path = Path("runs/wiki/partner")) -> str:
-    """The partner, trained once (resumable) and exported to ``PARTNER``."""
+    """The partner, trained once (resumable) and exported to ``PARTNER``; returns a status line."""
     from lacy.export import export_checkpoint
 
-    if not (Path(PARTNER) / "config.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        print(fit_and_test(root, ["configs/vanilla.yaml", "configs/wiki/partner.yaml"], "fit.done", test=False),
-              flush=True)
-        export_checkpoint(last_checkpoint(root), PARTNER)
-    return PARTNER
+    if (Path(PARTNER) / "config.json").is_file():
+        return f"partner: cached in {PARTNER}"
+    root.mkdir(parents=True, exist_ok=True)
+    msg = fit_and_test(root, ["configs/vanilla.yaml", "configs/wiki/partner.yaml"], "fit.done", test=False)
+    export_checkpoint(last_checkpoint(root), PARTNER)
+    return f"partner {msg}, exported to {PARTNER}"
 
 
 def write_configs(method: str, seed: int, folder: Path) -> list[str]:
@@ -89,12 +89,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     if not args.report:
-        train_partner()
         methods = [m for m in METHODS if not args.only or m in args.only.split(",")]
-        runs = [(m, int(s)) for m in methods for s in args.seeds.split(",")]
+        runs = [(m, int(s), out / f"{m}-s{s}") for m in methods for s in args.seeds.split(",")]
+        run = lambda r, fit_only=False: fit_and_test(r[2], write_configs(r[0], r[1], r[2]), "wiki_eval.json", fit_only)
         with ThreadPoolExecutor(args.jobs) as pool:
-            for msg in pool.map(lambda r: fit_and_test(out / f"{r[0]}-s{r[1]}", write_configs(
-                    r[0], r[1], out / f"{r[0]}-s{r[1]}"), "wiki_eval.json"), runs):
+            # while the partner trains, the other jobs fit the methods that need no reference (every evaluation
+            # needs the partner; llm_judge's hours of judging wait for the second phase, last)
+            first = [pool.submit(train_partner)] + [pool.submit(run, r, True) for r in runs
+                                                    if r[0] not in ("rho1", "spacy_ref", "llm_judge")]
+            for f in first:
+                print(f.result(), flush=True)
+            for msg in pool.map(run, runs):
                 print(msg, flush=True)
     report(out)
 
