@@ -1,16 +1,20 @@
-"""Which facts does each fact signal flag? Per KB relation, the share of its value tokens that spaCy's default
-rules (LaCy's C_spaCy) and the KB oracle flag, on the closed world's validation documents, and the share of
-flagged tokens that are no fact value at all. A relation the signal misses cannot be delegated by LaCy at any
-budget: the SLM must store it (or write it wrong).
+"""Which facts does each fact signal flag, and where do trained models call? Per KB relation, the share of its
+value tokens that spaCy's default rules (LaCy's C_spaCy) and the KB oracle flag on the closed world's validation
+documents (and the share of flags on fact values); with ``--models``, the same share for each model's own call
+mask (its top 15% positions by call score, teacher-forced). A relation the signal misses cannot be delegated by
+LaCy at any budget; a relation it flags but the model does not call on was not learned as a call.
 
-    python -m experiments.flag_recall [--docs 200] [--out runs/study/flag_recall.md]
+    python -m experiments.flag_recall [--docs 200] [--models runs/study/lacy-s1 ...] [--out runs/study/flag_recall.md]
 """
 import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from baselines.kb_oracle import KBOracleAnnotator
+from experiments.runner import latest_export
+from lacy.evaluate import PlacementDocs, call_placement
 from lacy.facts import SpacyFactAnnotator, span_flags
 from lacy.tokenizer import train_bpe
 from lacy.world import ClosedWorld
@@ -50,17 +54,32 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=200)
     p.add_argument("--bpe-vocab-size", type=int, default=2048)  # configs/world/slm.yaml
+    p.add_argument("--models", nargs="*", default=[], help="study run folders whose call masks to measure too")
     p.add_argument("--out", default="runs/study/flag_recall.md")
     args = p.parse_args(argv)
     world = ClosedWorld()
     tok = train_bpe(world.bpe_documents(), args.bpe_vocab_size)
     res = flag_recall(world, tok, {"spaCy (default rules)": SpacyFactAnnotator(n_process=1),
                                    "KB oracle": KBOracleAnnotator(key="fact")}, args.docs)
+    val = [(p.name, d) for p, d in list(world.val_documents())[:args.docs]]
+    for folder in args.models:  # a study run folder: its newest HF export; Vanilla calls where it is unsure
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        export = latest_export(Path(folder))
+        model = AutoModelForCausalLM.from_pretrained(export, local_files_only=True).eval()
+        docs = PlacementDocs.build(world.kb(), AutoTokenizer.from_pretrained(export), val)
+        score = "uncertainty" if Path(folder).name.startswith("vanilla") else "call"
+        with torch.no_grad():
+            got = call_placement(model, docs, 0.15, score)
+        res[f"{Path(folder).name} calls ({score})"] = {
+            k.removeprefix("placement_recall_"): v for k, v in got.items() if k.removeprefix("placement_recall_")
+            in world.kb().attributes} | {"_precision": got["placement_precision"]}
     rels = sorted({r for v in res.values() for r in v if not r.startswith("_")})
     lines = ["| signal | " + " | ".join(rels) + " | precision |", "|---" * (len(rels) + 2) + "|"]
     for name, v in res.items():
         lines.append(f"| {name} | " + " | ".join(f"{v.get(r, 0):.3f}" for r in rels) + f" | {v['_precision']:.3f} |")
-    text = f"Share of each relation's value tokens flagged ({args.docs} validation documents):\n\n" + "\n".join(lines)
+    text = (f"Share of each relation's value tokens flagged by each signal / called by each model ({args.docs} "
+            "validation documents; precision: share of flags or calls on fact values):\n\n" + "\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
     print(text)

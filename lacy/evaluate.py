@@ -71,19 +71,20 @@ def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch
 
 @dataclass
 class PlacementDocs:
-    """Validation documents as token ids with their true fact-value masks (from the KB checker) and their
-    subjects' popularity (documents in the corpus; 0 when unknown)."""
+    """Validation documents as token ids with their true fact-value masks (from the KB checker; also per
+    relation) and their subjects' popularity (documents in the corpus; 0 when unknown)."""
     ids: list[np.ndarray]
     fact: list[np.ndarray]
     derived: list[np.ndarray]
     popularity: list[int]
+    relations: list[dict[str, np.ndarray]]
 
     @classmethod
     def build(cls, kb: KnowledgeBase, tokenizer, docs: list[tuple[str, str]],
               popularity: dict[str, int] | None = None) -> "PlacementDocs":
         from lacy.facts import span_flags
 
-        ids, fact, derived = [], [], []
+        ids, fact, derived, relations = [], [], [], []
         for subject, text in docs:
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
@@ -94,7 +95,9 @@ class PlacementDocs:
             fact.append(span_flags(len(text), [(c.start, c.end) for c in claims], offsets))
             derived.append(span_flags(len(text), [(c.start, c.end) for c, d in zip(claims, is_derived) if d],
                                       offsets))
-        return cls(ids, fact, derived, [(popularity or {}).get(subject, 0) for subject, _ in docs])
+            relations.append({r: span_flags(len(text), [(c.start, c.end) for c in claims if c.attribute == r], offsets)
+                              for r in {c.attribute for c in claims}})
+        return cls(ids, fact, derived, [(popularity or {}).get(subject, 0) for subject, _ in docs], relations)
 
 
 def _target_losses(model, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,9 +111,9 @@ def _target_losses(model, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = "call", reference=None) -> dict:
     """Top ``rate`` of all target positions by call score vs the true fact-value tokens: precision, recall
-    (split into derived / non-derived facts and by the subject's popularity bucket), and paper Fig. 5: the
-    model's ground-truth loss on its own call mask and off it, next to ``reference``'s (e.g. Vanilla's) loss
-    on the same mask. The mask is the top ``rate`` over the whole validation set (training ranks per batch)."""
+    (split into derived / non-derived facts, by KB relation and by the subject's popularity bucket), and paper
+    Fig. 5: the model's ground-truth loss on its own call mask and off it, next to ``reference``'s (e.g.
+    Vanilla's) loss on the same mask. The mask is the top ``rate`` over the whole validation set (training ranks per batch)."""
     scores, loss, ref_loss = [], [], []
     for ids in docs.ids:  # a document longer than the context is scored on its first n_positions tokens
         logits, target = _target_losses(model, ids)
@@ -132,6 +135,9 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     for _, _, name in BUCKETS:
         if (fact & (pop_bucket == name)).any():
             out[f"placement_recall_{name}"] = prf(fact & (pop_bucket == name))
+    for r in sorted({r for rel in docs.relations for r in rel}):
+        out[f"placement_recall_{r}"] = prf(cut([rel.get(r, np.zeros(len(f), bool)) for rel, f in
+                                                zip(docs.relations, docs.fact)]))
     mean_on = lambda x, m: float(x[m].mean()) if m.any() else float("nan")
     for prefix, per_doc in (("fig5", loss), ("fig5_ref", ref_loss)):
         if per_doc:

@@ -103,6 +103,9 @@ def test_call_placement_by_popularity_and_fig5_losses(world):
     assert sum(some.get(f"placement_recall_{b}", 0) * n for b, n in facts.items()) / sum(facts.values()) == \
         pytest.approx(some["placement_recall"])
     assert some["fig5_ref_call_loss"] == some["fig5_call_loss"]  # the model as its own reference
+    per_relation = {r: sum(rel.get(r, np.zeros(0, bool)).sum() for rel in docs.relations) for r in w.kb().attributes}
+    assert sum(some.get(f"placement_recall_{r}", 0) * n for r, n in per_relation.items()) / sum(
+        per_relation.values()) == pytest.approx(some["placement_recall"])  # relations split the fact tokens
     # calling everything: the call-side loss is the plain cross-entropy over the vocabulary without <CALL>
     everything = call_placement(slm, docs, rate=1.0)
     ce = torch.cat([torch.nn.functional.cross_entropy(slm(input_ids=torch.as_tensor(i)[None]).logits[0, :-1, :-1],
