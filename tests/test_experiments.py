@@ -22,8 +22,10 @@ def test_study_configs(name, tmp_path, capsys):
     cfg = resolved(spec, tmp_path, capsys)
     callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
     assert cfg["seed_everything"] == spec["seed"]
-    assert callbacks["lacy.budget.TokenBudget"] == {"max_tokens": 600 * 8 * 256, "global_batch_size": None,
-                                                    "count": "gradient"}
+    # the paper's equaliser; a fact_fraction budget calls a varying share, so its seen tokens are planned instead
+    budget = ({"max_tokens": round(600 * 8 * 256 / (1 - 0.3 * 0.161)), "count": "seen"} if "facts" in name else
+              {"max_tokens": 600 * 8 * 256, "count": "gradient"})
+    assert callbacks["lacy.budget.TokenBudget"] == dict(budget, global_batch_size=None)
     ev = callbacks["lacy.evaluate.KBEvaluation"]
     assert ev["partner"] == PARTNER and ev["out"] == str(tmp_path / name / "kb_eval.json")
     assert cfg["data"]["corpus"]["class_path"] == "lacy.world.ClosedWorld"
