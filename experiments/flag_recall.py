@@ -14,7 +14,7 @@ import torch
 
 from baselines.kb_oracle import KBOracleAnnotator
 from experiments.runner import latest_export
-from lacy.evaluate import PlacementDocs, call_placement
+from lacy.evaluate import PlacementDocs, _target_losses, call_placement
 from lacy.facts import SpacyFactAnnotator, span_flags
 from lacy.tokenizer import train_bpe
 from lacy.world import ClosedWorld
@@ -50,6 +50,19 @@ def flag_recall(world: ClosedWorld, tokenizer, annotators: dict, docs: int) -> d
     return out
 
 
+@torch.no_grad()
+def first_token_loss(model, docs: PlacementDocs) -> dict[str, float]:
+    """Per relation, the model's mean loss (without <CALL>) at the first token of each value: what LaCy's
+    in-batch loss ranking sees; derived facts are cheap once their source is written."""
+    losses: dict[str, list[float]] = {}
+    for ids, rel in zip(docs.ids, docs.relations):
+        loss = _target_losses(model, ids)[1].numpy()  # loss[t]: of value token t (ids has a leading eos)
+        for r, mask in rel.items():
+            m = mask[:len(loss)]
+            losses.setdefault(r, []).extend(loss[m & ~np.concatenate([[False], m[:-1]])].tolist())
+    return {r: float(np.mean(v)) for r, v in losses.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=200)
@@ -74,10 +87,12 @@ def main(argv=None):
         res[f"{Path(folder).name} calls ({score})"] = {
             k.removeprefix("placement_recall_"): v for k, v in got.items() if k.removeprefix("placement_recall_")
             in world.kb().attributes} | {"_precision": got["placement_precision"]}
+        res[f"{Path(folder).name} loss at a value's first token (nats)"] = first_token_loss(model, docs)
     rels = sorted({r for v in res.values() for r in v if not r.startswith("_")})
     lines = ["| signal | " + " | ".join(rels) + " | precision |", "|---" * (len(rels) + 2) + "|"]
     for name, v in res.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v.get(r, 0):.3f}" for r in rels) + f" | {v['_precision']:.3f} |")
+        lines.append(f"| {name} | " + " | ".join(f"{v.get(r, 0):.3f}" for r in rels) +
+                     (f" | {v['_precision']:.3f} |" if "_precision" in v else " | |"))
     text = (f"Share of each relation's value tokens flagged by each signal / called by each model ({args.docs} "
             "validation documents; precision: share of flags or calls on fact values):\n\n" + "\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

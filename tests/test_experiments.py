@@ -104,3 +104,23 @@ def test_training_scalars_join_a_resumed_fit(tmp_path):
         w.close()
     got = training_scalars(tmp_path)
     assert got["train/gradient_tokens"] == 3000 and got["train/calls_per_fact"] == pytest.approx(0.2)
+
+
+def test_flag_recall_of_the_oracle_is_one_for_every_relation():
+    import torch
+
+    from baselines.kb_oracle import KBOracleAnnotator
+    from experiments.flag_recall import first_token_loss, flag_recall
+    from lacy.evaluate import PlacementDocs
+    from lacy.model import build_slm
+    from lacy.tokenizer import train_bpe
+    from lacy.world import ClosedWorld
+
+    w = ClosedWorld(people=12, max_docs=3, val_docs=6)
+    tok = train_bpe(w.bpe_documents(), 600)
+    res = flag_recall(w, tok, {"oracle": KBOracleAnnotator(key="fact")}, docs=6)["oracle"]
+    assert res.pop("_precision") == 1.0 and set(res) <= set(w.kb().attributes) and set(res.values()) == {1.0}
+    torch.manual_seed(0)
+    docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in w.val_documents()])
+    loss = first_token_loss(build_slm("micro", len(tok), 256).eval(), docs)
+    assert set(loss) == {r for rel in docs.relations for r in rel} and all(0 < v < 20 for v in loss.values())
