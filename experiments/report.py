@@ -175,7 +175,7 @@ def _plots(runs: dict, swept: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for method, pts in swept.items():
         xy = sorted(pts.values())
         ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=LABELS.get(method, method))
@@ -183,19 +183,21 @@ def _plots(runs: dict, swept: dict, out: Path) -> None:
     ax.set(xlabel="realised call rate (share of tokens from the partner)", ylabel="KB FactScore (trained partner)",
            title="Closed world: FactScore vs call rate")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no point hidden
     fig.tight_layout()
     fig.savefig(out / "factscore_vs_call_rate.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, res in runs.items():
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = plt.cm.tab20.colors  # more methods than the default cycle's 10 colours
+    for i, (method, res) in enumerate(runs.items()):
         pts = [(r["slm"]["leakage"], r["trained_budget"]["factscore"]) for r in res if "trained_budget" in r]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=LABELS.get(method, method))
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=LABELS.get(method, method),
+                       color=colours[i % len(colours)], marker="o" if method in ORDER else "^")
     ax.set(xlabel="fact leakage (SLM alone, probes)", ylabel="FactScore @22% (trained partner)",
            title="Closed world: FactScore vs leakage")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no point hidden
     fig.tight_layout()
     fig.savefig(out / "factscore_vs_leakage.png", dpi=120)
     plt.close(fig)
