@@ -41,7 +41,8 @@ def run_specs() -> list[dict]:
             specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, seed=seed, sweep=seed == 1, subs={}))
     for name, cfg, extra, subs, sweep in (
             ("random_calls", "random_calls", [], {}, True), ("spacy_only", "spacy_only", [], {}, True),
-            ("spacy_ref", "spacy_ref", [], {}, True), ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}, True),
+            ("spacy_ref", "spacy_ref", [], {}, True),
+            ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}, True),
             ("lacy_rate0.03", "lacy", [], rate(0.03), False), ("lacy_rate0.05", "lacy", [], rate(0.05), False),
             ("lacy_rate0.08", "lacy", [], rate(0.08), False), ("lacy_facts0.3", "lacy", [], facts(0.3), False),
             ("lacy_facts0.6", "lacy", [], facts(0.6), False)):

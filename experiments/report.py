@@ -71,7 +71,8 @@ def load(out: Path) -> dict[str, list[dict]]:
 def run_seconds(folder: Path) -> tuple[float, float]:
     """(fit, test) wall seconds of a run folder, from its files: each Lightning version's config.yaml (written
     at start) to its last event write; the test ends with kb_eval.json. Resumed fits add their versions."""
-    span = lambda v: max(f.stat().st_mtime for f in v.glob("events.out.tfevents*")) - (v / "config.yaml").stat().st_mtime
+    last_write = lambda v: max(f.stat().st_mtime for f in v.glob("events.out.tfevents*"))
+    span = lambda v: last_write(v) - (v / "config.yaml").stat().st_mtime
     fit = sum(span(v) for v in folder.glob("lightning_logs/version_*") if any(v.glob("events.out.tfevents*")))
     tests = sorted(folder.glob("test/lightning_logs/version_*/config.yaml"), key=lambda f: f.stat().st_mtime)
     test = (folder / "kb_eval.json").stat().st_mtime - tests[-1].stat().st_mtime if tests else 0.0
@@ -80,7 +81,8 @@ def run_seconds(folder: Path) -> tuple[float, float]:
 
 TRAINING = [("train/gradient_tokens", "last", "tokens with a ground-truth gradient"),
             ("train/tokens_seen", "last", "tokens seen"), ("train/call_rate", "mean", "call rate"),
-            ("train/fact_rate", "mean", "flagged fact rate"), ("train/calls_per_fact", "mean", "calls per flagged fact"),
+            ("train/fact_rate", "mean", "flagged fact rate"),
+            ("train/calls_per_fact", "mean", "calls per flagged fact"),
             ("train/cap_binds", "mean", "batches where the budget binds")]
 
 
@@ -152,7 +154,8 @@ def report(out: Path) -> Path:
     if swept:
         targets = sorted({t for pts in swept.values() for t in pts})
         lines += ["## FactScore vs call budget (trained partner, seed 1): FactScore (realised call rate)", "",
-                  "| method | " + " | ".join(f"budget {t:g}" for t in targets) + " |", "|---" * (1 + len(targets)) + "|"]
+                  "| method | " + " | ".join(f"budget {t:g}" for t in targets) + " |",
+                  "|---" * (1 + len(targets)) + "|"]
         for method, pts in swept.items():
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(
                 f"{pts[t][1]:.3f} ({pts[t][0]:.2f})" if t in pts else "" for t in targets) + " |")

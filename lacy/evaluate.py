@@ -113,7 +113,8 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     """Top ``rate`` of all target positions by call score vs the true fact-value tokens: precision, recall
     (split into derived / non-derived facts, by KB relation and by the subject's popularity bucket), and paper
     Fig. 5: the model's ground-truth loss on its own call mask and off it, next to ``reference``'s (e.g.
-    Vanilla's) loss on the same mask. The mask is the top ``rate`` over the whole validation set (training ranks per batch)."""
+    Vanilla's) loss on the same mask. The mask is the top ``rate`` over the whole validation set (training
+    ranks per batch)."""
     scores, loss, ref_loss = [], [], []
     for ids in docs.ids:  # a document longer than the context is scored on its first n_positions tokens
         logits, target = _target_losses(model, ids)
