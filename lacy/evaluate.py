@@ -47,7 +47,8 @@ def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str],
             "factscore_penalised": float(np.mean(penalised)) if penalised else 0.0,
             "respond_ratio": len(scores) / max(1, len(gens)),
             "claims_per_bio": float(np.mean(n_claims)) if n_claims else 0.0,
-            "ambiguous_claims": ambiguous,  # and each relation's share of supported claims (all bios pooled):
+            "ambiguous_claims": ambiguous,  # and per relation: claims per bio, share supported (bios pooled)
+            **{f"claims_{a}": len(v) / max(1, len(gens)) for a, v in sorted(by_attribute.items())},
             **{f"supported_{a}": float(np.mean(v)) for a, v in sorted(by_attribute.items())}}
 
 

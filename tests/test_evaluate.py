@@ -45,6 +45,7 @@ def test_kb_factscore_by_hand(world):
     assert res["factscore_penalised"] == pytest.approx((s1 * math.exp(1 - 10 / n1) + math.exp(1 - 10)) / 2)
     assert res["supported_birth_city"] == res["supported_field"] == 1.0 and res["supported_nationality"] == 1.0
     assert res.get("supported_employer") == (0.0 if wrong else None)  # "works for nobody" is no claim
+    assert res["claims_birth_city"] == res["claims_nationality"] == pytest.approx(1 / 3)
 
 
 def train_copier(tok, probes, steps=300):
