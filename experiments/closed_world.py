@@ -29,25 +29,26 @@ SWEEP = [0.05, 0.1, 0.4, 0.8]  # with the budget row's 0.22: the FactScore-vs-ca
 
 
 def run_specs() -> list[dict]:
-    """(name, strategy config, substitutions, extra configs, seed, sweep) of every run of the study. The
-    call-rate sweep runs on each method's seed-1 run; the LaCy budget variants report the 22% row only."""
+    """(name, strategy config, extra configs, substitutions, seed, sweep, fact_fraction) of every run of the
+    study. The call-rate sweep runs on each method's seed-1 run; the LaCy budget variants report the 22% row."""
     oracle = ["configs/world/kb_oracle.yaml"]
-    rate = lambda r: {"        call_rate: 0.15 ": f"        call_rate: {r} "}
-    facts = lambda f: {"        fact_fraction: null ": f"        fact_fraction: {f} "}
+    rate = lambda r: ({"        call_rate: 0.15 ": f"        call_rate: {r} "}, None)
+    facts = lambda f: ({"        fact_fraction: null ": f"        fact_fraction: {f} "}, f)
     specs = []
     for seed in (1, 2, 3):
         for name, cfg, extra in (("vanilla", "vanilla", []), ("loss_only", "loss_only", []), ("rho1", "rho1", []),
                                  ("llm_judge_oracle", "llm_judge", oracle), ("lacy", "lacy", [])):
-            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, seed=seed, sweep=seed == 1, subs={}))
-    for name, cfg, extra, subs, sweep in (
-            ("random_calls", "random_calls", [], {}, True), ("spacy_only", "spacy_only", [], {}, True),
-            ("spacy_ref", "spacy_ref", [], {}, True),
-            ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}, True),
+            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, subs={}, seed=seed, sweep=seed == 1,
+                              fact_fraction=None))
+    for name, cfg, extra, (subs, fraction), sweep in (
+            ("random_calls", "random_calls", [], ({}, None), True), ("spacy_only", "spacy_only", [], ({}, None), True),
+            ("spacy_ref", "spacy_ref", [], ({}, None), True),
+            ("lacy_true_mask", "lacy", oracle, ({"key: judge": "key: fact"}, None), True),
             ("lacy_rate0.03", "lacy", [], rate(0.03), False), ("lacy_rate0.05", "lacy", [], rate(0.05), False),
             ("lacy_rate0.08", "lacy", [], rate(0.08), False), ("lacy_facts0.3", "lacy", [], facts(0.3), False),
             ("lacy_facts0.6", "lacy", [], facts(0.6), False)):
-        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, seed=1, sweep=sweep, subs=subs,
-                          fact_fraction=float(name.split("facts")[1]) if "_facts" in name else None))
+        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, subs=subs, seed=1, sweep=sweep,
+                          fact_fraction=fraction))
     return specs
 
 
@@ -74,7 +75,7 @@ def write_configs(spec: dict, folder: Path) -> list[str]:
         dst = folder / Path(src).name
         dst.write_text(text)
         paths.append(str(dst))
-    fraction = spec.get("fact_fraction")
+    fraction = spec["fact_fraction"]
     budget = ({"max_tokens": round(BASE_STEPS * BATCH * BLOCK / (1 - fraction * FLAGGED)), "count": "seen"}
               if fraction else {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
     study = {"seed_everything": spec["seed"], "trainer": {"callbacks+": [{
@@ -85,7 +86,7 @@ def write_configs(spec: dict, folder: Path) -> list[str]:
 
 def run_one(spec: dict, out: Path, fit_only: bool = False) -> str:
     folder = out / spec["name"]
-    if (folder / "kb_eval.json").exists():
+    if (folder / "kb_eval.json").exists():  # before write_configs: a finished run keeps the configs it ran with
         return f"{spec['name']}: cached"
     return fit_and_test(folder, write_configs(spec, folder), "kb_eval.json", fit_only)
 
