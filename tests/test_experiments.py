@@ -124,3 +124,27 @@ def test_flag_recall_of_the_oracle_is_one_for_every_relation():
     docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in w.val_documents()])
     loss = first_token_loss(build_slm("micro", len(tok), 256).eval(), docs)
     assert set(loss) == {r for rel in docs.relations for r in rel} and all(0 < v < 20 for v in loss.values())
+
+
+def test_claim_sources_split_partner_and_slm_claims():
+    """A bio where the partner wrote the field after "studied" and the SLM wrote a field value in a city slot."""
+    from experiments.claim_sources import claim_sources
+    from lacy.cascade import Generation
+    from lacy.tokenizer import train_bpe
+    from lacy.world import ClosedWorld
+
+    w = ClosedWorld(people=12, max_docs=3, val_docs=6)
+    tok = train_bpe(w.bpe_documents(), 600)
+    a = w.people[0]
+    other = next(f for f in sorted({p.facts["field"] for p in w.people}) if f != a.facts["field"])
+    parts = [(" studied", False), (f" {a.facts['field']}", True), (f". {a.name} has an office in", False),
+             (f" {other}", False), (".", False)]
+    tokens, from_partner = [], []
+    for text, partner in parts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        tokens += ids
+        from_partner += [partner] * len(ids)
+    g = Generation(a.name, tok.decode(tokens), tokens, from_partner, [])
+    by_context, slm_values = claim_sources([g], [{"entity": a.name}], w.kb(), tok, "field")
+    assert by_context == {("partner", f"{a.name.split()[-1]} studied", True): 1, ("SLM", "office in", False): 1}
+    assert slm_values == {(other, False): 1}
