@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from experiments.runner import latest_export
+from lacy.evaluate import token_spans
 from lacy.world import ClosedWorld
 
 
@@ -16,11 +17,7 @@ def claim_sources(gens, prompts, kb, tokenizer, relation: str) -> tuple[Counter,
     """(written by, the two words before the value, supported) -> count; and (SLM-written value, supported)."""
     by_context, slm_values = Counter(), Counter()
     for g, p in zip(gens, prompts):
-        text, spans = g.prompt, []
-        for t in g.tokens:
-            piece = tokenizer.decode([t])
-            spans.append((len(text), len(text) + len(piece)))
-            text += piece
+        text, spans = token_spans(tokenizer, g)
         for c in kb.claims(text, subject=p["entity"]):
             if c.attribute != relation or c.start < len(g.prompt):
                 continue
