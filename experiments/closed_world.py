@@ -14,10 +14,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 
 from experiments.report import report
-from experiments.runner import fit_and_test, latest_export
+from experiments.runner import fit_and_test, latest_export, write_run_configs
 
 PARTNER = "runs/world/partner/hf"
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
@@ -60,28 +59,18 @@ def vanilla_export(out: Path, seed: int) -> str:
 
 
 def write_configs(spec: dict, folder: Path) -> list[str]:
-    """The run's configs, written into its folder so the run is reproducible from there alone."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for src in [f"configs/{spec['config']}.yaml", *spec["extra"], "configs/world/slm.yaml"]:
-        text = Path(src).read_text().replace("runs/reference/hf", PARTNER)  # Rho-1's reference: the partner
-        subs = dict(spec["subs"], **{"out: null ": f"out: {folder / 'kb_eval.json'} ",
-                                     "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} ",
-                                     "reference: null ": f"reference: {vanilla_export(folder.parent, spec['seed'])} ",
-                                     # calling always = the partner alone (reported once, cached with the partner)
-                                     "modes: [never, always, budget] ": "modes: [never, budget] "})
-        for a, b in subs.items():
-            text = text.replace(a, b)
-        dst = folder / Path(src).name
-        dst.write_text(text)
-        paths.append(str(dst))
+    """The run's configs (strategy, extras, the world overlay), written into its folder."""
+    subs = {"runs/reference/hf": PARTNER,  # Rho-1's and spacy_ref's reference: the partner
+            **spec["subs"], "out: null ": f"out: {folder / 'kb_eval.json'} ",
+            "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} ",
+            "reference: null ": f"reference: {vanilla_export(folder.parent, spec['seed'])} ",
+            # calling always = the partner alone (reported once, cached with the partner)
+            "modes: [never, always, budget] ": "modes: [never, budget] "}
     fraction = spec["fact_fraction"]
     budget = ({"max_tokens": round(BASE_STEPS * BATCH * BLOCK / (1 - fraction * FLAGGED)), "count": "seen"}
               if fraction else {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
-    study = {"seed_everything": spec["seed"], "trainer": {"callbacks+": [{
-        "class_path": "lacy.budget.TokenBudget", "init_args": budget}]}}
-    (folder / "study.yaml").write_text(yaml.safe_dump(study))
-    return paths + [str(folder / "study.yaml")]
+    sources = [f"configs/{spec['config']}.yaml", *spec["extra"], "configs/world/slm.yaml"]
+    return write_run_configs(folder, sources, subs, spec["seed"], budget)
 
 
 def run_one(spec: dict, out: Path, fit_only: bool = False) -> str:

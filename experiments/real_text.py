@@ -18,10 +18,9 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 
 from experiments.closed_world import BASE_STEPS, BATCH, BLOCK
-from experiments.runner import fit_and_test, last_checkpoint
+from experiments.runner import fit_and_test, last_checkpoint, write_run_configs
 
 PARTNER = "runs/wiki/partner/hf"
 METHODS = ["vanilla", "loss_only", "random_calls", "rho1", "spacy_only", "lacy", "spacy_ref", "llm_judge"]
@@ -42,23 +41,13 @@ def train_partner(root: Path = Path("runs/wiki/partner")) -> str:
 
 
 def write_configs(method: str, seed: int, folder: Path) -> list[str]:
-    """The run's configs, written into its folder so the run is reproducible from there alone."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for src in [f"configs/{method}.yaml", "configs/eval/wiki.yaml"]:
-        text = Path(src).read_text().replace("runs/reference/hf", PARTNER)  # Rho-1's reference: the partner
-        for a, b in {"partner: smollm2 ": f"partner: [{PARTNER}, smollm2] ", "judge: null ": f"judge: {JUDGE} ",
-                     "limit: 64 ": f"limit: {LIMIT} ", "judge_limit: null ": f"judge_limit: {JUDGE_LIMIT} ",
-                     "out: null ": f"out: {folder / 'wiki_eval.json'} "}.items():
-            text = text.replace(a, b)
-        dst = folder / Path(src).name
-        dst.write_text(text)
-        paths.append(str(dst))
-    study = {"seed_everything": seed, "trainer": {"max_steps": BASE_STEPS, "callbacks+": [{
-        "class_path": "lacy.budget.TokenBudget", "init_args": {"max_tokens": BASE_STEPS * BATCH * BLOCK,
-                                                              "count": "gradient"}}]}}
-    (folder / "study.yaml").write_text(yaml.safe_dump(study))
-    return paths + [str(folder / "study.yaml")]
+    """The run's configs (strategy, the real-text evaluation overlay), written into its folder."""
+    subs = {"runs/reference/hf": PARTNER,  # Rho-1's and spacy_ref's reference: the partner
+            "partner: smollm2 ": f"partner: [{PARTNER}, smollm2] ", "judge: null ": f"judge: {JUDGE} ",
+            "limit: 64 ": f"limit: {LIMIT} ", "judge_limit: null ": f"judge_limit: {JUDGE_LIMIT} ",
+            "out: null ": f"out: {folder / 'wiki_eval.json'} "}
+    return write_run_configs(folder, [f"configs/{method}.yaml", "configs/eval/wiki.yaml"], subs, seed,
+                             {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
 
 
 def report(out: Path) -> Path:

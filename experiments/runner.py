@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 
 def last_checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
@@ -20,6 +22,25 @@ def latest_export(folder: Path) -> Path | None:
     """The newest ``<log_dir>/hf`` export of a run folder."""
     found = sorted(folder.glob("lightning_logs/version_*/hf"), key=os.path.getmtime)
     return found[-1] if found else None
+
+
+def write_run_configs(folder: Path, sources: list[str], subs: dict[str, str], seed: int,
+                      budget: dict) -> list[str]:
+    """Copy the run's configs into its folder with text substitutions (``key: old `` -> ``key: new ``, whole
+    commented YAML lines stay readable), plus ``study.yaml``: the seed and the TokenBudget; so the run is
+    reproducible from its folder alone. Returns the config paths in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for src in sources:
+        text = Path(src).read_text()
+        for a, b in subs.items():
+            text = text.replace(a, b)
+        (folder / Path(src).name).write_text(text)
+        paths.append(str(folder / Path(src).name))
+    study = {"seed_everything": seed, "trainer": {"callbacks+": [{"class_path": "lacy.budget.TokenBudget",
+                                                                  "init_args": budget}]}}
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    return paths + [str(folder / "study.yaml")]
 
 
 def fit_and_test(folder: Path, configs: list[str], result: str, fit_only: bool = False, test: bool = True) -> str:
