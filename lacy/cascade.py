@@ -300,6 +300,17 @@ class Generation:
     def call_rate(self) -> float:
         return sum(self.from_partner) / max(1, len(self.tokens))
 
+    def marked(self, tokenizer) -> str:
+        """The continuation with each partner-written run of tokens in [brackets], for reading cascade text."""
+        out, inside = "", False
+        for t, p in zip(self.tokens, self.from_partner):
+            piece = tokenizer.decode([t])
+            if p != inside:  # open after the piece's leading space, close before the next piece
+                lead = len(piece) - len(piece.lstrip()) if p else 0
+                piece, inside = piece[:lead] + ("[" if p else "]") + piece[lead:], p
+            out += piece
+        return out + ("]" if inside else "")
+
 
 @dataclass
 class CascadeStats:

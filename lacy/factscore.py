@@ -14,6 +14,7 @@ Cheap metrics for every generation: named-entity precision against the entity's 
 generation found in the page; FactualityPrompts' "NE error", Lee et al. 2022) and year leakage (the birth
 year from the summaries' descriptions, "English historian (1906-1990)", after "<name> was born in").
 """
+import json
 import math
 import re
 import sqlite3
@@ -223,7 +224,8 @@ class WikiEvaluation(L.Callback):
         k: passages retrieved per fact.
         gamma: length-penalty constant.
         knowledge_source: sqlite path (built from the summaries when missing).
-        out: JSON path; null = ``<log_dir>/wiki_eval.json``.
+        out: JSON path; null = ``<log_dir>/wiki_eval.json``. The bios, partner pieces in [brackets], go next
+            to it (``<stem>_bios.json``): the numbers of a weak SLM need reading its text.
     """
 
     def __init__(self, partner: str | list[str] | None = "smollm2", score: str = "auto", rate: float = 0.22,
@@ -236,6 +238,7 @@ class WikiEvaluation(L.Callback):
         self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
         self.results: dict = {}
+        self.bios: dict[str, list[dict]] = {}  # row -> [{title, text}]
 
     def run(self, slm, tokenizer, score: str) -> dict:
         from lacy.cascade import Cascade, CallPolicy
@@ -261,7 +264,9 @@ class WikiEvaluation(L.Callback):
                                       CallPolicy("budget", rate=self.rate, score=score))
         for row, (partner, policy) in rows.items():
             casc = Cascade(slm, tokenizer, partner, policy)
-            texts = [g.text for g in casc.generate(titles, self.max_new_tokens)]
+            gens = casc.generate(titles, self.max_new_tokens)
+            texts = [g.text for g in gens]
+            self.bios[row] = [{"title": t, "text": g.marked(tokenizer)} for t, g in zip(titles, gens)]
             metrics = {**ne_precision(texts, titles, ks, nlp), "call_rate": casc.stats.call_rate}
             if self.judge is not None:
                 judged = _spread(list(zip(titles, texts)), self.judge_limit)
@@ -276,5 +281,7 @@ class WikiEvaluation(L.Callback):
         from lacy.evaluate import report, resolve_score
 
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, resolve_score(self.score, trainer))
-        report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json",
-               ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score", "respond_ratio"])
+        path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json",
+                      ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score", "respond_ratio"])
+        if path is not None:
+            path.with_name(f"{path.stem}_bios.json").write_text(json.dumps(self.bios, indent=1))

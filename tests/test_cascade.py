@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lacy.cascade import Cascade, CallPolicy, LookupPartner, ModelPartner, TextPartner, call_scores
+from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, TextPartner, call_scores
 from lacy.model import build_slm
 from lacy.tokenizer import train_bpe
 from lacy.world import ClosedWorld
@@ -26,6 +26,15 @@ def test_call_scores_by_hand():
     assert call_scores(logits, "uncertainty").item() == pytest.approx(-math.log(3 / 4))
     with pytest.raises(ValueError, match="uncertainty"):
         call_scores(logits, "entropy")
+
+
+def test_marked_brackets_each_partner_run(world):
+    _, tok = world
+    ids = tok(" She works in Paris as a nurse.")["input_ids"]  # ' P' 'ar' 'i' 's' ... ' ' 'n' 'ur' 's' 'e' '.'
+    partner = [False] * 3 + [True] * 4 + [False] * 2 + [True] * 6
+    g = Generation("Ann", tok.decode(ids), ids, partner, [3, 9])
+    assert g.marked(tok) == " She works in [Paris] as a [nurse.]"
+    assert Generation("Ann", "", ids, [False] * len(ids), []).marked(tok) == " She works in Paris as a nurse."
 
 
 def test_never_calling_is_the_slm_greedy_continuation(world):

@@ -111,4 +111,7 @@ def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
     assert res["slm_alone"]["call_rate"] == 0.0 and res["partner_budget"]["call_rate"] > 0  # 36 tokens: coarse
     assert {"ne_precision", "factscore", "init_score", "respond_ratio"} <= set(res["partner_budget"])
     assert 0.0 <= res["slm"]["year_leakage"] <= 1.0
+    assert [b["title"] for b in ev.bios["same_budget"]] == [b["title"] for b in ev.bios["slm_alone"]]
+    assert not any("[" in b["text"] for b in ev.bios["slm_alone"])
+    assert any("[" in b["text"] for b in ev.bios["same_budget"])  # partner pieces marked
     assert KnowledgeSource(tmp_path / "ks.sqlite").page("A. J. P. Taylor").startswith("Alan John Percivale Taylor")
