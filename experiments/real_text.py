@@ -10,7 +10,8 @@ with its config and a TokenBudget equalising the tokens that get a ground-truth 
 rule and budget: 1,228,800 tokens for Vanilla), then `main.py test` with configs/eval/wiki.yaml: NE precision
 and year leakage of the SLM alone and of the cascade at 22% calls with (a) the trained partner (token
 hand-over) and (b) SmolLM2-135M-Instruct (another tokenizer: text hand-over), and FActScore with the local
-SmolLM2 judge on `JUDGE_LIMIT` bios per row. llm_judge's annotation (SmolLM2 judging ~1M tokens, ~58 tokens/s)
+SmolLM2 judge on `JUDGE_LIMIT` bios per row. A reference run (``partners``) scores each partner writing
+every token: the trained partner as the model under test, SmolLM2 always called. llm_judge's annotation (SmolLM2 judging ~1M tokens, ~58 tokens/s)
 takes hours on a CPU: it runs last and resumes where it stopped (lacy/annotate.py chunks).
 """
 import argparse
@@ -40,30 +41,58 @@ def train_partner(root: Path = Path("runs/wiki/partner")) -> str:
     return f"partner {msg}, exported to {PARTNER}"
 
 
-def write_configs(method: str, seed: int, folder: Path) -> list[str]:
-    """The run's configs (strategy, the real-text evaluation overlay), written into its folder."""
+def write_configs(method: str, seed: int, folder: Path, partner_alone: bool = False) -> list[str]:
+    """The run's configs (strategy, the real-text evaluation overlay), written into its folder.
+    ``partner_alone``: the reference run instead: the trained partner is the model under test (``slm_alone``
+    = the partner alone) and SmolLM2 writes every token (``smollm2_alone``)."""
     subs = {"runs/reference/hf": PARTNER,  # Rho-1's and spacy_ref's reference: the partner
             "partner: smollm2 ": f"partner: [{PARTNER}, smollm2] ", "judge: null ": f"judge: {JUDGE} ",
             "limit: 64 ": f"limit: {LIMIT} ", "judge_limit: null ": f"judge_limit: {JUDGE_LIMIT} ",
             "out: null ": f"out: {folder / 'wiki_eval.json'} "}
-    return write_run_configs(folder, [f"configs/{method}.yaml", "configs/eval/wiki.yaml"], subs, seed,
+    sources = [f"configs/{method}.yaml", "configs/eval/wiki.yaml"]
+    if partner_alone:
+        subs.update({"partner: smollm2 ": "partner: smollm2 ", "modes: [never, budget] ": "modes: [never, always] "})
+        sources.insert(1, "configs/wiki/partner.yaml")
+    return write_run_configs(folder, sources, subs, seed,
                              {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
 
 
+def partners_alone(out: Path) -> str:
+    """The reference rows (the cascade's ceiling): each partner writing every bio token."""
+    folder = out / "partners"
+    return fit_and_test(folder, write_configs("vanilla", 1, folder, partner_alone=True), "wiki_eval.json",
+                        checkpoint=last_checkpoint(Path(PARTNER).parent))
+
+
 def report(out: Path) -> Path:
-    """``<out>/results.md``: one row per run and cascade row (NE precision, year leakage, FActScore)."""
-    cols = ["ne_precision", "named_entities", "call_rate", "factscore", "init_score", "respond_ratio", "judged_bios"]
-    lines = ["| run | year leakage (SLM) | cascade | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
-    for f in sorted(out.glob("*/wiki_eval.json")):
-        res = json.loads(f.read_text())
+    """``<out>/results.md``: one line per run and cascade row (NE precision, year leakage, FActScore), methods in
+    ``METHODS`` order, the partners' reference rows last; then one person's bio from every trained-partner cascade
+    (partner pieces in [brackets]): the numbers of a weak SLM need its text beside them."""
+    cols = ["ne_precision", "named_entities", "call_rate", "factscore", "init_score", "facts_per_response",
+            "judged_bios"]
+    order = {m: i for i, m in enumerate(METHODS)}
+    runs = sorted((f.parent for f in out.glob("*/wiki_eval.json")),
+                  key=lambda d: (order.get(d.name.rsplit("-s", 1)[0], len(order)), d.name))
+    lines = ["| run | year leakage (model under test) | row | " + " | ".join(cols) + " |",
+             "|---" * (len(cols) + 3) + "|"]
+    bios = []
+    for run in runs:
+        res = json.loads((run / "wiki_eval.json").read_text())
         for row, m in res.items():
             if row != "slm":
                 cells = [f"{m[c]:.3f}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in cols]
-                lines.append(f"| {f.parent.name} | {res['slm']['year_leakage']:.3f} | {row} | " + " | ".join(cells)
+                lines.append(f"| {run.name} | {res['slm']['year_leakage']:.3f} | {row} | " + " | ".join(cells)
                              + " |")
+        texts = run / "wiki_eval_bios.json"
+        if texts.is_file():
+            row = "slm_alone" if run.name == "partners" else "partner_budget"
+            bio = json.loads(texts.read_text())[row][0]
+            bios.append(f"- **{run.name}** ({row}): {bio['title']}{bio['text']}")
     path = out / "results.md"
-    path.write_text(f"FActScore judge: SmolLM2-135M-Instruct (offline), {JUDGE_LIMIT} bios per row.\n\n"
-                    + "\n".join(lines) + "\n")
+    path.write_text(f"FActScore judge: SmolLM2-135M-Instruct (offline), {JUDGE_LIMIT} bios per row. Run `partners`: "
+                    "the trained partner is the model under test (`slm_alone` = the partner alone), `smollm2_alone` "
+                    "= SmolLM2 writing every token.\n\n" + "\n".join(lines) + "\n\n"
+                    + "One bio per run, greedy, partner pieces in [brackets]:\n\n" + "\n".join(bios) + "\n")
     print(path.read_text())
     return path
 
@@ -88,8 +117,10 @@ def main(argv=None):
                                                     if r[0] not in ("rho1", "spacy_ref", "llm_judge")]
             for f in first:
                 print(f.result(), flush=True)
+            done = pool.submit(partners_alone, out)
             for msg in pool.map(run, runs):
                 print(msg, flush=True)
+            print(done.result(), flush=True)
     report(out)
 
 

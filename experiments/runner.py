@@ -43,8 +43,10 @@ def write_run_configs(folder: Path, sources: list[str], subs: dict[str, str], se
     return paths + [str(folder / "study.yaml")]
 
 
-def fit_and_test(folder: Path, configs: list[str], result: str, fit_only: bool = False, test: bool = True) -> str:
-    """Fit (unless ``fit.done``), then test (unless ``fit_only`` / not ``test``); returns a one-line status."""
+def fit_and_test(folder: Path, configs: list[str], result: str, fit_only: bool = False, test: bool = True,
+                 checkpoint: Path | None = None) -> str:
+    """Fit (unless ``fit.done``), then test (unless ``fit_only`` / not ``test``); returns a one-line status.
+    ``checkpoint``: test this model, trained elsewhere (a reference row), and fit nothing."""
     name = folder.name
     if (folder / result).exists():
         return f"{name}: cached"
@@ -52,7 +54,7 @@ def fit_and_test(folder: Path, configs: list[str], result: str, fit_only: bool =
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
     with open(folder / "log.txt", "a") as log:
-        if not (folder / "fit.done").exists():
+        if checkpoint is None and not (folder / "fit.done").exists():
             last = last_checkpoint(folder)
             subprocess.run([sys.executable, "main.py", "fit", *args, "--trainer.default_root_dir", str(folder),
                             "--trainer.enable_progress_bar", "false", *(["--ckpt_path", str(last)] if last else [])],
@@ -61,7 +63,8 @@ def fit_and_test(folder: Path, configs: list[str], result: str, fit_only: bool =
         fit_s = time.time() - t0
         if fit_only or not test:
             return f"{name}: fitted in {fit_s:.0f}s"
-        subprocess.run([sys.executable, "main.py", "test", *args, "--ckpt_path", str(last_checkpoint(folder)),
+        ckpt = checkpoint or last_checkpoint(folder)
+        subprocess.run([sys.executable, "main.py", "test", *args, "--ckpt_path", str(ckpt),
                         "--trainer.default_root_dir", str(folder / "test"), "--trainer.enable_progress_bar", "false"],
                        env=env, stdout=log, stderr=log, check=True)
     (folder / "timing.json").write_text(json.dumps({"fit_and_test_s": time.time() - t0, "fit_s": fit_s}))

@@ -215,6 +215,8 @@ class WikiEvaluation(L.Callback):
             (SLM only).
         score: call | uncertainty | auto (uncertainty for Vanilla).
         rate: cascade budget (share of tokens from the partner).
+        modes: rows: never (``slm_alone``), budget (``<name>_budget``), always (``<name>_alone``: the partner
+            writes every token, the cascade's ceiling).
         piece: token | word | entity.
         topic: summaries topic whose titles are the prompts.
         limit: number of people (spread over the list).
@@ -229,11 +231,14 @@ class WikiEvaluation(L.Callback):
     """
 
     def __init__(self, partner: str | list[str] | None = "smollm2", score: str = "auto", rate: float = 0.22,
-                 piece: str = "word", topic: str = "People", limit: int = 64, max_new_tokens: int = 64, judge=None,
+                 modes: list[str] = ("never", "budget"), piece: str = "word", topic: str = "People", limit: int = 64, max_new_tokens: int = 64, judge=None,
                  judge_limit: int | None = None, k: int = 5, gamma: int = 10,
                  knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
         self.partners = [partner] if isinstance(partner, str) else list(partner or [])
         self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
+        self.modes = list(modes)
+        if not set(self.modes) <= {"never", "budget", "always"}:
+            raise ValueError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
         self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
         self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
@@ -257,11 +262,14 @@ class WikiEvaluation(L.Callback):
         probes = [dict(p, popularity=1) for p in year_probes(people)]
         res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else 0.0,
                        "year_probes": len(probes)}}
-        rows = {"slm_alone": (None, CallPolicy("never"))}
+        rows = {"slm_alone": (None, CallPolicy("never"))} if "never" in self.modes else {}
         for path in self.partners:
             name = Path(path).parent.name if Path(path).name == "hf" else Path(path).name
-            rows[f"{name}_budget"] = (load_partner_any(path, tokenizer, self.piece),
-                                      CallPolicy("budget", rate=self.rate, score=score))
+            partner = load_partner_any(path, tokenizer, self.piece)
+            for mode in ("budget", "always"):
+                if mode in self.modes:
+                    rows[f"{name}_{'alone' if mode == 'always' else mode}"] = (
+                        partner, CallPolicy(mode, rate=self.rate, score=score))
         for row, (partner, policy) in rows.items():
             casc = Cascade(slm, tokenizer, partner, policy)
             gens = casc.generate(titles, self.max_new_tokens)

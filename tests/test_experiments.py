@@ -90,6 +90,34 @@ def test_real_text_configs(method, tmp_path, capsys):
         assert callbacks["baselines.Rho1"]["reference"] == real_text.PARTNER
 
 
+def test_real_text_partner_reference_configs(tmp_path, capsys):
+    """The reference run tests the partner (its own preset) with SmolLM2 writing every token."""
+    from experiments import real_text
+
+    paths = real_text.write_configs("vanilla", 1, tmp_path / "partners", partner_alone=True)
+    with pytest.raises(SystemExit):
+        cli_main(["test", *[a for p in paths for a in ("--config", p)], "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    ev = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}["lacy.factscore.WikiEvaluation"]
+    assert cfg["model"]["preset"] == "small" and ev["partner"] == "smollm2" and ev["modes"] == ["never", "always"]
+
+
+def test_real_text_report_orders_methods_and_quotes_a_bio(tmp_path):
+    from experiments.real_text import report
+
+    for run, leak in (("partners", 0.5), ("lacy-s1", 0.0), ("vanilla-s1", 0.25)):
+        (tmp_path / run).mkdir()
+        rows = {"slm": {"year_leakage": leak}, "slm_alone": {"ne_precision": 0.5, "named_entities": 4}}
+        (tmp_path / run / "wiki_eval.json").write_text(json.dumps(rows))
+    bios = {"slm_alone": [{"title": "Ann Lee", "text": " was a [nurse]."}], "partner_budget": []}
+    (tmp_path / "partners" / "wiki_eval_bios.json").write_text(json.dumps(bios))
+    lines = report(tmp_path).read_text().splitlines()
+    table = [line.split(" | ")[0] for line in lines if line.startswith("| ") and "slm_alone" in line]
+    assert table == ["| vanilla-s1", "| lacy-s1", "| partners"]  # METHODS order, references last
+    assert "| vanilla-s1 | 0.250 | slm_alone | 0.500 | 4 |" in "\n".join(lines)
+    assert "- **partners** (slm_alone): Ann Lee was a [nurse]." in lines
+
+
 def test_training_scalars_join_a_resumed_fit(tmp_path):
     """A fit resumed into a second Lightning version continues the same curve: last and mean over both."""
     from torch.utils.tensorboard import SummaryWriter

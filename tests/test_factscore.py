@@ -100,13 +100,14 @@ def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
     try:
         judge = OpenAIJudge(endpoint.url, "reader", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
         ev = WikiEvaluation(partner=[str(tmp_path / "partner"), str(tmp_path / "same" / "hf")], limit=3,
-                            max_new_tokens=12, judge=judge, judge_limit=2, knowledge_source=str(tmp_path / "ks.sqlite"))
+                            modes=["never", "budget", "always"], max_new_tokens=12, judge=judge, judge_limit=2, knowledge_source=str(tmp_path / "ks.sqlite"))
         build_slm("micro", len(tok), 256).save_pretrained(tmp_path / "same" / "hf")  # the SLM's tokenizer: tokens
         tok.save_pretrained(tmp_path / "same" / "hf")
         res = ev.run(slm, tok, "uncertainty")
     finally:
         endpoint.close()
-    assert set(res) == {"slm", "slm_alone", "partner_budget", "same_budget"}
+    assert set(res) == {"slm", "slm_alone", "partner_budget", "same_budget", "partner_alone", "same_alone"}
+    assert res["partner_alone"]["call_rate"] == res["same_alone"]["call_rate"] == 1.0
     assert res["same_budget"]["judged_bios"] == 2 and res["same_budget"]["call_rate"] > 0
     assert res["slm_alone"]["call_rate"] == 0.0 and res["partner_budget"]["call_rate"] > 0  # 36 tokens: coarse
     assert {"ne_precision", "factscore", "init_score", "respond_ratio"} <= set(res["partner_budget"])
@@ -114,4 +115,6 @@ def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
     assert [b["title"] for b in ev.bios["same_budget"]] == [b["title"] for b in ev.bios["slm_alone"]]
     assert not any("[" in b["text"] for b in ev.bios["slm_alone"])
     assert any("[" in b["text"] for b in ev.bios["same_budget"])  # partner pieces marked
+    with pytest.raises(ValueError, match="modes"):
+        WikiEvaluation(modes=["calibrated"])
     assert KnowledgeSource(tmp_path / "ks.sqlite").page("A. J. P. Taylor").startswith("Alan John Percivale Taylor")
