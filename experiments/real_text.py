@@ -21,6 +21,7 @@ from pathlib import Path
 
 
 from experiments.closed_world import BASE_STEPS, BATCH, BLOCK
+from experiments.report import training_scalars
 from experiments.runner import fit_and_test, last_checkpoint, write_run_configs
 
 PARTNER = "runs/wiki/partner/hf"
@@ -64,6 +65,13 @@ def partners_alone(out: Path) -> str:
                         checkpoint=last_checkpoint(Path(PARTNER).parent))
 
 
+# fit signals per run (TensorBoard); paper Fig. 5: validation loss on the model's own top-15% call mask
+SIGNALS = [("train/gradient_tokens", "last", "tokens with a ground-truth gradient"),
+           ("train/call_rate", "mean", "train call rate"), ("val/loss_noncall", "last", "val loss, non-call"),
+           ("val/orig_loss_at_calls", "last", "val loss at the rule's calls"),
+           ("val/fig5_call_loss", "last", "Fig. 5: own call mask"), ("val/fig5_noncall_loss", "last", "Fig. 5: rest")]
+
+
 def report(out: Path) -> Path:
     """``<out>/results.md``: one line per run and cascade row (NE precision, year leakage, FActScore), methods in
     ``METHODS`` order, the partners' reference rows last; then one person's bio from every trained-partner cascade
@@ -75,8 +83,13 @@ def report(out: Path) -> Path:
                   key=lambda d: (order.get(d.name.rsplit("-s", 1)[0], len(order)), d.name))
     lines = ["| run | year leakage (model under test) | row | " + " | ".join(cols) + " |",
              "|---" * (len(cols) + 3) + "|"]
+    signals = ["| run | " + " | ".join(h for _, _, h in SIGNALS) + " |", "|---" * (len(SIGNALS) + 1) + "|"]
     bios = []
     for run in runs:
+        fit = training_scalars(run, SIGNALS)
+        if fit:
+            signals.append(f"| {run.name} | " + " | ".join(f"{fit[t]:,.3f}".rstrip("0").rstrip(".") if t in fit
+                                                          else "" for t, _, _ in SIGNALS) + " |")
         res = json.loads((run / "wiki_eval.json").read_text())
         for row, m in res.items():
             if row != "slm":
@@ -92,6 +105,8 @@ def report(out: Path) -> Path:
     path.write_text(f"FActScore judge: SmolLM2-135M-Instruct (offline), {JUDGE_LIMIT} bios per row. Run `partners`: "
                     "the trained partner is the model under test (`slm_alone` = the partner alone), `smollm2_alone` "
                     "= SmolLM2 writing every token.\n\n" + "\n".join(lines) + "\n\n"
+                    + "Fit signals (TensorBoard, last value; train call rate: mean over steps):\n\n"
+                    + "\n".join(signals) + "\n\n"
                     + "One bio per run, greedy, partner pieces in [brackets]:\n\n" + "\n".join(bios) + "\n")
     print(path.read_text())
     return path

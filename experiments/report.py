@@ -86,9 +86,9 @@ TRAINING = [("train/gradient_tokens", "last", "tokens with a ground-truth gradie
             ("train/cap_binds", "mean", "batches where the budget binds")]
 
 
-def training_scalars(folder: Path) -> dict[str, float]:
+def training_scalars(folder: Path, spec: list[tuple[str, str, str]] = TRAINING) -> dict[str, float]:
     """TensorBoard scalars of a run's fit (all its Lightning versions: a resumed fit continues the curve):
-    the last value or the mean over logged steps, as TRAINING says."""
+    the last value or the mean over logged steps, as ``spec`` (tag, last | mean, header) says."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     series: dict[str, dict[int, float]] = {}
@@ -98,7 +98,7 @@ def training_scalars(folder: Path) -> dict[str, float]:
         for tag in acc.Tags()["scalars"]:
             series.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
     out = {}
-    for tag, how, _ in TRAINING:
+    for tag, how, _ in spec:
         if series.get(tag):
             values = [v for _, v in sorted(series[tag].items())]
             out[tag] = values[-1] if how == "last" else statistics.mean(values)
