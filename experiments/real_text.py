@@ -11,8 +11,9 @@ rule and budget: 1,228,800 tokens for Vanilla), then `main.py test` with configs
 and year leakage of the SLM alone and of the cascade at 22% calls with (a) the trained partner (token
 hand-over) and (b) SmolLM2-135M-Instruct (another tokenizer: text hand-over), and FActScore with the local
 SmolLM2 judge on `JUDGE_LIMIT` bios per row. A reference run (``partners``) scores each partner writing
-every token: the trained partner as the model under test, SmolLM2 always called. llm_judge's annotation (SmolLM2 judging ~1M tokens, ~58 tokens/s)
-takes hours on a CPU: it runs last and resumes where it stopped (lacy/annotate.py chunks).
+every token: the trained partner as the model under test, SmolLM2 always called. llm_judge's annotation
+(SmolLM2 judging ~1M tokens, ~58 tokens/s) takes hours on a CPU: it runs last and resumes where it stopped
+(lacy/annotate.py chunks).
 """
 import argparse
 import json
@@ -65,11 +66,15 @@ def partners_alone(out: Path) -> str:
                         checkpoint=last_checkpoint(Path(PARTNER).parent))
 
 
-# fit signals per run (TensorBoard); paper Fig. 5: validation loss on the model's own top-15% call mask
+# per run: training signals (fit's TensorBoard) and, on the final model over the validation documents (the test
+# loop), paper Fig. 5: the ground-truth loss on the model's own top-15% call mask vs the rest, and the share of
+# that mask the method's rule also selects (did the SLM learn where its rule calls? chance = the call rate)
 SIGNALS = [("train/gradient_tokens", "last", "tokens with a ground-truth gradient"),
-           ("train/call_rate", "mean", "train call rate"), ("val/loss_noncall", "last", "val loss, non-call"),
-           ("val/orig_loss_at_calls", "last", "val loss at the rule's calls"),
-           ("val/fig5_call_loss", "last", "Fig. 5: own call mask"), ("val/fig5_noncall_loss", "last", "Fig. 5: rest")]
+           ("train/call_rate", "mean", "train call rate"), ("test/loss_noncall", "last", "val loss, non-call"),
+           ("test/orig_loss_at_calls", "last", "val loss at the rule's calls"),
+           ("test/fig5_call_loss", "last", "Fig. 5: own call mask"),
+           ("test/fig5_noncall_loss", "last", "Fig. 5: rest"),
+           ("test/fig5_rule_overlap", "last", "own mask in the rule's calls")]
 
 
 def report(out: Path) -> Path:
@@ -86,7 +91,7 @@ def report(out: Path) -> Path:
     signals = ["| run | " + " | ".join(h for _, _, h in SIGNALS) + " |", "|---" * (len(SIGNALS) + 1) + "|"]
     bios = []
     for run in runs:
-        fit = training_scalars(run, SIGNALS)
+        fit = training_scalars(run, SIGNALS) | training_scalars(run / "test", SIGNALS)
         if fit:
             signals.append(f"| {run.name} | " + " | ".join(f"{fit[t]:,.3f}".rstrip("0").rstrip(".") if t in fit
                                                           else "" for t, _, _ in SIGNALS) + " |")
@@ -105,7 +110,7 @@ def report(out: Path) -> Path:
     path.write_text(f"FActScore judge: SmolLM2-135M-Instruct (offline), {JUDGE_LIMIT} bios per row. Run `partners`: "
                     "the trained partner is the model under test (`slm_alone` = the partner alone), `smollm2_alone` "
                     "= SmolLM2 writing every token.\n\n" + "\n".join(lines) + "\n\n"
-                    + "Fit signals (TensorBoard, last value; train call rate: mean over steps):\n\n"
+                    + "Training and Fig. 5 signals (TensorBoard; train call rate: mean over steps):\n\n"
                     + "\n".join(signals) + "\n\n"
                     + "One bio per run, greedy, partner pieces in [brackets]:\n\n" + "\n".join(bios) + "\n")
     print(path.read_text())

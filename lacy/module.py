@@ -167,6 +167,8 @@ class CallLM(L.LightningModule):
         self.log_dict({
             f"{split}/fig5_call_loss": (losses.target * own).sum() / own.sum().clamp(min=1),
             f"{split}/fig5_noncall_loss": (losses.target * rest).sum() / rest.sum().clamp(min=1),
+            # did the model learn the rule? share of its own mask the strategy also selects (chance: call rate)
+            f"{split}/fig5_rule_overlap": (own & call).sum() / own.sum().clamp(min=1),
         })
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

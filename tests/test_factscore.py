@@ -100,7 +100,8 @@ def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
     try:
         judge = OpenAIJudge(endpoint.url, "reader", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
         ev = WikiEvaluation(partner=[str(tmp_path / "partner"), str(tmp_path / "same" / "hf")], limit=3,
-                            modes=["never", "budget", "always"], max_new_tokens=12, judge=judge, judge_limit=2, knowledge_source=str(tmp_path / "ks.sqlite"))
+                            modes=["never", "budget", "always"], max_new_tokens=12, judge=judge, judge_limit=2,
+                            knowledge_source=str(tmp_path / "ks.sqlite"))
         build_slm("micro", len(tok), 256).save_pretrained(tmp_path / "same" / "hf")  # the SLM's tokenizer: tokens
         tok.save_pretrained(tmp_path / "same" / "hf")
         res = ev.run(slm, tok, "uncertainty")

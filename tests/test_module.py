@@ -54,6 +54,16 @@ def test_training_reduces_loss_and_realises_the_call_rate(data_kwargs, tmp_path)
     assert model.gradient_tokens.item() == 25 * 4 * 32 - 25 * round(0.2 * 128)
 
 
+def test_fig5_rule_overlap_of_a_whole_batch_mask_is_the_call_rate(data_kwargs, tmp_path):
+    """With the model's own mask covering every target, the rule's calls are exactly the call-rate share of it."""
+    dm = CorpusDataModule(**data_kwargs)
+    model = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=dm.block_size, fig5_call_rate=1.0)
+    trainer = L.Trainer(callbacks=[RandomCalls(call_rate=0.25)], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=2, default_root_dir=tmp_path)
+    m = trainer.validate(model, dm)[0]
+    assert m["val/call_rate"] > 0.2 and m["val/fig5_rule_overlap"] == pytest.approx(m["val/call_rate"])
+
+
 def test_resume_continues_the_same_loss_curve(data_kwargs, tmp_path):
     whole = Record()
     fit(data_kwargs, tmp_path / "a", [RandomCalls(), whole], max_steps=8)
