@@ -233,8 +233,7 @@ class WikiEvaluation(L.Callback):
     def __init__(self, partner: str | list[str] | None = "smollm2", score: str = "auto", rate: float = 0.22,
                  modes: list[str] = ("never", "budget"), piece: str = "word", topic: str = "People",
                  limit: int = 64, max_new_tokens: int = 64, judge=None, judge_limit: int | None = None, k: int = 5,
-                 gamma: int = 10,
-                 knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
+                 gamma: int = 10, knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
         self.partners = [partner] if isinstance(partner, str) else list(partner or [])
         self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
         self.modes = list(modes)
