@@ -92,6 +92,8 @@ def report(out: Path) -> Path:
     bios = []
     for run in runs:
         fit = training_scalars(run, SIGNALS) | training_scalars(run / "test", SIGNALS)
+        if not fit.get("train/call_rate"):  # never trained to call (Vanilla, the partners): no call mask to read
+            fit = {t: v for t, v in fit.items() if t == "test/loss_noncall" or t.startswith("train/")}
         if fit:
             signals.append(f"| {run.name} | " + " | ".join(f"{fit[t]:,.3f}".rstrip("0").rstrip(".") if t in fit
                                                           else "" for t, _, _ in SIGNALS) + " |")
