@@ -12,8 +12,8 @@ and year leakage of the SLM alone and of the cascade at 22% calls with (a) the t
 hand-over) and (b) SmolLM2-135M-Instruct (another tokenizer: text hand-over), and FActScore with the local
 SmolLM2 judge on `JUDGE_LIMIT` bios per row. A reference run (``partners``) scores each partner writing
 every token: the trained partner as the model under test, SmolLM2 always called. llm_judge's annotation
-(SmolLM2 judging 1.16M tokens at ~58 tokens/s: ~5.5 h on one CPU thread): it runs last and resumes where it stopped
-(lacy/annotate.py chunks).
+(SmolLM2 judging 1.16M tokens at ~58 tokens/s: ~5.5 h on one CPU thread) runs last and resumes where it
+stopped (lacy/annotate.py chunks).
 """
 import argparse
 import json
