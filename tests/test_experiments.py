@@ -176,3 +176,28 @@ def test_claim_sources_split_partner_and_slm_claims():
     by_context, slm_values = claim_sources([g], [{"entity": a.name}], w.kb(), tok, "field")
     assert by_context == {("partner", f"{a.name.split()[-1]} studied", True): 1, ("SLM", "office in", False): 1}
     assert slm_values == {(other, False): 1}
+
+
+def test_runner_fits_tests_caches_and_tests_a_model_trained_elsewhere(bios_path, tmp_path):
+    """The study's unit of work through the real `main.py`: fit + test once, cached after; `checkpoint=` tests
+    a model trained in another folder without fitting."""
+    from experiments.runner import fit_and_test, last_checkpoint
+
+    overlay = tmp_path / "tiny.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "data": {"corpus": {"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
+                 "bpe_vocab_size": 300, "block_size": 32, "batch_size": 4, "val_fraction": 0.1,
+                 "cache_dir": str(tmp_path / "cache")},
+        "model": {"preset": "micro"},
+        "trainer": {"max_steps": 100, "limit_val_batches": 1, "limit_test_batches": 1}}))
+    configs = ["configs/vanilla.yaml", str(overlay)]
+    run = tmp_path / "run"
+    run.mkdir()
+    assert fit_and_test(run, configs, "timing.json").startswith("run: done")
+    assert (run / "fit.done").exists() and last_checkpoint(run).name == "last.ckpt"
+    assert fit_and_test(run, configs, "timing.json") == "run: cached"
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    assert fit_and_test(ref, configs, "timing.json", checkpoint=last_checkpoint(run)).startswith("reference: done")
+    assert not (ref / "fit.done").exists() and not (ref / "lightning_logs").exists()
+    assert list((ref / "test" / "lightning_logs").glob("version_0/events.out.tfevents*"))
