@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 from experiments.runner import latest_export
-from lacy.evaluate import token_spans
 from lacy.world import ClosedWorld
 
 
@@ -17,7 +16,7 @@ def claim_sources(gens, prompts, kb, tokenizer, relation: str) -> tuple[Counter,
     """(written by, the two words before the value, supported) -> count; and (SLM-written value, supported)."""
     by_context, slm_values = Counter(), Counter()
     for g, p in zip(gens, prompts):
-        text, spans = token_spans(tokenizer, g)
+        text, spans = g.token_spans(tokenizer)
         for c in kb.claims(text, subject=p["entity"]):
             if c.attribute != relation or c.start < len(g.prompt):
                 continue

@@ -300,11 +300,22 @@ class Generation:
     def call_rate(self) -> float:
         return sum(self.from_partner) / max(1, len(self.tokens))
 
+    def token_spans(self, tokenizer) -> tuple[str, list[tuple[int, int]]]:
+        """The bio as the tokens decode one by one (prompt included), and each generated token's character
+        span in it: where claims found in the text meet the tokens (and who wrote them)."""
+        text, spans = self.prompt, []
+        for t in self.tokens:
+            piece = tokenizer.decode([t])
+            spans.append((len(text), len(text) + len(piece)))
+            text += piece
+        return text, spans
+
     def marked(self, tokenizer) -> str:
         """The continuation with each partner-written run of tokens in [brackets], for reading cascade text."""
+        text, spans = self.token_spans(tokenizer)
         out, inside = "", False
-        for t, p in zip(self.tokens, self.from_partner):
-            piece = tokenizer.decode([t])
+        for (a, b), p in zip(spans, self.from_partner):
+            piece = text[a:b]
             if p != inside:  # open after the piece's leading space, close before the next piece
                 lead = len(piece) - len(piece.lstrip()) if p else 0
                 piece, inside = piece[:lead] + ("[" if p else "]") + piece[lead:], p

@@ -148,23 +148,13 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     return out
 
 
-def token_spans(tokenizer, g: Generation) -> tuple[str, list[tuple[int, int]]]:
-    """The bio as the tokens decode one by one (prompt included), and each generated token's character span."""
-    text, spans = g.prompt, []
-    for t in g.tokens:
-        piece = tokenizer.decode([t])
-        spans.append((len(text), len(text) + len(piece)))
-        text += piece
-    return text, spans
-
-
 def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subjects: list[str]) -> dict:
     """Share of the cascade's calls whose first partner token is a fact-value token of the final bio, and
     share of the bios' fact-value tokens the partner wrote (overall and per relation: ``by_partner_<rel>``)."""
     on_fact = calls = fact_tokens = fact_by_partner = 0
     by_relation: dict[str, list[int]] = {}  # relation -> [value tokens, of which the partner wrote]
     for g, subject in zip(gens, subjects):
-        text, pos = token_spans(tokenizer, g)
+        text, pos = g.token_spans(tokenizer)
         claims = [c for c in kb.claims(text, subject=subject) if c.start >= len(g.prompt)]
         is_fact = [any(a < c.end and c.start < b for c in claims) for a, b in pos]
         calls += len(g.calls)
