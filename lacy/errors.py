@@ -1,0 +1,57 @@
+"""One clear line for every bad input: lacy's own errors and how each entry point reports them.
+
+A ``UsageError`` is something the person running lacy can fix (a bad config, file, option or checkpoint, a
+missing package). Its message is one line that names the file or option and says the fix. Every entry point
+(``main.py``, ``python -m lacy.annotate|export|evaluate|world|nlu``) runs inside :func:`entry_point`, which
+prints that line as ``lacy: error: <message>`` and exits with status 2. ``LACY_TRACEBACK=1`` in the
+environment (or ``--traceback`` on the command line) shows the full traceback instead.
+
+Raise ``UsageError`` as early as possible: before any long work (annotation, training, a test loop).
+"""
+import os
+import sys
+from collections.abc import Callable
+
+EXIT_USAGE = 2
+TRACEBACK_ENV = "LACY_TRACEBACK"
+TRACEBACK_FLAG = "--traceback"
+
+
+class UsageError(Exception):
+    """An error the user can act on; ``str(err)`` is the one line shown (path or option, then the fix)."""
+
+
+def want_traceback(argv: list[str] | None = None) -> bool:
+    argv = sys.argv if argv is None else argv
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or TRACEBACK_FLAG in argv
+
+
+def entry_point(main: Callable[[], object]) -> Callable[[], None]:
+    """Wrap a command's ``main()``: a :class:`UsageError` (also one raised inside a library, found through the
+    exception chain) becomes one line on stderr and exit status 2, unless a traceback was asked for."""
+
+    def run() -> None:
+        show = want_traceback()
+        if TRACEBACK_FLAG in sys.argv:
+            sys.argv.remove(TRACEBACK_FLAG)
+        try:
+            main()
+        except BaseException as err:  # noqa: BLE001 - a UsageError may arrive wrapped by a library
+            usage = find_usage_error(err)
+            if usage is None or show:
+                raise
+            print(f"lacy: error: {usage} (traceback: {TRACEBACK_ENV}=1)", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+
+    return run
+
+
+def find_usage_error(err: BaseException | None) -> UsageError | None:
+    """The first ``UsageError`` in ``err``'s cause/context chain (jsonargparse and Lightning wrap errors)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UsageError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
