@@ -14,7 +14,8 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 
 from lacy.model import build_slm, non_embedding_params
-from lacy.objective import TokenLosses, lacy_objective, token_losses
+from lacy.errors import UsageError
+from lacy.objective import NONCALL_FORMS, TokenLosses, lacy_objective, token_losses
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
 
@@ -41,13 +42,18 @@ class CallLM(L.LightningModule):
             checkpoint is never saved, and the error names the first bad step.
         compile: ``torch.compile`` the model's forward (GPU fast path; the exported weights are unaffected).
         peak_tflops: the device's peak TFLOP/s for the MFU log; null = Lightning's table for known GPUs.
+        noncall_softmax: the loss at non-call targets: "renormalised" (the paper's p_noCALL, default) or "full"
+            [ours] (the full softmax, which also trains ``<CALL>`` down; lacy/objective.py says why).
     """
 
     def __init__(self, preset: str = "tiny", vocab_size: int = 8193, block_size: int = 256, lr: float = 1e-3,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 50,
                  min_lr_ratio: float = 0.1, dropout: float = 0.0, fig5_call_rate: float = 0.15,
-                 finite_check_interval: int = 1, compile: bool = False, peak_tflops: float | None = None):
+                 finite_check_interval: int = 1, compile: bool = False, peak_tflops: float | None = None,
+                 noncall_softmax: str = "renormalised"):
         super().__init__()
+        if noncall_softmax not in NONCALL_FORMS:
+            raise UsageError(f"model.noncall_softmax: {noncall_softmax!r} is not one of {NONCALL_FORMS}")
         self.save_hyperparameters()
         self.model = build_slm(preset, vocab_size, block_size, dropout)
         self.call_id = vocab_size - 1
@@ -86,7 +92,7 @@ class CallLM(L.LightningModule):
     def _step(self, batch: dict, step: int) -> tuple[torch.Tensor, TokenLosses, torch.Tensor]:
         losses = token_losses(self(batch["input_ids"]), batch["labels"])
         call = self.strategy.select(batch, replace(losses, target=losses.target.detach()), step)
-        return lacy_objective(losses, call), losses, call & losses.valid
+        return lacy_objective(losses, call, self.hparams.noncall_softmax), losses, call & losses.valid
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # micro-batch counter (restored on resume): distinct random draws for each accumulated micro-batch

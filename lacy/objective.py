@@ -5,6 +5,12 @@
 ``<CALL>`` is the last logit. ``p_noCALL`` is the softmax over the other logits, renormalised, so an
 ordinary target never pushes the ``<CALL>`` logit down; ``p(<CALL>)`` is the full softmax. At a call
 position the original token gets no gradient. N counts the non-padding targets (label != -100).
+
+Variant **[ours]**, ``noncall="full"``: a non-call target is scored under the full softmax over the extended
+vocabulary, ``-log p(x_{i+1}) = -log p_noCALL(x_{i+1}) - log(1 - p(<CALL>))``, so every ordinary target also
+trains ``<CALL>`` down. Why: under the paper's form nothing ever pushes ``<CALL>`` down and p(<CALL>) saturates at
+0.96-0.999 everywhere (docs/results.md), so the cascade depends on how an unconstrained score happens to rank
+positions, and plain ``generate()`` writes only ``<CALL>``. Call targets and the ranking loss are unchanged.
 """
 from dataclasses import dataclass
 
@@ -39,8 +45,20 @@ def token_losses(logits: Tensor, labels: Tensor) -> TokenLosses:
     return TokenLosses(target=target, call=call, call_logodds=call_logodds, valid=valid)
 
 
-def lacy_objective(losses: TokenLosses, call_mask: Tensor) -> Tensor:
-    """Mean over valid targets of the ``<CALL>`` loss at call positions and the no-CALL loss elsewhere."""
+NONCALL_FORMS = ("renormalised", "full")
+
+
+def lacy_objective(losses: TokenLosses, call_mask: Tensor, noncall: str = "renormalised") -> Tensor:
+    """Mean over valid targets of the ``<CALL>`` loss at call positions and the non-call loss elsewhere.
+
+    ``noncall``: "renormalised" (paper, method.md section 3): -log p_noCALL(target), ``<CALL>`` untouched;
+    "full" [ours]: -log of the target's full-softmax probability, which also trains ``<CALL>`` down.
+    Returns a scalar (nats per valid target).
+    """
+    if noncall not in NONCALL_FORMS:
+        raise ValueError(f"noncall must be one of {NONCALL_FORMS}, got {noncall!r}")
     call_mask = call_mask & losses.valid
-    per_token = torch.where(call_mask, losses.call, losses.target)
+    # -log(1 - p(<CALL>)) = softplus(log-odds of <CALL>): the full softmax's extra term, stable at saturation
+    other = losses.target + torch.nn.functional.softplus(losses.call_logodds) if noncall == "full" else losses.target
+    per_token = torch.where(call_mask, losses.call, other)
     return (per_token * losses.valid).sum() / losses.valid.sum().clamp(min=1)

@@ -58,3 +58,41 @@ def test_call_loss_is_stable_when_call_saturates():
     assert losses.call.item() < 1e-30 or losses.call.item() == 0.0
     assert torch.isclose(losses.call_logodds, torch.tensor([[200.0 - math.log(3)]]))
     assert torch.isfinite(losses.target).all()
+
+
+def test_full_noncall_form_is_cross_entropy_over_the_extended_vocabulary():
+    # [ours] noncall="full": with no calls the objective is plain cross-entropy over all logits, <CALL> included
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 9)
+    labels = torch.randint(0, 8, (2, 5))
+    labels[1, -1] = IGNORE_INDEX
+    ours = lacy_objective(token_losses(logits, labels), torch.zeros(2, 5, dtype=torch.bool), noncall="full")
+    ref = F.cross_entropy(logits.reshape(-1, 9), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    assert torch.isclose(ours, ref, atol=1e-6)
+    # call positions keep the paper's -log p(<CALL>): same value under both forms when every target calls
+    every = labels != IGNORE_INDEX
+    assert torch.isclose(lacy_objective(token_losses(logits, labels), every, noncall="full"),
+                         lacy_objective(token_losses(logits, labels), every), atol=1e-6)
+
+
+def test_full_noncall_form_trains_call_down_at_ordinary_targets():
+    logits = torch.randn(1, 2, 5, requires_grad=True)
+    labels = torch.tensor([[3, 1]])
+    lacy_objective(token_losses(logits, labels), torch.tensor([[True, False]]), noncall="full").backward()
+    p = torch.softmax(logits[0, 1].detach(), -1)
+    assert logits.grad[0, 1, -1] > 0  # gradient descent lowers the <CALL> logit where it is not the target
+    assert torch.isclose(logits.grad[0, 1, -1], p[-1] / 2, atol=1e-6)  # its full-softmax share, / N = 2
+
+
+def test_full_noncall_form_is_finite_when_call_saturates():
+    logits = torch.zeros(1, 1, 4)
+    logits[..., -1] = 200.0
+    loss = lacy_objective(token_losses(logits, torch.tensor([[0]])), torch.tensor([[False]]), noncall="full")
+    assert torch.isclose(loss, torch.tensor(200.0), atol=1e-3)  # -log p_full(0) = 200 + log(3 + e^-200) - 0
+
+
+def test_unknown_noncall_form_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="renormalised"):
+        lacy_objective(token_losses(torch.zeros(1, 1, 3), torch.tensor([[0]])), torch.tensor([[False]]), "fulll")
