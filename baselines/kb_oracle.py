@@ -44,5 +44,7 @@ class KBOracleAnnotator(Annotator):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def annotate(self, texts, offsets):
-        return [span_flags(len(t), [(c.start, c.end) for c in self.kb.claims(t)], off)
+        """Each document's claims about its subject (a biography opens with it: the first entity it names,
+        ``KnowledgeBase.subject``), pronoun sentences included, and about anyone else it names."""
+        return [span_flags(len(t), [(c.start, c.end) for c in self.kb.claims(t, subject=self.kb.subject(t))], off)
                 for t, off in zip(texts, offsets)]

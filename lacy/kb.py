@@ -238,29 +238,30 @@ class KnowledgeBase:
         words = self._relation_words(clause)
         for m in ix["names"].finditer(clause):
             before = [w for w in words if w[1] <= m.start()]
-            nearest = before[-1][2] if before else None
-            if nearest in ix["entity_attrs"]:
-                values.append((m.start(), m.end(), ix["alias"][m.group()], nearest))
+            # "the birthplace of Bo Dahl", "the teacher of Bo Dahl": the possessor, whom the clause is about
+            possessor = bool(before) and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]) is not None
+            if not possessor and before and before[-1][2] in ix["entity_attrs"]:
+                values.append((m.start(), m.end(), ix["alias"][m.group()], before[-1][2]))
                 continue
-            prefix = clause[:m.start()]
-            possessor = before and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()])
-            if opener is None and (possessor or not before and not _OBJECT_MARKER.search(prefix)):
+            if opener is None and (possessor or not before and not _OBJECT_MARKER.search(clause[:m.start()])):
                 opener = ix["alias"][m.group()]
         return opener, values
 
     def _clauses(self, text: str, subject: str | None):
         """(sentence start, sentence end, clause start, clause end, owner, entity values) per clause."""
-        ix = self.index
-        if subject is None:  # the bio's subject: the first entity the text names
-            first = ix["names"].search(text)
-            subject = ix["alias"][first.group()] if first else None
-        current = subject
+        current = self.subject(text) if subject is None else subject
         for s, e in self._sentences(text):
             cuts = [s + m.end() for m in _CLAUSE_END.finditer(text[s:e])]
             for a, b in zip([s] + cuts, cuts + [e]):
                 opener, values = self._read_clause(text[a:b])
                 current = opener or current
                 yield s, e, a, b, current, values
+
+    def subject(self, text: str) -> str | None:
+        """Whom a document is about when nobody says: the first entity it names (a biography opens with its
+        subject, as a bio prompt does); None when it names nobody."""
+        first = self.index["names"].search(text)
+        return self.index["alias"][first.group()] if first else None
 
     def clauses(self, text: str, subject: str | None = None) -> list[tuple[int, int, str | None]]:
         """(start, end, owner) of each clause of ``text``: whom its claims are about (the module's rules).
