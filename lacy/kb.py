@@ -129,8 +129,7 @@ class KnowledgeBase:
         data, raw = read_json(path, "knowledge base")
 
         def bad(keys: tuple, problem: str):
-            where = "".join(f"[{k!r}]" if i % 2 and keys[i - 1] in ("attributes", "entities") else f".{k}"
-                            for i, k in enumerate(keys)).lstrip(".")
+            where = keys[0] + "".join(f"[{k!r}]" if i == 1 else f".{k}" for i, k in enumerate(keys[1:], 1))
             raise UsageError(f"{path}:{_line(raw, *keys)}: {where}: {problem} (format: docs/world.md)")
 
         if not isinstance(data, dict) or data.get("format") != FORMAT:
