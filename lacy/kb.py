@@ -92,7 +92,7 @@ def _line(raw: str, *keys: str) -> int:
     return raw.count("\n", 0, pos) + 1
 
 
-def read_json(path: Path, what: str) -> tuple[object, str]:
+def _read_json(path: Path, what: str) -> tuple[object, str]:
     """(parsed JSON, raw text) of a file, or a ``UsageError`` naming the file and line of what is wrong."""
     if not path.is_file():
         raise UsageError(f"{path}: {what} does not exist; write a world with `python -m lacy.world --out DIR` "
@@ -126,7 +126,7 @@ class KnowledgeBase:
         """Read and validate a ``lacy-kb/1`` file. Raises ``UsageError("<file>:<line>: <field>: ...")`` for a
         missing, non-UTF-8, truncated or malformed file (a null value, an undeclared attribute, a bad regex)."""
         path = Path(path)
-        data, raw = read_json(path, "knowledge base")
+        data, raw = _read_json(path, "knowledge base")
 
         def bad(keys: tuple, problem: str):
             where = keys[0] + "".join(f"[{k!r}]" if i == 1 else f".{k}" for i, k in enumerate(keys[1:], 1))
@@ -284,7 +284,7 @@ class KnowledgeBase:
                 if s >= last and not any(ns < e and s < ne for ns, ne in names):
                     found.append((s, e, None, None))
                     last = e
-            for s, e, attr, entity in sorted(found):
+            for s, e, attr, entity in sorted(found, key=lambda x: x[0]):
                 if attr is not None:  # an entity-valued relation: true when it names the right entity
                     truth = self.entities[owner].attributes.get(attr)
                     claim = Claim(owner, attr, clause[s:e], 0, 0, truth == entity)
