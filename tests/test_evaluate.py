@@ -246,3 +246,30 @@ def test_kb_oracle_flags_the_second_worlds_facts_in_pronoun_sentences():
     for r, off, f in zip(rows, offsets, flags):
         assert np.array_equal(f, span_flags(len(r["text"]), [(a, b) for a, b, _ in r["facts"]], off))
     assert any(". She " in r["text"] or ". He " in r["text"] for r in rows)
+
+
+def test_entity_valued_probes_leak_like_any_other():
+    """Probes of an entity-valued relation ("<name> was a pupil of" -> the teacher's name) are scored by
+    leakage like any probe: a model that memorised them leaks all, asked for other names it leaks none."""
+    from lacy.world import read_world
+
+    files = read_world("tests/data/second_world")
+    probes = [p for p in files.probes if p["attribute"] == "teacher"][:4]
+    assert probes and all(p["answer"] in files.kb.entities for p in probes)
+    tok = train_bpe([t for _, t in files.val], 400)
+    copier = train_copier(tok, probes)
+    assert leakage(copier, tok, probes)["leakage"] == 1.0
+    others = [dict(p, answer=next(n for n in files.kb.entities if n not in (p["answer"], p["entity"])))
+              for p in probes]
+    assert leakage(copier, tok, others)["leakage"] == 0.0
+
+
+def test_world_null_needs_a_closed_world():
+    from types import SimpleNamespace
+
+    from lacy.corpus import JsonlCorpus
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(corpus=JsonlCorpus("tests/data/second_world/train.jsonl")))
+    with pytest.raises(UsageError, match="KBEvaluation.world: null needs data.corpus lacy.world.ClosedWorld"):
+        KBEvaluation(world=None).setup(trainer, None, "test")
+    KBEvaluation(world=None).setup(trainer, None, "fit")  # only the test reads the world
