@@ -18,6 +18,8 @@ What makes it a fair test of *where* a small model should call (design.md, "Less
   sentences with free word choice (pronouns live there, never in fact sentences).
 
     python -m lacy.world --out runs/world      # writes kb.json, prompts.jsonl, probes.jsonl, train/val.jsonl
+
+``read_world(folder)`` reads and validates such a folder, whoever wrote it (format: docs/world.md).
 """
 import argparse
 import hashlib
