@@ -237,10 +237,12 @@ class TextPartner:
 class LookupPartner:
     """The knowledge base's true continuation of the fact the context is expressing (an oracle partner).
 
-    At a call it finds the subject (the last entity named in the current document) and, among the attributes
-    whose relation word occurs in the current sentence, the one whose value the context has started or not yet
-    written; it returns the rest of that value. Where it cannot tell, it returns nothing and the SLM's own
-    token is used (the call is still counted).
+    At a call it finds whom the sentence being written is about (the KB checker's rule, ``KnowledgeBase.clauses``:
+    the entity that opens the clause, else the last one that opened one, else the document's subject, the
+    first entity it names; "a student of Bo Dahl" never makes Bo Dahl the subject) and, among that entity's
+    attributes whose relation word occurs in the current sentence, the one whose value the context has started
+    or not yet written; it returns the rest of that value (for an entity-valued relation, the other entity's
+    name). Where it cannot tell, it returns nothing and the SLM's own token is used (the call is still counted).
     """
 
     def __init__(self, kb: KnowledgeBase, tokenizer, piece: str = "word", max_piece_tokens: int = 8):
@@ -262,10 +264,10 @@ class LookupPartner:
         eos = self.tok.eos_token_id
         doc = context[len(context) - context[::-1].index(eos):] if eos in context else context
         text = self.tok.decode(doc)
-        names = list(self.kb.index["names"].finditer(text))
-        if not names:
+        clauses = self.kb.clauses(text)
+        if not clauses or clauses[-1][2] is None:
             return []
-        entity = self.kb.entities[self.kb.index["alias"][names[-1].group()]]
+        entity = self.kb.entities[clauses[-1][2]]
         sentence = text[max(text.rfind(c) for c in ".?!\n") + 1:]
         best = None  # (already written tokens, relation word end, remaining ids)
         for attr, value in entity.attributes.items():
@@ -297,8 +299,14 @@ class Generation:
     calls: list[int]               # token indices where a call fired (start of a partner piece)
 
     @property
+    def spent(self) -> int:
+        """Tokens charged to calls, as ``CascadeStats.spent`` counts them: the partner's tokens, plus one per
+        empty call (a call whose token the SLM wrote because the partner had nothing to say)."""
+        return sum(self.from_partner) + sum(not self.from_partner[i] for i in self.calls if i < len(self.from_partner))
+
+    @property
     def call_rate(self) -> float:
-        return sum(self.from_partner) / max(1, len(self.tokens))
+        return self.spent / max(1, len(self.tokens))
 
     def token_spans(self, tokenizer) -> tuple[str, list[tuple[int, int]]]:
         """The bio as the tokens decode one by one (prompt included), and each generated token's character

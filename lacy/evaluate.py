@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
+from lacy.errors import UsageError
 from lacy.kb import KnowledgeBase
+from lacy.world import WorldFiles, read_world
 
 BUCKETS = ((1, 1, "1"), (2, 4, "2-4"), (5, 9, "5-9"), (10, 10**9, "10+"))
 
@@ -177,22 +179,15 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
     gens = cascade.generate([p["prompt"] for p in prompts], max_new_tokens=max_new_tokens)
     subjects = [p["entity"] for p in prompts]
     st = cascade.stats
-    by_bucket = {}  # share of tokens the partner wrote, by the subject's popularity bucket
+    by_bucket = {}  # call_rate by the subject's popularity bucket: tokens charged to calls (empty calls too)
     for _, _, name in BUCKETS:
         sel = [g for g, p in zip(gens, prompts) if "popularity" in p and bucket(p["popularity"]) == name]
         if sel:
-            by_bucket[f"call_rate_{name}"] = sum(map(sum, (g.from_partner for g in sel))) / max(
-                1, sum(len(g.tokens) for g in sel))
+            by_bucket[f"call_rate_{name}"] = sum(g.spent for g in sel) / max(1, sum(len(g.tokens) for g in sel))
     return {**kb_factscore(kb, gens, subjects, gamma), **cascade_placement(kb, tokenizer, gens, subjects),
             "call_rate": st.call_rate, **by_bucket, "calls": st.calls, "empty_calls": st.empty_calls,
             "slm_gflops": st.slm_flops / 1e9, "partner_gflops": st.partner_flops / 1e9,
             "partner_tokens_processed": st.partner_tokens_processed}, gens
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; write a world with `python -m lacy.world --out DIR`")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_partner(path: str, tokenizer, role: str = "partner"):
@@ -243,8 +238,8 @@ class KBEvaluation(L.Callback):
     (``world/<row>/<metric>``), to ``<log_dir>/kb_eval.json`` and to a printed table.
 
     Args:
-        world: folder with kb.json, prompts.jsonl, probes.jsonl, val.jsonl (``python -m lacy.world``); null =
-            the DataModule's ``ClosedWorld``.
+        world: a world folder (docs/world.md: kb.json, val.jsonl, optional prompts.jsonl and probes.jsonl;
+            ``python -m lacy.world`` writes one), validated at setup; null = the DataModule's ``ClosedWorld``.
         partner: trained partner folder (same tokenizer); null = lookup partner only.
         score: call | uncertainty | auto: ``call`` for models trained with <CALL>, ``uncertainty`` for the
             confidence cascade of a model without it; auto = uncertainty when the run's strategy is Vanilla.
@@ -273,28 +268,30 @@ class KBEvaluation(L.Callback):
         self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
         self.sweep = list(sweep or [])
         self.results: dict = {}
+        self._files: WorldFiles | None = None  # the world, read at setup (before the test loop)
 
-    def _world(self, trainer) -> tuple[KnowledgeBase, list[dict], list[dict], list[tuple[str, str]]]:
+    def _world(self, trainer) -> WorldFiles:
         if self.world is not None:
-            root = Path(self.world)
-            kb = KnowledgeBase.load(root / "kb.json")
-            val = [(r["entity"], r["text"]) for r in _read_jsonl(root / "val.jsonl")]
-            prompts, probes = _read_jsonl(root / "prompts.jsonl"), _read_jsonl(root / "probes.jsonl")
-        else:
-            corpus = getattr(trainer.datamodule, "corpus", None)
-            if not hasattr(corpus, "kb"):
-                raise ValueError("KBEvaluation needs a knowledge base: use data.corpus lacy.world.ClosedWorld, "
-                                 "or set the callback's world to a folder written by `python -m lacy.world`")
-            kb, prompts, probes = corpus.kb(), corpus.prompts(), corpus.kb().probes()
-            val = [(p.name, d) for p, d in corpus.val_documents()]
-        return kb, *(_spread(x, self.limit) for x in (prompts, probes, val))
+            return read_world(self.world)
+        corpus = getattr(getattr(trainer, "datamodule", None), "corpus", None)
+        if not hasattr(corpus, "kb"):
+            raise UsageError("KBEvaluation.world: null needs data.corpus lacy.world.ClosedWorld; for another "
+                             "corpus set world to a folder with kb.json and val.jsonl (docs/world.md)")
+        kb = corpus.kb()
+        return WorldFiles(kb, corpus.prompts(), kb.probes(), [(p.name, d) for p, d in corpus.val_documents()])
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """``test``: read and validate the world before the test loop, so a bad file fails in seconds."""
+        if stage == "test":
+            self._files = self._world(trainer)
 
     @torch.no_grad()
     def run(self, slm, tokenizer, trainer=None) -> dict:
         if self.score not in ("call", "uncertainty"):  # auto is resolved from the trainer's strategy at test
             raise ValueError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
                              "`main.py test`, where the strategy is known)")
-        kb, prompts, probes, val = self._world(trainer)
+        files = self._files or self._world(trainer)
+        kb, prompts, probes, val = files.kb, *(_spread(x, self.limit) for x in (files.prompts, files.probes, files.val))
         docs = PlacementDocs.build(kb, tokenizer, val, {p["entity"]: p["popularity"] for p in prompts})
         reference = load_partner(self.reference, tokenizer, "reference") if self.reference else None
         res = {"slm": {**leakage(slm, tokenizer, probes),

@@ -1,33 +1,56 @@
 """A knowledge base file and the exact claim checker built on it (FactScore without a judge model).
 
-File format (JSON, ``"format": "lacy-kb/1"``), generic so any world written in it can be evaluated::
+File format (JSON, ``"format": "lacy-kb/1"``; every field in docs/world.md), generic so any world written in
+it can be evaluated::
 
     {"format": "lacy-kb/1",
      "attributes": {"birth_city": {"relation_words": ["born in", ...],   # words that express the relation
                                    "derived_from": null,               # attribute it follows from, if any
                                    "probe": "{name} was born in",      # leakage probe form (optional)
-                                   "pattern": null}, ...},             # regex for open-class values (dates)
+                                   "pattern": null,                    # regex for open-class values (dates)
+                                   "kind": "text"}, ...},              # "entity": the value is an entity's name
      "entities": {"Alma Brandt": {"aliases": ["Alma Brandt"], "popularity": 3,
                                   "attributes": {"birth_city": "Lyon", ...}}, ...}}
 
 Claims are read from text with the KB alone (values, aliases, relation words), never with a generator's
-templates. Rules:
-- a sentence's claims belong to the entity named in it (the first alias), else to the last entity named
-  before it, else to the prompt's subject;
-- a value is any string that is some entity's value of some attribute, or matches an attribute's pattern;
-  overlapping candidates resolve to the leftmost, then longest;
+templates. Rules (text, not a parse: fast and the same on every machine):
+
+- **who a claim is about**: sentences are cut into clauses (at ``;`` and at ``, and|but|while|whereas``). A
+  clause's claims belong to the entity named in it that *opens* it: the first name that no relation word
+  precedes in the clause and that does not follow a preposition (``of``, ``with``, ``to`` ...), except the
+  possessor in "the <relation word> of <name>" ("The birthplace of Bo Dahl is ..."). A name that is the object
+  of a relation ("a student of Bo Dahl", "worked with Bo Dahl") never takes over. A clause no name opens
+  (pronouns: "She works at Acme") belongs to the last entity that opened one, else to the bio's ``subject``
+  (None: the first entity the text names);
+- **a value** is any string that is some entity's value of some attribute, or matches an attribute's pattern;
+  overlapping candidates resolve to the leftmost, then longest. Its candidate attributes are every attribute
+  that has the value for some entity **and** every attribute whose pattern it matches;
+- **entity-valued relations** (``kind: entity``: advisor, spouse, teacher): a name is such a value when the
+  relation word nearest before it in its clause is one of that relation's words ("student of Bo Dahl");
 - the attribute is the one the value can belong to if only one can; else the candidate whose relation word
   ends nearest before the value in the sentence (after it, if none precedes);
 - **ambiguous** (several candidates, no relation word): the claim is supported when the value is the
   entity's true value for any candidate attribute, and it is flagged ``ambiguous`` (reported as a count).
+
+Limits of reading text without a parse: a name after a verb that is no relation word ("she met Bo Dahl in
+1971") opens its clause, and a pronoun that refers to someone other than the last opener is read as the opener.
+
+Bad files raise :class:`lacy.errors.UsageError` naming the file, line and field (``KnowledgeBase.load``).
 """
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lacy.errors import UsageError
+
 FORMAT = "lacy-kb/1"
+KINDS = ("text", "entity")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+")
+# a name right after one of these is an object ("worked with Bo Dahl"), never the clause's owner
+_OBJECT_MARKER = re.compile(r"\b(?:of|with|to|by|from|under|for|and|or|about|alongside|than|like|beside|"
+                            r"besides|between|among|against|at|in|on|into|as)\s+$", re.IGNORECASE)
 
 
 @dataclass
@@ -36,6 +59,7 @@ class Attribute:
     derived_from: str | None = None
     probe: str | None = None
     pattern: str | None = None
+    kind: str = "text"  # "entity": the value is the name of another entity of the KB (advisor, spouse)
 
 
 @dataclass
@@ -57,6 +81,33 @@ class Claim:
     ambiguous: bool = False
 
 
+def _line(raw: str, *keys: str) -> int:
+    """Line of ``keys`` (a path of JSON object keys, searched in order) in the file's text; best effort."""
+    pos = 0
+    for k in keys:
+        at = raw.find(json.dumps(k, ensure_ascii=False), pos)
+        if at < 0:
+            break
+        pos = at
+    return raw.count("\n", 0, pos) + 1
+
+
+def _read_json(path: Path, what: str) -> tuple[object, str]:
+    """(parsed JSON, raw text) of a file, or a ``UsageError`` naming the file and line of what is wrong."""
+    if not path.is_file():
+        raise UsageError(f"{path}: {what} does not exist; write a world with `python -m lacy.world --out DIR` "
+                         "or fix the path (format: docs/world.md)")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: byte {e.start} is not UTF-8; re-encode the file as UTF-8") from None
+    try:
+        return json.loads(raw), raw
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}); the file may be "
+                         "truncated: write it again (format: docs/world.md)") from None
+
+
 @dataclass
 class KnowledgeBase:
     attributes: dict[str, Attribute]
@@ -72,28 +123,75 @@ class KnowledgeBase:
 
     @classmethod
     def load(cls, path: str | Path) -> "KnowledgeBase":
+        """Read and validate a ``lacy-kb/1`` file. Raises ``UsageError("<file>:<line>: <field>: ...")`` for a
+        missing, non-UTF-8, truncated or malformed file (a null value, an undeclared attribute, a bad regex)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"knowledge base {str(path)!r} does not exist; write one with "
-                                    "`python -m lacy.world --out DIR` or fix the path")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {data.get('format')!r} is not {FORMAT!r} (see lacy/kb.py)")
-        try:
-            attrs = {k: Attribute(**a) for k, a in data["attributes"].items()}
-            ents = {k: Entity(k, e.get("aliases") or [k], e["attributes"], e.get("popularity", 1))
-                    for k, e in data["entities"].items()}
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: malformed knowledge base ({e}); see the format in lacy/kb.py") from None
-        for name, e in ents.items():
-            unknown = set(e.attributes) - set(attrs)
+        data, raw = _read_json(path, "knowledge base")
+
+        def bad(keys: tuple, problem: str):
+            where = keys[0] + "".join(f"[{k!r}]" if i == 1 else f".{k}" for i, k in enumerate(keys[1:], 1))
+            raise UsageError(f"{path}:{_line(raw, *keys)}: {where}: {problem} (format: docs/world.md)")
+
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else data
+            bad(("format",), f"is {got!r}, not {FORMAT!r}; write the file in the {FORMAT} format")
+        for key in ("attributes", "entities"):
+            if not isinstance(data.get(key), dict) or not data[key]:
+                bad((key,), "must be a non-empty JSON object")
+        attrs = {}
+        for name, a in data["attributes"].items():
+            if not isinstance(a, dict):
+                bad(("attributes", name), "must be an object with relation_words (and optional fields)")
+            unknown = set(a) - {"relation_words", "derived_from", "probe", "pattern", "kind"}
             if unknown:
-                raise ValueError(f"{path}: entity {name!r} has undeclared attributes {sorted(unknown)}")
+                bad(("attributes", name, sorted(unknown)[0]), f"unknown field; use relation_words, derived_from, "
+                                                              "probe, pattern, kind")
+            words = a.get("relation_words")
+            if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+                bad(("attributes", name, "relation_words"), "must be a list of non-empty strings")
+            for opt in ("derived_from", "probe", "pattern"):
+                if a.get(opt) is not None and not isinstance(a[opt], str):
+                    bad(("attributes", name, opt), "must be a string or null")
+            if a.get("derived_from") is not None and a["derived_from"] not in data["attributes"]:
+                bad(("attributes", name, "derived_from"), f"{a['derived_from']!r} is not a declared attribute")
+            if a.get("probe") is not None and "{name}" not in a["probe"]:
+                bad(("attributes", name, "probe"), "must contain {name} (e.g. \"{name} was born in\")")
+            if a.get("pattern") is not None:
+                try:
+                    re.compile(a["pattern"])
+                except re.error as e:
+                    bad(("attributes", name, "pattern"), f"is not a regular expression ({e})")
+            if a.get("kind", "text") not in KINDS:
+                bad(("attributes", name, "kind"), f"is {a['kind']!r}; use one of {KINDS}")
+            if a.get("kind") == "entity" and not words:
+                bad(("attributes", name, "relation_words"), "an entity-valued relation needs relation words")
+            attrs[name] = Attribute(**a)
+        ents = {}
+        for name, e in data["entities"].items():
+            if not isinstance(e, dict) or not isinstance(e.get("attributes"), dict):
+                bad(("entities", name), "must be an object with an attributes object")
+            aliases = e.get("aliases") or [name]
+            if not isinstance(aliases, list) or not all(isinstance(x, str) and x.strip() for x in aliases):
+                bad(("entities", name, "aliases"), "must be a list of non-empty strings")
+            pop = e.get("popularity", 1)
+            if not isinstance(pop, int) or isinstance(pop, bool) or pop < 0:
+                bad(("entities", name, "popularity"), f"is {pop!r}; use a whole number >= 0 (documents read)")
+            for a, v in e["attributes"].items():
+                if a not in attrs:
+                    bad(("entities", name, "attributes", a), "undeclared attribute; declare it under attributes")
+                if not isinstance(v, str) or not v.strip():
+                    bad(("entities", name, "attributes", a), f"is {v!r}; a value must be a non-empty string "
+                                                             "(leave the attribute out when it is unknown)")
+                if attrs[a].kind == "entity" and v not in data["entities"]:
+                    bad(("entities", name, "attributes", a), f"{v!r} is not an entity of this file (an entity-"
+                                                             "valued relation names an entity by its key)")
+            ents[name] = Entity(name, aliases, dict(e["attributes"]), pop)
         return cls(attrs, ents)
 
     # -- derived views ------------------------------------------------------------------------------------
     def probes(self) -> list[dict]:
-        """Leakage probes: a sentence start that a true fact completes (``<name> was born in`` -> city)."""
+        """Leakage probes: a sentence start that a true fact completes (``<name> was born in`` -> city; for an
+        entity-valued relation the answer is the other entity's name)."""
         return [{"entity": e.name, "attribute": a, "prompt": self.attributes[a].probe.format(name=e.name),
                  "answer": v, "popularity": e.popularity}
                 for e in self.entities.values() for a, v in e.attributes.items() if self.attributes[a].probe]
@@ -102,16 +200,18 @@ class KnowledgeBase:
         values: dict[str, set[str]] = {}
         for e in self.entities.values():
             for a, v in e.attributes.items():
-                values.setdefault(v, set()).add(a)
+                if self.attributes[a].kind == "text":
+                    values.setdefault(v, set()).add(a)
         alias = {al: e.name for e in self.entities.values() for al in e.aliases}
         alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-        pattern_attr = [a for a, at in self.attributes.items() if at.pattern]
-        value_parts = [alt(values)] + [f"(?P<p_{i}>{self.attributes[a].pattern})" for i, a in enumerate(pattern_attr)]
+        bounded = lambda body: re.compile(r"\b(?:" + body + r")\b")
+        patterns = {a: bounded(at.pattern) for a, at in self.attributes.items() if at.pattern}
         relation = {a: re.compile(r"\b(?:" + alt(at.relation_words) + r")\b", re.IGNORECASE)
                     for a, at in self.attributes.items() if at.relation_words}
-        return {"values": values, "alias": alias, "names": re.compile(r"\b(?:" + alt(alias) + r")\b"),
-                "value_re": re.compile(r"\b(?:" + "|".join(value_parts) + r")\b"), "relation": relation,
-                "pattern_attr": pattern_attr}
+        return {"values": values, "alias": alias, "names": bounded(alt(alias)),
+                "value_re": [bounded(alt(values))] if values else [], "patterns": patterns,
+                "full_patterns": {a: re.compile(at.pattern) for a, at in self.attributes.items() if at.pattern},
+                "relation": relation, "entity_attrs": [a for a, at in self.attributes.items() if at.kind == "entity"]}
 
     @property
     def index(self) -> dict:
@@ -120,36 +220,85 @@ class KnowledgeBase:
         return self._index
 
     # -- the checker --------------------------------------------------------------------------------------
-    def claims(self, text: str, subject: str | None = None) -> list[Claim]:
-        """Atomic (entity, attribute, value) claims in ``text``, each verified against the KB."""
-        ix, out, current = self.index, [], subject
-        name_spans = [(m.start(), m.end()) for m in ix["names"].finditer(text)]
+    def _sentences(self, text: str) -> list[tuple[int, int]]:
+        name_spans = [(m.start(), m.end()) for m in self.index["names"].finditer(text)]
         cuts = [m.end() for m in _SENTENCE_END.finditer(text)  # a name like "Dr. Voss" is never cut
                 if not any(a < m.start() < b for a, b in name_spans)]
-        for start, end in zip([0] + cuts, cuts + [len(text)]):
-            sentence = text[start:end]
-            names = [(m.start(), m.end(), ix["alias"][m.group()]) for m in ix["names"].finditer(sentence)]
-            owner = names[0][2] if names else current
-            if names:
-                current = names[-1][2]
-            for m in ix["value_re"].finditer(sentence):
-                if any(a < m.end() and m.start() < b for a, b, _ in names) or owner is None:
-                    continue
-                claim = self._verdict(owner, m, sentence)
-                if claim:
-                    claim.start, claim.end = start + m.start(), start + m.end()
-                    out.append(claim)
+        return list(zip([0] + cuts, cuts + [len(text)]))
+
+    def _relation_words(self, clause: str) -> list[tuple[int, int, str]]:
+        """(start, end, attribute) of every relation word in ``clause``, by position."""
+        return sorted((m.start(), m.end(), a) for a, rx in self.index["relation"].items() for m in rx.finditer(clause))
+
+    def _read_clause(self, clause: str) -> tuple[str | None, list[tuple[int, int, str, str]]]:
+        """(the entity that opens the clause or None, [(start, end, entity, entity-valued attribute)] of the
+        names that are values of an entity-valued relation), positions within the clause."""
+        ix, opener, values = self.index, None, []
+        words = self._relation_words(clause)
+        for m in ix["names"].finditer(clause):
+            before = [w for w in words if w[1] <= m.start()]
+            # "the birthplace of Bo Dahl", "the teacher of Bo Dahl": the possessor, whom the clause is about
+            possessor = bool(before) and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]) is not None
+            if not possessor and before and before[-1][2] in ix["entity_attrs"]:
+                values.append((m.start(), m.end(), ix["alias"][m.group()], before[-1][2]))
+                continue
+            if opener is None and (possessor or not before and not _OBJECT_MARKER.search(clause[:m.start()])):
+                opener = ix["alias"][m.group()]
+        return opener, values
+
+    def _clauses(self, text: str, subject: str | None):
+        """(sentence start, sentence end, clause start, clause end, owner, entity values) per clause."""
+        current = self.subject(text) if subject is None else subject
+        for s, e in self._sentences(text):
+            cuts = [s + m.end() for m in _CLAUSE_END.finditer(text[s:e])]
+            for a, b in zip([s] + cuts, cuts + [e]):
+                opener, values = self._read_clause(text[a:b])
+                current = opener or current
+                yield s, e, a, b, current, values
+
+    def subject(self, text: str) -> str | None:
+        """Whom a document is about when nobody says: the first entity it names (a biography opens with its
+        subject, as a bio prompt does); None when it names nobody."""
+        first = self.index["names"].search(text)
+        return self.index["alias"][first.group()] if first else None
+
+    def clauses(self, text: str, subject: str | None = None) -> list[tuple[int, int, str | None]]:
+        """(start, end, owner) of each clause of ``text``: whom its claims are about (the module's rules).
+        ``subject``: whom the text is about (the bio's subject); None = the first entity the text names."""
+        return [(a, b, owner) for _, _, a, b, owner, _ in self._clauses(text, subject)]
+
+    def claims(self, text: str, subject: str | None = None) -> list[Claim]:
+        """Atomic (entity, attribute, value) claims in ``text``, each verified against the KB; ``start:end``
+        is the value's character span. ``subject`` as in ``clauses``."""
+        ix, out = self.index, []
+        for sentence_start, sentence_end, a, b, owner, entity_values in self._clauses(text, subject):
+            if owner is None:
+                continue
+            clause, sentence = text[a:b], text[sentence_start:sentence_end]
+            names = [(m.start(), m.end()) for m in ix["names"].finditer(clause)]
+            found = [(s, e, attr, entity) for s, e, entity, attr in entity_values]
+            spans = sorted({(m.start(), m.end()) for rx in ix["value_re"] + list(ix["patterns"].values())
+                            for m in rx.finditer(clause)}, key=lambda x: (x[0], -x[1]))
+            last = -1
+            for s, e in spans:  # leftmost, then longest; a name is never a text value
+                if s >= last and not any(ns < e and s < ne for ns, ne in names):
+                    found.append((s, e, None, None))
+                    last = e
+            for s, e, attr, entity in sorted(found, key=lambda x: x[0]):
+                if attr is not None:  # an entity-valued relation: true when it names the right entity
+                    truth = self.entities[owner].attributes.get(attr)
+                    claim = Claim(owner, attr, clause[s:e], 0, 0, truth == entity)
+                else:
+                    claim = self._verdict(owner, clause[s:e], sentence, a - sentence_start + s)
+                claim.start, claim.end = a + s, a + e
+                out.append(claim)
         return out
 
-    def _verdict(self, entity: str, m: re.Match, sentence: str) -> Claim | None:
-        ix, value = self.index, m.group()
+    def _verdict(self, entity: str, value: str, sentence: str, at: int) -> Claim:
+        ix = self.index
         candidates = set(ix["values"].get(value, ()))
-        for i, a in enumerate(ix["pattern_attr"]):
-            if m.groupdict().get(f"p_{i}"):
-                candidates.add(a)
-        if not candidates:
-            return None
-        attribute, ambiguous = self._relation(sorted(candidates), sentence, m.start())
+        candidates |= {a for a, rx in ix["full_patterns"].items() if rx.fullmatch(value)}
+        attribute, ambiguous = self._relation(sorted(candidates), sentence, at)
         truth = self.entities[entity].attributes
         if attribute is None:
             return Claim(entity, "|".join(sorted(candidates)), value, 0, 0,

@@ -156,3 +156,33 @@ def test_argmax_mode_calls_where_call_is_the_top_token(world):
     none = Cascade(model(tok, 0), tok, ModelPartner(partner, tok), CallPolicy("argmax"))
     none.generate([p["prompt"] for p in w.prompts()[:3]], 8, stop_at_eos=False)
     assert none.stats.calls == 0  # an untrained <CALL> row is never the top token
+
+
+def test_lookup_partner_writes_the_value_of_the_sentences_subject():
+    """Issue 15, fault 4, on the second world: after "a pupil of <teacher>", the pronoun sentences are about
+    the bio's subject, so the lookup writes her values, not the teacher's; the teacher is a value it writes."""
+    import json
+    from pathlib import Path
+
+    from lacy.kb import KnowledgeBase
+
+    root = Path(__file__).parent / "data" / "second_world"
+    kb = KnowledgeBase.load(root / "kb.json")
+    tok = train_bpe([json.loads(x)["text"] for x in (root / "train.jsonl").read_text().splitlines()], 400)
+    lookup = LookupPartner(kb, tok, piece="entity", max_piece_tokens=32)
+    name, facts = next((n, e.attributes) for n, e in kb.entities.items()
+                       if kb.entities[e.attributes["teacher"]].attributes["orchestra"] != e.attributes["orchestra"])
+    teacher = facts["teacher"]
+    ask = lambda text: tok.decode(lookup.piece_for(0, [tok.eos_token_id] + tok(text)["input_ids"]))
+    assert ask(f"{name} was a pupil of") == " " + teacher  # an entity-valued relation: the other's name
+    assert ask(f"{name} was a pupil of {teacher}. She joined the") == " " + facts["orchestra"]
+    assert ask(f"{name} studied under {teacher} for years. He was born in") == " " + facts["birth_year"]
+    assert ask(f"{name} grew up in {facts['hometown']}. The debut of {teacher} came in") == (
+        " " + kb.entities[teacher].attributes["debut_year"])  # "the <relation> of <name>": the possessor's
+
+
+def test_generation_spent_counts_empty_calls():
+    """A call the partner could not answer is charged one token, as CascadeStats charges it."""
+    g = Generation("A", "", [5, 6, 7, 8], [False, True, True, False], [0, 1, 3])  # calls at 0 and 3 were empty
+    assert g.spent == 4 and g.call_rate == 1.0
+    assert Generation("A", "", [5, 6], [False, True], [1]).spent == 1

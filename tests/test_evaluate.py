@@ -10,6 +10,7 @@ from baselines.kb_oracle import KBOracleAnnotator
 from lacy.cascade import Generation
 from lacy.cli import cli_main
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.export import export_checkpoint
 from lacy.evaluate import KBEvaluation, PlacementDocs, bucket, call_placement, kb_factscore, leakage
 from lacy.model import build_slm
@@ -201,3 +202,74 @@ def test_cascade_placement_by_hand(world):
     assert res["by_partner_birth_city"] == 0.0
     city = len(tok(f" {a.facts['birth_city']}", add_special_tokens=False)["input_ids"])
     assert res["cascade_fact_tokens_by_partner"] == pytest.approx(len(ids_field) / (len(ids_field) + city))
+
+
+def test_a_world_folder_through_the_cli(tmp_path):
+    """Issue 15: the second world (another domain, pronoun subjects, an entity-valued relation), written without
+    lacy.world: fit a few steps on its train.jsonl, then `main.py test` with `world: <folder>` and the lookup
+    partner. A malformed folder fails at setup, before the test loop, with the file, line and field."""
+    common = ["--config", "configs/lacy.yaml", "--config", "configs/world/folder.yaml", "--data.bpe_vocab_size", "400",
+              "--data.block_size", "64", "--data.cache_dir", str(tmp_path / "cache"), "--model.preset", "micro",
+              "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path)]
+    cli = cli_main(["fit", *common, "--trainer.max_steps", "3"])
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    test = cli_main(["test", *common, "--ckpt_path", str(ckpt), "--trainer.callbacks.limit=4",
+                     "--trainer.callbacks.max_new_tokens=12"])
+    res = json.loads((Path(test.trainer.log_dir) / "kb_eval.json").read_text())
+    assert {"slm", "slm_alone", "lookup_always", "lookup_budget"} == set(res)
+    assert res["lookup_always"]["call_rate"] == 1.0
+    assert all(v == 1.0 for k, v in res["lookup_always"].items() if k.startswith("call_rate_"))  # empty calls count
+    assert 0 < res["slm"]["fact_token_share"] < 0.5 and "placement_recall_teacher" in res["slm"]
+    bad = tmp_path / "bad_world"
+    bad.mkdir()
+    for f in Path("tests/data/second_world").glob("*.json*"):
+        (bad / f.name).write_text(f.read_text())
+    rows = (bad / "prompts.jsonl").read_text().splitlines()
+    (bad / "prompts.jsonl").write_text("\n".join(rows[:2] + [rows[2].replace('"prompt": "', '"prompt": null, "x": "')]
+                                                 + rows[3:]))
+    with pytest.raises(UsageError, match=r"prompts.jsonl:3: field 'prompt' is None"):
+        cli_main(["test", *common, "--ckpt_path", str(ckpt), f"--trainer.callbacks.world={bad}"])
+
+
+def test_kb_oracle_flags_the_second_worlds_facts_in_pronoun_sentences():
+    """Each document's subject is passed: facts in sentences whose subject is a pronoun are flagged, the
+    teacher's name (an entity-valued relation) too; the flags are exactly the generator's fact spans."""
+    from lacy.facts import span_flags
+
+    root = Path("tests/data/second_world")
+    rows = [json.loads(x) for x in (root / "val.jsonl").read_text().splitlines()]
+    tok = train_bpe([r["text"] for r in rows], 400)
+    oracle = KBOracleAnnotator(kb=str(root / "kb.json"), key="fact")
+    offsets = [np.asarray(tok(r["text"], return_offsets_mapping=True)["offset_mapping"]) for r in rows]
+    flags = oracle.annotate([r["text"] for r in rows], offsets)
+    for r, off, f in zip(rows, offsets, flags):
+        assert np.array_equal(f, span_flags(len(r["text"]), [(a, b) for a, b, _ in r["facts"]], off))
+    assert any(". She " in r["text"] or ". He " in r["text"] for r in rows)
+
+
+def test_entity_valued_probes_leak_like_any_other():
+    """Probes of an entity-valued relation ("<name> was a pupil of" -> the teacher's name) are scored by
+    leakage like any probe: a model that memorised them leaks all, asked for other names it leaks none."""
+    from lacy.world import read_world
+
+    files = read_world("tests/data/second_world")
+    probes = [p for p in files.probes if p["attribute"] == "teacher"][:4]
+    assert probes and all(p["answer"] in files.kb.entities for p in probes)
+    tok = train_bpe([t for _, t in files.val], 400)
+    copier = train_copier(tok, probes)
+    assert leakage(copier, tok, probes)["leakage"] == 1.0
+    others = [dict(p, answer=next(n for n in files.kb.entities if n not in (p["answer"], p["entity"])))
+              for p in probes]
+    assert leakage(copier, tok, others)["leakage"] == 0.0
+
+
+def test_world_null_needs_a_closed_world():
+    from types import SimpleNamespace
+
+    from lacy.corpus import JsonlCorpus
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(corpus=JsonlCorpus("tests/data/second_world/train.jsonl")))
+    with pytest.raises(UsageError, match="KBEvaluation.world: null needs data.corpus lacy.world.ClosedWorld"):
+        KBEvaluation(world=None).setup(trainer, None, "test")
+    KBEvaluation(world=None).setup(trainer, None, "fit")  # only the test reads the world

@@ -1,7 +1,12 @@
+import importlib.util
 import json
+import random
+from pathlib import Path
 
 import pytest
 
+from lacy.cascade import Generation
+from lacy.errors import UsageError
 from lacy.kb import Attribute, Entity, KnowledgeBase
 
 
@@ -83,12 +88,164 @@ def test_round_trip_and_probes(kb, tmp_path):
 
 
 def test_bad_files_say_what_to_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m lacy.world"):
+    with pytest.raises(UsageError, match="python -m lacy.world"):
         KnowledgeBase.load(tmp_path / "nope.json")
     (tmp_path / "old.json").write_text(json.dumps({"format": "other", "attributes": {}, "entities": {}}))
-    with pytest.raises(ValueError, match="lacy-kb/1"):
+    with pytest.raises(UsageError, match="lacy-kb/1"):
         KnowledgeBase.load(tmp_path / "old.json")
-    (tmp_path / "bad.json").write_text(json.dumps({"format": "lacy-kb/1", "attributes": {},
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "lacy-kb/1", "attributes": {"city": {"relation_words": []}},
                                                    "entities": {"X": {"attributes": {"age": "3"}}}}))
-    with pytest.raises(ValueError, match="undeclared attributes"):
+    with pytest.raises(UsageError, match="undeclared attribute"):
         KnowledgeBase.load(tmp_path / "bad.json")
+
+
+def lab_file(tmp_path, edit=None):
+    """A valid KB file (indent 1, as ``save`` writes it), optionally edited before writing."""
+    data = {"format": "lacy-kb/1",
+            "attributes": {"city": {"relation_words": ["grew up in"]},
+                           "advisor": {"relation_words": ["student of"], "kind": "entity", "probe": "{name} was a student of"},
+                           "birth_year": {"relation_words": ["born"], "pattern": r"\d{4}"}},
+            "entities": {"Rosa Imhof": {"attributes": {"city": "Lund", "advisor": "Teo Brandauer", "birth_year": "1948"}},
+                         "Teo Brandauer": {"popularity": 2, "attributes": {"city": "Graz", "birth_year": "1931"}}}}
+    if edit:
+        edit(data)
+    path = tmp_path / "kb.json"
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["entities"]["Teo Brandauer"]["attributes"].update(city=None),
+     r"kb.json:34: entities\['Teo Brandauer'\].attributes.city: is None; a value must be a non-empty string"),
+    (lambda d: d["entities"]["Rosa Imhof"]["attributes"].update(advisor="Nobody Known"),
+     r"kb.json:27: entities\['Rosa Imhof'\].attributes.advisor: 'Nobody Known' is not an entity"),
+    (lambda d: d["attributes"]["birth_year"].update(pattern="(\\d"),
+     r"kb.json:\d+: attributes\['birth_year'\].pattern: is not a regular expression"),
+    (lambda d: d["attributes"]["city"].update(kind="place"), r"attributes\['city'\].kind: is 'place'; use one of"),
+    (lambda d: d["attributes"]["city"].update(probe="grew up in"), r"\.probe: must contain \{name\}"),
+    (lambda d: d["attributes"]["city"].update(relation_words="grew up in"), r"relation_words: must be a list"),
+    (lambda d: d["entities"]["Teo Brandauer"].update(popularity="many"), r"popularity: is 'many'"),
+    (lambda d: d["attributes"]["city"].update(derived_from="country"), r"derived_from: 'country' is not a declared"),
+])
+def test_malformed_kb_names_file_line_and_field(tmp_path, edit, message):
+    with pytest.raises(UsageError, match=message):
+        KnowledgeBase.load(lab_file(tmp_path, edit))
+
+
+def test_truncated_kb_names_the_line(tmp_path):
+    path = lab_file(tmp_path)
+    text = path.read_text()
+    path.write_text(text[:len(text) // 2])
+    with pytest.raises(UsageError, match=r"kb.json:\d+: not valid JSON .*truncated"):
+        KnowledgeBase.load(path)
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        KnowledgeBase.load(path)
+    assert KnowledgeBase.load(lab_file(tmp_path)).entities["Teo Brandauer"].popularity == 2  # the valid file loads
+
+
+@pytest.fixture
+def lab():
+    A = lambda *words, **kw: Attribute(relation_words=list(words), **kw)
+    attrs = {"employer": A("works at"), "city": A("grew up in"),
+             "advisor": A("student of", "advisor", kind="entity", probe="{name} was a student of"),
+             "spouse": A("married", kind="entity"),
+             "birth_year": A("born", pattern=r"\d{4}"), "award_year": A("award", "prize", pattern=r"\d{4}")}
+    E = lambda name, **facts: Entity(name, [name], facts)
+    return KnowledgeBase(attrs, {
+        "Rosa Imhof": E("Rosa Imhof", employer="Kettle Labs", city="Lund", advisor="Teo Brandauer", spouse="Ivo Sand",
+                        birth_year="1948", award_year="1979"),
+        "Teo Brandauer": E("Teo Brandauer", employer="Orrin Works", city="Graz", advisor="Rosa Imhof",
+                           birth_year="1931", award_year="1948"),  # his award year is her birth year
+        "Ivo Sand": E("Ivo Sand", employer="Kettle Labs", city="Lund", birth_year="1950")})
+
+
+def test_a_name_that_is_the_object_of_a_relation_does_not_take_over(lab):
+    """Issue 15, fault 1: the advisor's name is an object; the pronoun sentences after it stay with the subject."""
+    rosa = "Rosa Imhof"
+    assert verdicts(lab, "Rosa Imhof was a student of Teo Brandauer. She works at Kettle Labs. She grew up in Graz.",
+                    rosa) == [(rosa, "advisor", "Teo Brandauer", True, False), (rosa, "employer", "Kettle Labs", True, False),
+                              (rosa, "city", "Graz", False, False)]
+    # an object after a preposition, and pronoun sentences before any name (the bio's subject)
+    assert verdicts(lab, "She worked with Teo Brandauer at Orrin Works.", rosa) == [
+        (rosa, "employer", "Orrin Works", False, False)]
+    # a clause opened by another name is about that person; "the <relation> of <name>" is about the possessor
+    assert verdicts(lab, "Rosa Imhof grew up in Lund, and Teo Brandauer works at Orrin Works. The award of "
+                         "Teo Brandauer came in 1948.", rosa) == [
+        (rosa, "city", "Lund", True, False), ("Teo Brandauer", "employer", "Orrin Works", True, False),
+        ("Teo Brandauer", "award_year", "1948", True, False)]
+    # a sentence another person opened carries over to the pronoun after it (the documented rule) ...
+    assert [c.entity for c in lab.claims("Teo Brandauer was born in 1931. He grew up in Graz.", rosa)] == [
+        "Teo Brandauer"] * 2
+    # ... and with no subject given, the text's first name is the bio's subject
+    assert verdicts(lab, "She grew up in Lund. Rosa Imhof works at Kettle Labs.", None) == [
+        (rosa, "city", "Lund", True, False), (rosa, "employer", "Kettle Labs", True, False)]
+    assert lab.subject("Nothing here.") is None and lab.clauses("Nothing here.") == [(0, 13, None)]
+
+
+def test_entity_valued_relations_are_claims(lab):
+    """Fault 2: advisor and spouse name another entity; true or false by who that is."""
+    rosa = "Rosa Imhof"
+    assert verdicts(lab, "Rosa Imhof married Ivo Sand. She was a student of Ivo Sand.", rosa) == [
+        (rosa, "spouse", "Ivo Sand", True, False), (rosa, "advisor", "Ivo Sand", False, False)]
+    assert verdicts(lab, "Her advisor was Teo Brandauer, and she married Teo Brandauer.", rosa) == [
+        (rosa, "advisor", "Teo Brandauer", True, False), (rosa, "spouse", "Teo Brandauer", False, False)]
+    # a name with no relation of that kind before it is no claim (merely named)
+    assert verdicts(lab, "Rosa Imhof admired Ivo Sand.", rosa) == []
+    text = "Rosa Imhof was a student of Teo Brandauer."
+    assert [text[c.start:c.end] for c in lab.claims(text, rosa)] == ["Teo Brandauer"]  # the span: the name
+    assert {"entity": rosa, "attribute": "advisor", "prompt": "Rosa Imhof was a student of", "answer": "Teo Brandauer",
+            "popularity": 1} in lab.probes()
+
+
+def test_the_relation_word_decides_between_pattern_attributes(lab):
+    """Fault 3: a value that is someone's value of another attribute is still a candidate of a pattern."""
+    rosa = "Rosa Imhof"
+    assert verdicts(lab, "Rosa Imhof received the award in 1948.", rosa) == [(rosa, "award_year", "1948", False, False)]
+    assert verdicts(lab, "Rosa Imhof was born in 1948 and won the prize in 1979.", rosa) == [
+        (rosa, "birth_year", "1948", True, False), (rosa, "award_year", "1979", True, False)]
+    assert verdicts(lab, "Rosa Imhof was born in 1931.", rosa) == [(rosa, "birth_year", "1931", False, False)]
+    assert verdicts(lab, "Rosa Imhof was born in 1907.", rosa) == [(rosa, "birth_year", "1907", False, False)]
+    # no relation word: ambiguous, supported when true for any candidate
+    assert verdicts(lab, "In 1979, Rosa Imhof was happy.", rosa) == [
+        (rosa, "award_year|birth_year", "1979", True, True)]
+
+
+SECOND = Path(__file__).parent / "data" / "second_world"
+
+
+def second_world():
+    """The second world's KB and its generator (tests/data/second_world/make.py, independent of lacy)."""
+    spec = importlib.util.spec_from_file_location("second_world_make", SECOND / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    return KnowledgeBase.load(SECOND / "kb.json"), make
+
+
+def test_second_world_true_documents_score_one_and_swapped_ones_zero():
+    from lacy.evaluate import kb_factscore
+
+    kb, make = second_world()
+    rows = [json.loads(x) for f in ("train.jsonl", "val.jsonl") for x in (SECOND / f).read_text().splitlines()]
+    assert any(" She " in r["text"] or " He " in r["text"] for r in rows)  # pronoun subjects in fact sentences
+    for r in rows:  # every fact the generator wrote is read, with its span and relation, and nothing else
+        assert [[c.start, c.end, c.attribute] for c in kb.claims(r["text"], r["entity"])] == r["facts"]
+    res = kb_factscore(kb, [Generation("", r["text"], [], [], []) for r in rows], [r["entity"] for r in rows])
+    assert res["factscore"] == 1.0 and res["respond_ratio"] == 1.0 and res["ambiguous_claims"] == 0
+    assert res["claims_per_bio"] == len(kb.attributes) and res["supported_teacher"] == 1.0
+    people = make.people()
+    swapped = [make.render(p, make.swapped(p, people), random.Random(i)) for i, p in enumerate(people)]
+    for r in swapped:
+        assert [[c.start, c.end, c.attribute] for c in kb.claims(r["text"], r["entity"])] == r["facts"]
+    res = kb_factscore(kb, [Generation("", r["text"], [], [], []) for r in swapped], [r["entity"] for r in swapped])
+    assert res["factscore"] == 0.0 and res["claims_per_bio"] == len(kb.attributes)
+    # the world has what makes it hard: a year that is one musician's birth and another's debut
+    years = lambda a: {e.attributes[a] for e in kb.entities.values()}
+    assert years("birth_year") & years("debut_year")
+
+
+def test_second_world_files_are_what_the_generator_writes(tmp_path):
+    _, make = second_world()
+    make.write(tmp_path)
+    for f in SECOND.glob("*.json*"):
+        assert (tmp_path / f.name).read_text() == f.read_text(), f"{f.name}: run python {SECOND / 'make.py'}"

@@ -1,11 +1,14 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.kb import KnowledgeBase
-from lacy.world import CITIES, DERIVED_FROM, EMPLOYERS, FIELDS, FILLER, TEMPLATES, ClosedWorld, _fill
+from lacy.world import CITIES, DERIVED_FROM, EMPLOYERS, FIELDS, FILLER, TEMPLATES, ClosedWorld, _fill, read_world
 
 
 def test_generation_is_deterministic():
@@ -115,3 +118,55 @@ def test_cache_key_follows_the_tokenizer_text(tmp_path, monkeypatch):
     key = dm.cache_key()
     monkeypatch.setattr(w, "bpe_documents", lambda: iter(["another text"]))
     assert CorpusDataModule(corpus=w, bpe_vocab_size=300, block_size=64, cache_dir=str(tmp_path)).cache_key() != key
+
+
+SECOND = Path(__file__).parent / "data" / "second_world"
+
+
+def test_read_world_round_trip_and_defaults(tmp_path):
+    w = ClosedWorld(people=25, val_docs=10)
+    w.write(tmp_path)
+    files = read_world(tmp_path)
+    assert files.kb == w.kb() and files.prompts == w.prompts() and files.probes == w.kb().probes()
+    assert files.val == [(p.name, d) for p, d in w.val_documents()]
+    (tmp_path / "prompts.jsonl").unlink()
+    (tmp_path / "probes.jsonl").unlink()
+    files = read_world(tmp_path)  # optional files: one prompt per entity (its name), the KB's probes
+    assert files.prompts == w.prompts() and files.probes == w.kb().probes()
+
+
+def broken_copy(tmp_path, name, edit):
+    """The second world with one file's lines edited (``edit(lines) -> lines``)."""
+    out = tmp_path / "world"
+    shutil.copytree(SECOND, out)
+    path = out / name
+    path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("val.jsonl", lambda rows: rows[:2] + [rows[2][:40]] + rows[3:], r"val.jsonl:3: not valid JSON"),
+    ("val.jsonl", lambda rows: [rows[0].replace('"text": "', '"text": null, "t": "')] + rows[1:],
+     r"val.jsonl:1: field 'text' is None"),
+    ("val.jsonl", lambda rows: [], r"val.jsonl: no documents"),
+    ("prompts.jsonl", lambda rows: rows[:1] + [rows[1].replace('"popularity": ', '"popularity": null, "p": ')],
+     r"prompts.jsonl:2: field 'popularity' is None"),
+    ("probes.jsonl", lambda rows: rows[:4] + [json.dumps(dict(json.loads(rows[4]), entity="Nobody Known"))] + rows[5:],
+     r"probes.jsonl:5: field 'entity' is 'Nobody Known', which kb.json does not know"),
+    ("probes.jsonl", lambda rows: [json.dumps(dict(json.loads(rows[0]), attribute="age"))] + rows[1:],
+     r"probes.jsonl:1: field 'attribute' is 'age', which kb.json does not declare"),
+    ("probes.jsonl", lambda rows: ["[1, 2]"] + rows[1:], r"probes.jsonl:1: a row must be a JSON object"),
+    ("kb.json", lambda lines: lines[:len(lines) // 2], r"kb.json:\d+: not valid JSON"),
+])
+def test_a_malformed_world_folder_names_file_line_and_field(tmp_path, name, edit, message):
+    with pytest.raises(UsageError, match=message):
+        read_world(broken_copy(tmp_path, name, edit))
+
+
+def test_a_missing_world_says_how_to_make_one(tmp_path):
+    with pytest.raises(UsageError, match="is not a folder; write one with `python -m lacy.world"):
+        read_world(tmp_path / "nowhere")
+    (tmp_path / "w").mkdir()
+    ClosedWorld(people=5, val_docs=2).kb().save(tmp_path / "w" / "kb.json")
+    with pytest.raises(UsageError, match=r"val.jsonl: missing"):
+        read_world(tmp_path / "w")
