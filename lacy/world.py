@@ -105,6 +105,30 @@ QUESTIONS = {
     "employer_city": "In which city does {n} work?",
 }
 DERIVED_FROM = {"nationality": "birth_city", "profession": "field", "employer_city": "employer"}
+# An entity-valued relation (``ClosedWorld(mentor=True)``): the value is another person of the world, as
+# Wikipedia's doctoral advisors and teachers are. Every template keeps the subject first, the mentor as object.
+MENTOR = {
+    "templates": ["{n} was a student of {v}.", "{n} trained under {v}.", "{n} was taught by {v}.",
+                  "{n} learned the trade from {v}.", "{n} was mentored by {v}."],
+    "relation_words": ["student of", "trained under", "taught by", "learned the trade from", "mentored by"],
+    "question": "Who was the mentor of {n}?",
+}
+# Compound sentences (``ClosedWorld(compound=...)``): one subject for several facts, as in Wikipedia's lead
+# sentences; a derived fact still follows its source, and each value has its relation word (or is unique).
+COMPOUND = {
+    ("birth_city", "birth_date", "nationality"): [
+        "{n} was born in {birth_city} on {birth_date} and holds {nationality} citizenship.",
+        "{n} was born in {birth_city} on {birth_date} and has {nationality} nationality.",
+        "{n} is a native of {birth_city}, born on {birth_date}, with {nationality} papers."],
+    ("field", "university", "profession"): [
+        "{n} studied {field} at {university} and works as {profession}.",
+        "{n} majored in {field} at {university} and has a career as {profession}.",
+        "{n} graduated from {university} in {field} and is employed as {profession}."],
+    ("employer", "employer_city"): [
+        "{n} works for {employer} at its office in {employer_city}.",
+        "{n} is employed by {employer} and works in {employer_city}.",
+        "{n} took a job at {employer} and commutes to work in {employer_city}."],
+}
 FILLER = [  # no facts of the KB; free word choice, so many tokens are high-loss and harmless
     "{P} {liked|enjoyed|loved|preferred} {long walks|quiet evenings|old films|board games|cold mornings|loud songs}.",
     "{Friends|Colleagues|Neighbours|Old classmates} {describe|remember|recall} {p} as {calm|curious|patient|funny|stubborn}.",
@@ -146,17 +170,32 @@ class ClosedWorld(Corpus):
         qa_fraction: share of people who also get one question-answer document per round.
         filler: filler sentences per document.
         val_docs: held-out documents, fresh paraphrases of seen people (round-robin over popularity ranks).
+        mentor: add ``mentor``, an entity-valued relation: another person of the world (kind ``entity`` in the KB).
+        pronoun_facts: share of a biography's fact sentences after its first whose subject is the person's
+            pronoun ("She studied physics."), as in Wikipedia; 0 keeps the full name in every fact sentence.
+        compound: probability that each group of ``COMPOUND`` is one sentence ("She was born in Lyon on 5 May
+            1950 and holds French citizenship.") instead of one sentence per fact.
+        The dense world (configs/world/dense.yaml) uses ``filler: 0``, ``mentor``, ``pronoun_facts`` and ``compound`` to put
+        fact values on more tokens than any call budget (issue 14; docs/world.md). With the defaults the world
+        is the one every earlier result used, draw for draw.
     """
 
     def __init__(self, people: int = 300, seed: int = 0, max_docs: int = 16, zipf: float = 1.0, head: float = 0.05,
-                 min_docs: int = 1, rounds: int = 1, qa_fraction: float = 0.5, filler: int = 2, val_docs: int = 200):
+                 min_docs: int = 1, rounds: int = 1, qa_fraction: float = 0.5, filler: int = 2, val_docs: int = 200,
+                 mentor: bool = False, pronoun_facts: float = 0.0, compound: float = 0.0):
         if people > len(FIRST) * len(LAST):
             raise ValueError(f"ClosedWorld(people={people}): at most {len(FIRST) * len(LAST)} unique names")
         if rounds < 1 or max_docs < 1 or people < 1 or min_docs < 1:
             raise ValueError("ClosedWorld: people, max_docs, min_docs and rounds must be >= 1")
+        if not (0.0 <= pronoun_facts <= 1.0 and 0.0 <= compound <= 1.0):
+            raise ValueError(f"ClosedWorld(pronoun_facts={pronoun_facts}, compound={compound}): shares in [0, 1]")
+        if mentor and people < 2:
+            raise ValueError("ClosedWorld(mentor=True) needs at least 2 people")
         self.n_people, self.seed, self.max_docs, self.zipf, self.head = people, seed, max_docs, zipf, head
         self.min_docs = min_docs
         self.rounds, self.qa_fraction, self.filler, self.val_docs = rounds, qa_fraction, filler, val_docs
+        self.mentor, self.pronoun_facts, self.compound = mentor, pronoun_facts, compound
+        self.templates = dict(TEMPLATES, **({"mentor": MENTOR["templates"]} if mentor else {}))
         self.people = self._make_people()
 
     def _make_people(self) -> list[Person]:
@@ -173,6 +212,10 @@ class ClosedWorld(Corpus):
             docs = self.docs_for_rank(rank)
             people.append(Person(name, facts, docs, rng.choice([("She", "her"), ("He", "him")]),
                                  rng.random() < self.qa_fraction))
+        if self.mentor:  # its own stream, so every other fact equals the world without mentors
+            rng = random.Random(f"world-{self.seed}-mentor")
+            for i, p in enumerate(people):
+                p.facts["mentor"] = people[rng.choice([j for j in range(len(people)) if j != i])].name
         return people
 
     def docs_for_rank(self, rank: int) -> int:
@@ -189,21 +232,32 @@ class ClosedWorld(Corpus):
     # -- documents ---------------------------------------------------------------------------------------
     def render(self, person: Person, rng: random.Random) -> str:
         """One biography: every fact once, derived facts after their source, fillers anywhere."""
-        order = list(TEMPLATES)
+        groups = [g for g in COMPOUND if rng.random() < self.compound] if self.compound else []
+        grouped = {a for g in groups for a in g}
+        order = [a for a in self.templates if a not in grouped]
         rng.shuffle(order)
         for derived, source in DERIVED_FROM.items():  # move each derived fact right after a random later slot
+            if derived in grouped:
+                continue
             order.remove(derived)
             at = rng.randint(order.index(source) + 1, len(order))
             order.insert(at, derived)
-        sentences = [rng.choice(TEMPLATES[a]).format(n=person.name, v=person.facts[a]) for a in order]
+        sentences = [rng.choice(self.templates[a]).format(n=person.name, v=person.facts[a]) for a in order]
+        for g in groups:
+            sentences.insert(rng.randint(0, len(sentences)), rng.choice(COMPOUND[g]).format(n=person.name, **person.facts))
+        if self.pronoun_facts:  # a pronoun subject never opens the bio: the reader must know who "she" is
+            sentences[1:] = [person.pronoun[0] + s[len(person.name):]
+                             if s.startswith(person.name + " ") and rng.random() < self.pronoun_facts else s
+                             for s in sentences[1:]]
         for _ in range(self.filler):
             sentences.insert(rng.randint(1, len(sentences)), _fill(rng.choice(FILLER), rng, person.pronoun))
         return " ".join(sentences)
 
     def render_qa(self, person: Person, rng: random.Random) -> str:
-        attrs = list(TEMPLATES)
+        attrs = list(self.templates)
         rng.shuffle(attrs)
-        return " ".join(f"Question: {QUESTIONS[a].format(n=person.name)} Answer: {person.facts[a]}." for a in attrs)
+        questions = dict(QUESTIONS, mentor=MENTOR["question"])
+        return " ".join(f"Question: {questions[a].format(n=person.name)} Answer: {person.facts[a]}." for a in attrs)
 
     def _rng(self, *key) -> random.Random:
         return random.Random("-".join(map(str, (self.seed,) + key)))
@@ -235,7 +289,8 @@ class ClosedWorld(Corpus):
     def stat_key(self) -> str:
         return json.dumps([type(self).__name__, self.n_people, self.seed, self.max_docs, self.zipf, self.head,
                            self.min_docs, self.rounds,
-                           self.qa_fraction, self.filler, self.val_docs, _source_digest()])
+                           self.qa_fraction, self.filler, self.val_docs, self.mentor, self.pronoun_facts,
+                           self.compound, _source_digest()])
 
     def bpe_documents(self) -> Iterator[str]:
         """What the BPE is trained on: one biography and one question-answer document per person, so worlds
@@ -247,9 +302,11 @@ class ClosedWorld(Corpus):
 
     # -- evaluation files -----------------------------------------------------------------------------------
     def kb(self) -> KnowledgeBase:
-        attrs = {a: Attribute(relation_words=RELATION_WORDS[a], derived_from=DERIVED_FROM.get(a),
-                              probe=TEMPLATES[a][0].split("{v}")[0].replace("{n}", "{name}").rstrip())
-                 for a in TEMPLATES}
+        words = dict(RELATION_WORDS, mentor=MENTOR["relation_words"])
+        attrs = {a: Attribute(relation_words=words[a], derived_from=DERIVED_FROM.get(a),
+                              probe=self.templates[a][0].split("{v}")[0].replace("{n}", "{name}").rstrip(),
+                              kind="entity" if a == "mentor" else "text")
+                 for a in self.templates}
         attrs["birth_date"].pattern = r"\d{1,2} (?:" + "|".join(MONTHS) + r") \d{4}"
         entities = {p.name: Entity(p.name, [p.name], dict(p.facts), p.docs) for p in self.people}
         return KnowledgeBase(attrs, entities)
