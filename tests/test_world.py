@@ -57,6 +57,65 @@ def test_every_fact_once_derived_after_source_and_filler_states_no_fact():
         assert kb.claims(_fill(rng.choice(FILLER), rng, ("She", "her")), subject=w.people[0].name) == []
 
 
+DENSE = dict(mentor=True, pronoun_facts=0.5, compound=0.8, filler=0)  # configs/world/dense.yaml
+
+
+def test_the_default_world_is_the_one_earlier_results_used():
+    """New knobs off = the world of every earlier result, draw for draw (digest of its text and facts taken
+    from the code before the knobs existed), and a mentor changes no other fact."""
+    import hashlib
+
+    w = ClosedWorld(people=60, rounds=2, seed=3)
+    h = hashlib.sha256()
+    for d in list(w.documents()) + list(w.bpe_documents()):
+        h.update(d.encode())
+    h.update(repr(sorted((p.name, sorted(p.facts.items())) for p in w.people)).encode())
+    assert h.hexdigest().startswith("f5bc1a3b4397d425")
+    with_mentor = ClosedWorld(people=60, rounds=2, seed=3, mentor=True)
+    assert [{k: v for k, v in p.facts.items() if k != "mentor"} for p in with_mentor.people] == \
+        [p.facts for p in w.people]
+
+
+def test_dense_world_every_fact_read_true_and_swapped_false():
+    """The dense world (compound sentences, pronoun subjects, an entity-valued mentor): each biography's claims
+    are exactly its facts, all true, derived after source; the same text about another person is false."""
+    w = ClosedWorld(people=40, seed=1, **DENSE)
+    kb = w.kb()
+    assert kb.attributes["mentor"].kind == "entity" and kb.attributes["mentor"].probe == "{name} was a student of"
+    assert all(p.facts["mentor"] != p.name and p.facts["mentor"] in kb.entities for p in w.people)
+    bios = [(p, d) for p, d in w.train_documents() if not d.startswith("Question:")][:60]
+    pronoun_subjects = 0
+    for person, doc in bios:
+        claims = kb.claims(doc, subject=person.name)
+        assert sorted(c.attribute for c in claims) == sorted(w.templates) and all(c.supported for c in claims)
+        where = {c.attribute: c.start for c in claims}
+        assert all(where[d] > where[s] for d, s in DERIVED_FROM.items())
+        assert doc.split()[0] not in ("She", "He") and person.name in doc.split(". ")[0]  # who "she" is comes first
+        pronoun_subjects += sum(s.split()[0] in ("She", "He") for s in doc.split(". "))
+    assert pronoun_subjects > len(bios)  # fact sentences with a pronoun subject are common
+    # the same text about another person: a claim is true only where the two happen to share that value
+    nxt = dict(zip((p.name for p in w.people), w.people[1:] + w.people[:1]))
+    for person, doc in bios[:20]:
+        claims = kb.claims(doc.replace(person.name, nxt[person.name].name), subject=nxt[person.name].name)
+        assert len(claims) == len(w.templates)
+        assert all(c.supported == (nxt[person.name].facts[c.attribute] == person.facts[c.attribute]) for c in claims)
+        assert sum(c.supported for c in claims) <= 2
+
+
+def test_dense_world_fact_share_is_the_papers_regime():
+    """Issue 14: fact-value tokens 24-30% of validation tokens (the default world: ~16%), above any call budget."""
+    from lacy.evaluate import PlacementDocs
+    from lacy.tokenizer import train_bpe
+
+    shares = {}
+    for name, kw in (("default", {}), ("dense", DENSE)):
+        w = ClosedWorld(**kw)
+        tok = train_bpe(w.bpe_documents(), 2048)
+        docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in w.val_documents()])
+        shares[name] = np.concatenate([f[1:] for f in docs.fact]).mean()
+    assert 0.14 < shares["default"] < 0.18 and 0.24 <= shares["dense"] <= 0.30, shares
+
+
 def test_qa_documents_answer_every_attribute():
     w = ClosedWorld(people=20, qa_fraction=1.0)
     qa = [(p, d) for p, d in w.train_documents() if d.startswith("Question:")]
