@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lacy.annotate import Annotator
+from lacy.data import Annotator
 from lacy.facts import span_flags
 from lacy.kb import KnowledgeBase
 

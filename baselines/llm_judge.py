@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lacy.annotate import Annotator
+from lacy.data import Annotator
 from lacy.facts import span_flags
 from lacy.lacy_strategy import LaCy
 from lacy.model import weights_digest
