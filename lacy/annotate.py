@@ -64,6 +64,8 @@ def main(argv=None) -> None:
             state = "complete" if arr is not None else "shard done; other shards pending"
             print(f"{ann.name} {split}: {state} ({time.perf_counter() - t0:.1f}s)"
                   + (f", mean value {arr.mean():.4f} over {len(arr)} tokens" if arr is not None else ""))
+        if ann.stats():
+            print(f"{ann.name}, documents annotated by this run: " + ", ".join(f"{k} {v}" for k, v in ann.stats().items()))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,11 @@ class Annotator:
         """One array per document, one value per subword (``offsets[d]`` is (n_d, 2) char offsets)."""
         raise NotImplementedError
 
+    def stats(self) -> dict[str, int]:
+        """Counts over the documents this process annotated (e.g. a judge's refused documents), which
+        ``python -m lacy.annotate`` prints; chunks finished by an earlier run are not recounted."""
+        return {}
+
 
 class BlockAnnotator(Annotator):
     """Annotator whose value for a target depends on the training block around it (e.g. a reference model's
