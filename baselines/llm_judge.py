@@ -110,11 +110,17 @@ class HFJudge(Judge):
         model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, **kw)
         self._model = model.to(self.device).eval()
 
-    def _render(self, prompt: str) -> str:
+    def _encode(self, prompt: str) -> list[int]:
+        """Ids of the chat-rendered prompt. The template's markers are special ids; the prompt (it holds the
+        document) never yields one, whatever it contains (e.g. a literal ``<|im_end|>``)."""
+        head, tail = "", "\n"
         if self._tok.chat_template:
-            return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                 add_generation_prompt=True)
-        return prompt + "\n"
+            marker = "\x00lacy-prompt\x00"
+            head, tail = self._tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                                       add_generation_prompt=True).split(marker)
+        return (self._tok(head, split_special_tokens=False)["input_ids"]
+                + self._tok(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                + self._tok(tail, add_special_tokens=False, split_special_tokens=False)["input_ids"])
 
     @torch.no_grad()
     def answer(self, prompts):
@@ -122,8 +128,8 @@ class HFJudge(Judge):
             self._load()
         out = []
         for i in range(0, len(prompts), self.batch_size):
-            enc = self._tok([self._render(p) for p in prompts[i:i + self.batch_size]], return_tensors="pt",
-                            padding=True).to(self.device)
+            enc = self._tok.pad({"input_ids": [self._encode(p) for p in prompts[i:i + self.batch_size]]},
+                                return_tensors="pt").to(self.device)
             gen = self._model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens,
                                        pad_token_id=self._tok.pad_token_id)
             out += self._tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from lacy.corpus import Corpus, WikiSummaries
+from lacy.errors import UsageError
 from lacy.objective import IGNORE_INDEX
-from lacy.tokenizer import gpt2_folder, load_tokenizer, train_bpe
+from lacy.tokenizer import EOS_TOKEN, MIN_BPE_VOCAB, gpt2_folder, load_tokenizer, train_bpe
 
-CACHE_VERSION = "2"  # bump when the on-disk format changes
+CACHE_VERSION = "3"  # bump when the on-disk format changes (3: text never encodes to a special id)
 
 
 def stable_hash(*parts) -> str:
@@ -98,6 +99,7 @@ class SplitWriter:
     def __init__(self, path: Path, tokenizer):
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.tokenizer = path, tokenizer
+        self.special = np.asarray(sorted(set(tokenizer.all_special_ids)), dtype=np.int32)
         self.files = [open(path / name, "wb") for name in ("ids.bin", "offsets.bin", "texts.jsonl")]
         self.starts, self.text_index = [0], [0]
 
@@ -105,7 +107,13 @@ class SplitWriter:
         f_ids, f_off, f_txt = self.files
         eos = self.tokenizer.eos_token_id
         for text, enc in zip(texts, self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)):
-            np.asarray(enc.ids + [eos], dtype=np.int32).tofile(f_ids)
+            ids = np.asarray(enc.ids + [eos], dtype=np.int32)
+            if np.isin(ids[:-1], self.special).any():  # lacy's tokenizers split special tokens written in text
+                bad = self.tokenizer.convert_ids_to_tokens(int(ids[:-1][np.isin(ids[:-1], self.special)][0]))
+                raise UsageError(f"data.tokenizer: the tokenizer encodes text of document {len(self.starts)} of "
+                                 f"{self.path.name} to its special token {bad!r}: text could pose as a control token; "
+                                 "use a tokenizer whose special tokens no text can produce")
+            ids.tofile(f_ids)
             np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2).tofile(f_off)
             self.starts.append(self.starts[-1] + len(enc.ids) + 1)
             line = (json.dumps(text) + "\n").encode()
@@ -329,6 +337,9 @@ class CorpusDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+        if tokenizer is None and bpe_vocab_size < MIN_BPE_VOCAB:
+            raise UsageError(f"data.bpe_vocab_size={bpe_vocab_size}: a byte-level BPE has at least {MIN_BPE_VOCAB} ids "
+                             f"(256 bytes + {EOS_TOKEN}); use {MIN_BPE_VOCAB} or more (the default is 8192)")
         self.corpus = corpus if corpus is not None else WikiSummaries()
         self.tokenizer_path, self.bpe_vocab_size = tokenizer, bpe_vocab_size
         self.block_size, self.batch_size, self.val_fraction, self.seed = block_size, batch_size, val_fraction, seed
@@ -373,7 +384,8 @@ class CorpusDataModule(L.LightningDataModule):
                                  "splits non-empty")
             return np.asarray(own, dtype=bool)
         if n == 0:
-            raise ValueError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
+            raise UsageError(f"data.corpus: {self.corpus.describe()} has no documents (only blank ones); give a "
+                             "corpus with text")
         n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * n))
         if n - n_val < 1:
             raise ValueError(f"corpus has {n} document(s): too few to hold out data.val_fraction="
