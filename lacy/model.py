@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from lacy.errors import UsageError
+
 # n_layer, n_embd, n_head. Non-embedding parameters are ~12 * n_layer * n_embd**2.
 PRESETS: dict[str, dict[str, int]] = {
     "micro": dict(n_layer=2, n_embd=32, n_head=2),  # tests and smoke runs: seconds on a CPU
@@ -53,3 +55,18 @@ def weights_digest(folder: str | Path, gguf_file: str | None = None) -> str:
             for block in iter(lambda: fh.read(1 << 24), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def local_model_folder(path: str | Path, role: str, hint: str) -> Path:
+    """``path`` as a local Hugging Face model folder (holding config.json); UsageError otherwise.
+
+    A name that is not a local folder is never looked up on the hub: lacy does no network access at run time.
+    Asking for a hub model explicitly means downloading it first (``hf download NAME --local-dir DIR``) and
+    passing DIR; the message says so.
+    """
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        what = "is not a model folder (no config.json)" if folder.is_dir() else "is not a local folder"
+        raise UsageError(f"{role} {str(path)!r} {what}; {hint} (a Hugging Face hub model: download it first with "
+                         "`hf download NAME --local-dir DIR` and pass DIR; lacy never downloads)")
+    return folder

@@ -68,27 +68,29 @@ def gpt2_folder(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+def load_tokenizer(path: str | Path, option: str = "data.tokenizer") -> PreTrainedTokenizerFast:
     """A local HF tokenizer folder, with ``<CALL>`` appended when it lacks one. Never downloads.
 
-    Raises UsageError when the folder is missing, holds no tokenizer files (:data:`TOKENIZER_FILES`), is slow
-    (no character offsets) or has fewer than :data:`MIN_VOCAB` ordinary tokens.
+    Raises UsageError (naming ``option``, the setting that gave the folder) when the folder is missing, holds no
+    tokenizer files (:data:`TOKENIZER_FILES`), is slow (no character offsets) or has fewer than
+    :data:`MIN_VOCAB` ordinary tokens.
     """
     path = Path(path)
-    fix = "give data.tokenizer a local folder saved by a tokenizer's save_pretrained, or leave it null to train a BPE"
+    fix = ("give a local folder saved by a tokenizer's save_pretrained" + (
+        ", or leave data.tokenizer null to train a BPE" if option == "data.tokenizer" else ""))
     if not path.is_dir():
-        raise UsageError(f"data.tokenizer: tokenizer folder {str(path)!r} does not exist; {fix}")
+        raise UsageError(f"{option}: tokenizer folder {str(path)!r} does not exist; {fix}")
     if not any(all((path / f).is_file() for f in files) for files in TOKENIZER_FILES):
         present = sorted(p.name for p in path.iterdir())[:8]
-        raise UsageError(f"data.tokenizer: {str(path)!r} holds no tokenizer files (has {present}; needs "
+        raise UsageError(f"{option}: {str(path)!r} holds no tokenizer files (has {present}; needs "
                          f"{' or '.join(' + '.join(f) for f in TOKENIZER_FILES)}); {fix}")
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if not tok.is_fast:
-        raise UsageError(f"data.tokenizer: {str(path)!r} is a slow tokenizer without character offsets; LaCy aligns "
+        raise UsageError(f"{option}: {str(path)!r} is a slow tokenizer without character offsets; LaCy aligns "
                          "fact flags through offsets, so give a fast (tokenizer.json) tokenizer")
     ordinary = len(set(tok.get_vocab().values()) - set(tok.all_special_ids))
     if ordinary < MIN_VOCAB:
-        raise UsageError(f"data.tokenizer: {str(path)!r} has {ordinary} ordinary tokens, fewer than {MIN_VOCAB}: its "
+        raise UsageError(f"{option}: {str(path)!r} has {ordinary} ordinary tokens, fewer than {MIN_VOCAB}: its "
                          f"files are not a real vocabulary; {fix}")
     if tok.eos_token is None:
         tok.add_special_tokens({"eos_token": EOS_TOKEN})
@@ -101,6 +103,12 @@ def with_call_token(tok: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
     if CALL_TOKEN not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [CALL_TOKEN]})
     check_call_token(tok)
+    return text_only(tok)
+
+
+def text_only(tok):
+    """``tok`` with every special token written in text encoded as its characters, never as its id; saved with
+    the tokenizer (``split_special_tokens``). Special ids then come only from code (EOS, ``<CALL>`` targets)."""
     tok.split_special_tokens = tok.init_kwargs["split_special_tokens"] = True
     tok.backend_tokenizer.encode_special_tokens = True  # for direct backend calls (SplitWriter's encode_batch)
     return tok

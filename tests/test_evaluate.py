@@ -10,6 +10,7 @@ from baselines.kb_oracle import KBOracleAnnotator
 from lacy.cascade import Generation
 from lacy.cli import cli_main
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.export import export_checkpoint
 from lacy.evaluate import KBEvaluation, PlacementDocs, bucket, call_placement, kb_factscore, leakage
 from lacy.model import build_slm
@@ -156,7 +157,7 @@ def test_kb_evaluation_from_world_files_with_a_trained_partner_folder(world, tmp
     other = train_bpe(["another tokenizer entirely " * 30], 300)
     build_slm("micro", len(other), 64).save_pretrained(tmp_path / "stranger")
     other.save_pretrained(tmp_path / "stranger")
-    with pytest.raises(ValueError, match="another tokenizer"):
+    with pytest.raises(UsageError, match="another tokenizer"):
         KBEvaluation(world=str(tmp_path / "world"), partner=str(tmp_path / "stranger"), score="call",
                      limit=2).run(slm, dm.tokenizer)
 
@@ -201,3 +202,40 @@ def test_cascade_placement_by_hand(world):
     assert res["by_partner_birth_city"] == 0.0
     city = len(tok(f" {a.facts['birth_city']}", add_special_tokens=False)["input_ids"])
     assert res["cascade_fact_tokens_by_partner"] == pytest.approx(len(ids_field) / (len(ids_field) + city))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Records (and refuses) every name lookup and connection this process attempts."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_path, monkeypatch, no_network):
+    """Issue 16.14: `python -m lacy.evaluate <name>` tried the Hugging Face hub."""
+    from lacy.evaluate import main
+    from lacy.factscore import load_partner_any
+
+    monkeypatch.chdir(tmp_path)
+    slm_tok = train_bpe(["a tokenizer for the small model " * 20], 300)
+    for run in (lambda name: main([name]), lambda name: load_partner_any(name, slm_tok)):
+        with pytest.raises(UsageError, match="partner 'HuggingFaceTB/SmolLM2-135M' is not a local folder; .*hf "
+                                             "download NAME --local-dir DIR"):
+            run("HuggingFaceTB/SmolLM2-135M")
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(UsageError, match=r"partner 'empty' is not a model folder \(no config.json\)"):
+            run("empty")
+    (tmp_path / "bare").mkdir()
+    build_slm("micro", 301, 64).save_pretrained(tmp_path / "bare")  # a model without its tokenizer files
+    with pytest.raises(UsageError, match="partner 'bare': 'bare' holds no tokenizer files"):
+        main(["bare"])
+    assert no_network == []
