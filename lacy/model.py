@@ -57,16 +57,19 @@ def weights_digest(folder: str | Path, gguf_file: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def local_model_folder(path: str | Path, role: str, hint: str) -> Path:
+HUB_PREFIX = "hf:"  # hf:NAME asks for a Hugging Face hub model explicitly, where a command allows it
+
+
+def local_model_folder(path: str | Path, role: str, hint: str, hub_prefix_allowed: bool = False) -> Path:
     """``path`` as a local Hugging Face model folder (holding config.json); UsageError otherwise.
 
-    A name that is not a local folder is never looked up on the hub: lacy does no network access at run time.
-    Asking for a hub model explicitly means downloading it first (``hf download NAME --local-dir DIR``) and
-    passing DIR; the message says so.
+    A name that is not a local folder is never looked up on the hub (offline by default). The message says how
+    to ask for a hub model explicitly: ``hf:NAME`` where the caller allows it, else download it first.
     """
     folder = Path(path)
     if not (folder / "config.json").is_file():
         what = "is not a model folder (no config.json)" if folder.is_dir() else "is not a local folder"
-        raise UsageError(f"{role} {str(path)!r} {what}; {hint} (a Hugging Face hub model: download it first with "
-                         "`hf download NAME --local-dir DIR` and pass DIR; lacy never downloads)")
+        hub = (f"write {HUB_PREFIX}NAME to load a hub model (needs internet)" if hub_prefix_allowed else
+               "a hub model: download it first with `hf download NAME --local-dir DIR` and pass DIR")
+        raise UsageError(f"{role} {str(path)!r} {what}; {hint} ({hub}; lacy never looks names up on its own)")
     return folder

@@ -204,6 +204,10 @@ def test_cascade_placement_by_hand(world):
     assert res["cascade_fact_tokens_by_partner"] == pytest.approx(len(ids_field) / (len(ids_field) + city))
 
 
+class NetworkAttempt(Exception):
+    pass
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Records (and refuses) every name lookup and connection this process attempts."""
@@ -213,7 +217,7 @@ def no_network(monkeypatch):
 
     def refuse(*args, **kwargs):
         attempts.append(args)
-        raise OSError("network access in a test")
+        raise NetworkAttempt(args)  # not an OSError: no client retries it
 
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
@@ -227,9 +231,9 @@ def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_pat
 
     monkeypatch.chdir(tmp_path)
     slm_tok = train_bpe(["a tokenizer for the small model " * 20], 300)
-    for run in (lambda name: main([name]), lambda name: load_partner_any(name, slm_tok)):
-        with pytest.raises(UsageError, match="partner 'HuggingFaceTB/SmolLM2-135M' is not a local folder; .*hf "
-                                             "download NAME --local-dir DIR"):
+    for run, hub in ((lambda name: main([name]), "download it first with `hf download NAME --local-dir DIR`"),
+                     (lambda name: load_partner_any(name, slm_tok), "write hf:NAME to load a hub model")):
+        with pytest.raises(UsageError, match=f"partner 'HuggingFaceTB/SmolLM2-135M' is not a local folder; .*{hub}"):
             run("HuggingFaceTB/SmolLM2-135M")
         (tmp_path / "empty").mkdir(exist_ok=True)
         with pytest.raises(UsageError, match=r"partner 'empty' is not a model folder \(no config.json\)"):
@@ -239,3 +243,6 @@ def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_pat
     with pytest.raises(UsageError, match="partner 'bare': 'bare' holds no tokenizer files"):
         main(["bare"])
     assert no_network == []
+    with pytest.raises(OSError):  # asked for explicitly: the hub is tried (this test refuses the connection)
+        load_partner_any("hf:HuggingFaceTB/SmolLM2-135M", slm_tok)
+    assert no_network
