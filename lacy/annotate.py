@@ -65,7 +65,8 @@ def main(argv=None) -> None:
             print(f"{ann.name} {split}: {state} ({time.perf_counter() - t0:.1f}s)"
                   + (f", mean value {arr.mean():.4f} over {len(arr)} tokens" if arr is not None else ""))
         if ann.stats():
-            print(f"{ann.name}, documents annotated by this run: " + ", ".join(f"{k} {v}" for k, v in ann.stats().items()))
+            counts = ", ".join(f"{k} {v}" for k, v in ann.stats().items())
+            print(f"{ann.name}, documents annotated by this run: {counts}")
 
 
 if __name__ == "__main__":

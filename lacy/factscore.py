@@ -201,7 +201,8 @@ def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
     elif path.startswith(HUB_PREFIX):  # the hub, asked for explicitly (transformers caches the download)
         path, kw["local_files_only"] = path[len(HUB_PREFIX):], False
     else:
-        local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder", hub_prefix_allowed=True)
+        local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder",
+                           hub_prefix_allowed=True)
     tok = text_only(AutoTokenizer.from_pretrained(path, **kw))  # prompt text never becomes a special token
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
     if tok.get_vocab() == slm_tokenizer.get_vocab():
