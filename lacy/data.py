@@ -336,7 +336,7 @@ class CorpusDataModule(L.LightningDataModule):
                  cache_dir: str = ".cache/lacy", num_workers: int = 0, annotators: list[Annotator] | None = None):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+            raise UsageError(f"data.val_fraction={val_fraction}: must be in [0, 1); e.g. 0.02")
         if tokenizer is None and bpe_vocab_size < MIN_BPE_VOCAB:
             raise UsageError(f"data.bpe_vocab_size={bpe_vocab_size}: a byte-level BPE has at least {MIN_BPE_VOCAB} ids "
                              f"(256 bytes + {EOS_TOKEN}); use {MIN_BPE_VOCAB} or more (the default is 8192)")
@@ -388,8 +388,8 @@ class CorpusDataModule(L.LightningDataModule):
                              "corpus with text")
         n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * n))
         if n - n_val < 1:
-            raise ValueError(f"corpus has {n} document(s): too few to hold out data.val_fraction="
-                             f"{self.val_fraction}; add documents or set val_fraction: 0")
+            raise UsageError(f"data.val_fraction={self.val_fraction}: {self.corpus.describe()} has {n} document(s), "
+                             "too few to hold some out; add documents or set val_fraction: 0")
         is_val = np.zeros(n, dtype=bool)
         is_val[np.random.default_rng(self.seed).permutation(n)[:n_val]] = True
         return is_val
@@ -451,8 +451,8 @@ class CorpusDataModule(L.LightningDataModule):
     def _check_size(self, root: Path) -> None:
         n = json.loads((root / "train" / "meta.json").read_text())["tokens"]
         if n < self.block_size + 1:
-            raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
-                             f"{self.block_size + 1}); use a larger corpus or a smaller data.block_size")
+            raise UsageError(f"data.block_size={self.block_size}: the training split has {n} tokens, fewer than one "
+                             f"block (block_size + 1); use a larger corpus or a smaller data.block_size")
 
     def prepare_data(self) -> None:
         root = self.prepare()
@@ -479,9 +479,9 @@ class CorpusDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(data), self.seed, lambda: trainer.global_step * per_step,
                                    trainer.global_rank, trainer.world_size)
         if len(sampler) < self.batch_size:
-            raise ValueError(f"the training split has {len(data)} blocks, fewer than one batch per device "
-                             f"(data.batch_size={self.batch_size} x {trainer.world_size} devices); use a larger "
-                             "corpus or smaller data.batch_size / data.block_size")
+            raise UsageError(f"data.batch_size={self.batch_size}: the training split has {len(data)} blocks, fewer "
+                             f"than one batch per device ({trainer.world_size} devices); use a larger corpus or a "
+                             "smaller data.batch_size / data.block_size")
         return ResumableDataLoader(data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

@@ -79,8 +79,14 @@ def test_bad_corpora_give_clear_errors(tmp_path, data_kwargs):
         CorpusDataModule(**kw).setup()
     short = tmp_path / "short.txt"
     short.write_text("One short document.\n\nAnother one.\n\nAnd a third.")
-    with pytest.raises(ValueError, match="fewer than one block"):
+    with pytest.raises(UsageError, match="data.block_size=32: the training split has .* fewer than one block"):
         CorpusDataModule(**dict(data_kwargs, corpus=TextCorpus(str(short)), val_fraction=0.0)).setup()
+    with pytest.raises(UsageError, match="data.val_fraction=0.5: TextCorpus file .*one.txt' has 1 document"):
+        one = tmp_path / "one.txt"
+        one.write_text("One document.")
+        CorpusDataModule(**dict(data_kwargs, corpus=TextCorpus(str(one)), val_fraction=0.5)).setup()
+    with pytest.raises(UsageError, match=r"data.val_fraction=1.0: must be in \[0, 1\)"):
+        CorpusDataModule(**dict(data_kwargs, val_fraction=1.0))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "fine"}\n{not json}\n')
     with pytest.raises(UsageError, match="broken.jsonl:2: not valid JSON"):
@@ -206,3 +212,18 @@ def test_tokenizer_folder_errors(tmp_path, data_kwargs):
     tok.add_tokens(["<late>"])  # a token after <CALL> would shift the model's call row
     with pytest.raises(ValueError, match="must be the last id"):
         check_call_token(tok)
+
+
+def test_a_batch_larger_than_the_training_split_names_the_option(data_kwargs):
+    import lightning as L
+
+    from baselines import RandomCalls
+    from lacy.module import CallLM
+
+    dm = CorpusDataModule(**dict(data_kwargs, batch_size=1000))
+    model = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=dm.block_size)
+    trainer = L.Trainer(max_steps=1, callbacks=[RandomCalls()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    with pytest.raises(UsageError, match=r"data.batch_size=1000: the training split has \d+ blocks, fewer than one "
+                                         r"batch per device \(1 devices\)"):
+        trainer.fit(model, dm)
