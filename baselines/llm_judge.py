@@ -136,6 +136,39 @@ class HFJudge(Judge):
         return out
 
 
+class MalformedReply(ValueError):
+    """A well-formed HTTP 200 whose body is not an OpenAI chat completion: a protocol failure, retried."""
+
+
+REFUSED_STATUS = {400, 413, 422}  # this document only: its "no span"
+RETRIED_STATUS = {408, 429}  # and every 5xx
+
+
+def _completion(raw: bytes) -> str:
+    """``choices[0].message.content`` of a chat-completion body (null content: the empty answer)."""
+    try:
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise MalformedReply(f"a reply that is not a chat completion: {raw[:120]!r}") from None
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(f"a reply whose content is not text: {raw[:120]!r}")
+    return content or ""
+
+
+def _server_message(err: urllib.error.HTTPError) -> str:
+    """The error message an OpenAI-compatible server sent with a status (OpenAI: error.message; vLLM: message)."""
+    try:
+        raw = err.read()
+    except (OSError, http.client.HTTPException):
+        return err.reason or ""
+    try:
+        obj = json.loads(raw)
+        message = obj["error"].get("message") if isinstance(obj.get("error"), dict) else obj.get("message")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        message = None
+    return " ".join(str(message or raw.decode("utf-8", "replace") or err.reason).split())[:300]
+
+
 class OpenAIJudge(Judge):
     """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, hosted APIs).
 
@@ -219,39 +252,6 @@ class OpenAIJudge(Judge):
         finally:
             db.close()
         return out
-
-
-class MalformedReply(ValueError):
-    """A well-formed HTTP 200 whose body is not an OpenAI chat completion: a protocol failure, retried."""
-
-
-REFUSED_STATUS = {400, 413, 422}  # this document only: its "no span"
-RETRIED_STATUS = {408, 429}  # and every 5xx
-
-
-def _completion(raw: bytes) -> str:
-    """``choices[0].message.content`` of a chat-completion body (null content: the empty answer)."""
-    try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise MalformedReply(f"a reply that is not a chat completion: {raw[:120]!r}") from None
-    if content is not None and not isinstance(content, str):
-        raise MalformedReply(f"a reply whose content is not text: {raw[:120]!r}")
-    return content or ""
-
-
-def _server_message(err: urllib.error.HTTPError) -> str:
-    """The error message an OpenAI-compatible server sent with a status (OpenAI: error.message; vLLM: message)."""
-    try:
-        raw = err.read()
-    except (OSError, http.client.HTTPException):
-        return err.reason or ""
-    try:
-        obj = json.loads(raw)
-        message = (obj.get("error") or {}).get("message") if isinstance(obj.get("error"), dict) else obj.get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return " ".join(str(message or raw.decode("utf-8", "replace") or err.reason).split())[:300]
 
 
 class JudgeAnnotator(Annotator):

@@ -106,19 +106,28 @@ class SplitWriter:
     def add(self, texts: list[str]) -> None:
         f_ids, f_off, f_txt = self.files
         eos = self.tokenizer.eos_token_id
-        for text, enc in zip(texts, self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)):
-            ids = np.asarray(enc.ids + [eos], dtype=np.int32)
-            if np.isin(ids[:-1], self.special).any():  # lacy's tokenizers split special tokens written in text
-                bad = self.tokenizer.convert_ids_to_tokens(int(ids[:-1][np.isin(ids[:-1], self.special)][0]))
-                raise UsageError(f"data.tokenizer: the tokenizer encodes text of document {len(self.starts)} of "
-                                 f"{self.path.name} to its special token {bad!r}: text could pose as a control token; "
-                                 "use a tokenizer whose special tokens no text can produce")
-            ids.tofile(f_ids)
+        encs = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        self._check_text_only(encs)
+        for text, enc in zip(texts, encs):
+            np.asarray(enc.ids + [eos], dtype=np.int32).tofile(f_ids)
             np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2).tofile(f_off)
             self.starts.append(self.starts[-1] + len(enc.ids) + 1)
             line = (json.dumps(text) + "\n").encode()
             f_txt.write(line)
             self.text_index.append(self.text_index[-1] + len(line))
+
+    def _check_text_only(self, encs) -> None:
+        """No text may produce a special id (EOS, ``<CALL>``, ...): lacy's tokenizers encode special tokens written
+        in text as characters; a tokenizer whose ordinary encoding still reaches one is refused."""
+        lengths = [len(e.ids) for e in encs]
+        hit = np.isin(np.fromiter((i for e in encs for i in e.ids), dtype=np.int32, count=sum(lengths)), self.special)
+        if hit.any():
+            first = int(np.argmax(hit))
+            doc = int(np.searchsorted(np.cumsum(lengths), first, side="right"))
+            bad = self.tokenizer.convert_ids_to_tokens(int(encs[doc].ids[first - sum(lengths[:doc])]))
+            raise UsageError(f"data.tokenizer: the tokenizer encodes text of document {len(self.starts) + doc} of "
+                             f"{self.path.name} to its special token {bad!r}: text could pose as a control token; "
+                             "use a tokenizer whose special tokens no text can produce")
 
     def close(self) -> None:
         for f in self.files:

@@ -28,8 +28,8 @@ MIN_BPE_VOCAB = 257  # a trained byte-level BPE: the 256 bytes + EOS before any 
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE (``vocab_size`` >= :data:`MIN_BPE_VOCAB` ids before ``<CALL>``; fewer when the
-    texts allow fewer merges) on ``texts``; ~1.5 s per 5 MB here."""
+    """Train a byte-level BPE of ``vocab_size`` ids before ``<CALL>`` on ``texts`` (at least :data:`MIN_BPE_VOCAB`,
+    the bytes + EOS; fewer than asked when the texts allow fewer merges); ~1.5 s per 5 MB here."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
