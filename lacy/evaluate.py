@@ -407,7 +407,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-probe-accuracy", type=float, default=0.7)
     args = p.parse_args(argv)
-    tok = load_tokenizer(local_model_folder(args.partner, "partner", PARTNER_HINT), option=f"partner {args.partner!r}")
+    folder = local_model_folder(args.partner, "partner", "give the partner's exported folder, e.g. "
+                                "runs/world/partner/hf (`make partner` trains it)")
+    tok = load_tokenizer(folder, option=f"partner {args.partner!r}")
     model = load_partner(args.partner, tok)
     world = ClosedWorld(people=args.people, seed=args.seed)
     m = partner_alone(args.partner, model, tok, world.kb(), world.prompts(), world.kb().probes())
