@@ -114,11 +114,12 @@ def test_annotate_command_counts_refused_documents(endpoint, tmp_path, bios_path
     config = yaml.safe_load(open("configs/llm_judge.yaml"))
     config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
-    config["data"]["annotators"] = [{"class_path": "baselines.JudgeAnnotator", "init_args": {"judge": {
-        "class_path": "baselines.OpenAIJudge",
-        "init_args": {"base_url": endpoint.url, "model": "m", "cache": str(tmp_path / "judge.sqlite")}}}}]
+    judge = {"class_path": "baselines.OpenAIJudge",
+             "init_args": {"base_url": endpoint.url, "model": "m", "cache": str(tmp_path / "judge.sqlite")}}
+    config["data"]["annotators"] = [{"class_path": "baselines.JudgeAnnotator",
+                                     "init_args": {"chunk_docs": 50, "judge": judge}}]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    endpoint.script = ["ok"] * 5 + ["413"]
+    endpoint.script = ["ok"] * 5 + ["400"]  # the first chunk's sixth document; the later chunks go on
     main(["--config", str(tmp_path / "config.yaml")])
     out = capsys.readouterr().out
     assert "judge train: complete" in out and "judge val: complete" in out
