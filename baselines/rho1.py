@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from lacy.annotate import BlockAnnotator
+from lacy.data import BlockAnnotator
 from lacy.model import weights_digest
 from lacy.objective import token_losses
 from lacy.selection import budget, select_top

@@ -1,8 +1,9 @@
-"""Offline per-token annotation of a tokenized corpus: resumable, sharded, cached.
+"""Offline per-token annotation of a tokenized corpus: resumable, sharded, cached (the command).
 
 An annotator turns documents (text + subword character offsets) into one value per subword; a block
-annotator turns training blocks into one value per target (e.g. a reference model's loss). The runner
-cuts a split into chunks, writes each finished chunk atomically, and skips finished chunks on a re-run,
+annotator turns training blocks into one value per target (e.g. a reference model's loss). The interfaces
+and the runner live in lacy/data.py (the DataModule runs them too; this module only depends on it). The
+runner cuts a split into chunks, writes each finished chunk atomically, and skips finished chunks on a re-run,
 so a killed run resumes where it stopped. ``--shard i --num-shards n`` lets n machines each do every
 n-th chunk over a shared folder; any later run assembles the chunks.
 
@@ -10,132 +11,12 @@ Command (reads only the data section of a training config, so the cache key matc
 
     python -m lacy.annotate --config configs/lacy.yaml [--config overlay.yaml] [--shard 0 --num-shards 4] [--prepare-only]
 """
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
+from lacy.data import Annotator, BlockAnnotator, CorpusDataModule, annotate_split
 
-
-class Annotator:
-    """Per-document annotator. ``name`` is the batch key the values travel under."""
-
-    name: str = "side"
-    dtype = np.float32
-    chunk_docs: int = 500  # documents per resumable unit
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes the values (model, version, rules)."""
-        raise NotImplementedError
-
-    def bind(self, corpus) -> None:
-        """Sees the corpus before annotating (e.g. the closed world's knowledge base); most ignore it."""
-
-    def annotate(self, texts: list[str], offsets: list[np.ndarray]) -> list[np.ndarray]:
-        """One array per document, one value per subword (``offsets[d]`` is (n_d, 2) char offsets)."""
-        raise NotImplementedError
-
-
-class BlockAnnotator(Annotator):
-    """Annotator whose value for a target depends on the training block around it (e.g. a reference model's
-    loss given the same context the SLM sees), so it runs over the packed blocks, not over documents."""
-
-    chunk_blocks: int = 64  # blocks per resumable unit
-
-    def annotate_blocks(self, batch: dict) -> np.ndarray:
-        """(B, T) values for a batch of blocks (``input_ids``, ``labels`` as the DataModule yields them)."""
-        raise NotImplementedError
-
-
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".npy")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
-
-
-def annotate_split(ann: Annotator, root: Path, split: str, block_size: int | None = None, shard: int = 0,
-                   num_shards: int = 1, progress: bool = True) -> np.ndarray | None:
-    """The annotator's array for ``root/split``, aligned with its token ids; computes missing chunks.
-
-    Returns None when this shard is done but other shards' chunks are still missing.
-    """
-    from lacy.data import PackedBlocks, TokenizedSplit
-
-    data = TokenizedSplit(Path(root) / split)
-    words = [0]  # words annotated so far, for the progress bar
-    if isinstance(ann, BlockAnnotator):
-        if block_size is None:
-            raise ValueError(f"{type(ann).__name__} annotates training blocks: pass the data's block_size")
-        blocks = PackedBlocks(data.ids, {}, block_size, pad_id=0)
-        units = [range(s, min(s + ann.chunk_blocks, len(blocks))) for s in range(0, len(blocks), ann.chunk_blocks)]
-        out = Path(root) / "side" / f"{ann.name}-{ann.fingerprint()}-block{block_size}"
-
-        def compute(unit: range) -> np.ndarray:
-            batch = {k: torch.stack([blocks[b][k] for b in unit]) for k in ("input_ids", "labels")}
-            return np.asarray(ann.annotate_blocks(batch), dtype=ann.dtype).reshape(-1)
-
-        def place(arr: np.ndarray, unit: range, flat: np.ndarray) -> None:
-            for j, b in enumerate(unit):
-                a = b * block_size + 1
-                n = min(block_size, len(arr) - a)
-                arr[a:a + n] = flat[j * block_size:j * block_size + n]
-        unit_name = "blocks"
-    else:
-        units = [range(s, min(s + ann.chunk_docs, data.n_docs)) for s in range(0, data.n_docs, ann.chunk_docs)]
-        out = Path(root) / "side" / f"{ann.name}-{ann.fingerprint()}"
-
-        def compute(unit: range) -> np.ndarray:
-            texts = data.texts(unit)
-            words[0] += sum(len(t.split()) for t in texts)
-            values = ann.annotate(texts, [data.offsets[data.doc_slice(d)] for d in unit])
-            for d, v in zip(unit, values):
-                n = data.doc_slice(d).stop - data.doc_slice(d).start
-                if len(v) != n:
-                    raise RuntimeError(f"{type(ann).__name__} returned {len(v)} values for a {split} document "
-                                       f"of {n} tokens")
-            return np.concatenate(values).astype(ann.dtype) if values else np.zeros(0, ann.dtype)
-
-        def place(arr: np.ndarray, unit: range, flat: np.ndarray) -> None:
-            a, b = int(data.doc_starts[unit.start]), int(data.doc_starts[unit.stop])
-            is_eos = np.zeros(b - a, dtype=bool)
-            is_eos[data.doc_starts[unit.start + 1:unit.stop + 1] - 1 - a] = True
-            region = np.zeros(b - a, dtype=ann.dtype)
-            region[~is_eos] = flat
-            arr[a:b] = region
-        unit_name = "docs"
-    final = out / f"{split}.npy"
-    if final.exists():
-        return np.load(final, mmap_mode="r")
-    # the chunk size is in the folder name: a run with another chunk size never mixes with these chunks
-    chunk_dir = out / f"{split}-chunks-of-{len(units[0]) if units else 0}-{unit_name}"
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(shard, len(units), num_shards) if not (chunk_dir / f"{i:06d}.npy").exists()]
-    bar = tqdm(total=sum(len(units[i]) for i in todo), unit=unit_name[:-1], disable=not progress or not todo,
-               file=sys.stderr, desc=f"annotating {ann.name} ({split}, {len(todo)} of {len(units)} chunks left)")
-    t0 = time.perf_counter()
-    for i in todo:
-        _save_atomic(chunk_dir / f"{i:06d}.npy", compute(units[i]))
-        if words[0]:
-            bar.set_postfix_str(f"{words[0] / (time.perf_counter() - t0):,.0f} words/s")
-        bar.update(len(units[i]))
-    bar.close()
-    if any(not (chunk_dir / f"{i:06d}.npy").exists() for i in range(len(units))):
-        return None
-    # assemble on disk: a billion-token split never has to fit in memory
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{split}-", suffix=".npy")
-    os.close(fd)
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=ann.dtype, shape=data.ids.shape)
-    for i, unit in enumerate(units):
-        place(arr, unit, np.load(chunk_dir / f"{i:06d}.npy"))
-    arr.flush()
-    del arr
-    os.replace(tmp, final)
-    return np.load(final, mmap_mode="r")
+__all__ = ["Annotator", "BlockAnnotator", "annotate_split", "main"]  # the interfaces, also importable from here
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -166,8 +47,6 @@ def main(argv=None) -> None:
     import yaml
     from jsonargparse import ArgumentParser
 
-    from lacy.data import CorpusDataModule
-
     section: dict = {}
     for path in args.config:
         section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
@@ -185,6 +64,9 @@ def main(argv=None) -> None:
             state = "complete" if arr is not None else "shard done; other shards pending"
             print(f"{ann.name} {split}: {state} ({time.perf_counter() - t0:.1f}s)"
                   + (f", mean value {arr.mean():.4f} over {len(arr)} tokens" if arr is not None else ""))
+        if ann.stats():
+            counts = ", ".join(f"{k} {v}" for k, v in ann.stats().items())
+            print(f"{ann.name}, documents annotated by this run: {counts}")
 
 
 if __name__ == "__main__":

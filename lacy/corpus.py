@@ -1,12 +1,16 @@
 """Where documents come from. Each source yields plain-text documents in a fixed order.
 
-``digest`` identifies the content so tokenized data can be cached by a hash of its inputs.
+``digest`` identifies the content so tokenized data can be cached by a hash of its inputs. Files are read as
+UTF-8; a byte that is not UTF-8 stops with the file, line and column (and how to re-encode it), before any
+tokenizing.
 """
 import hashlib
 import importlib.util
 import json
 from pathlib import Path
 from typing import Iterator
+
+from lacy.errors import UsageError
 
 
 class Corpus:
@@ -26,6 +30,10 @@ class Corpus:
     def bpe_documents(self) -> Iterator[str] | None:
         """Documents to train the BPE on; None: the training split."""
         return None
+
+    def describe(self) -> str:
+        """Names the source in error messages (file corpora: the file)."""
+        return type(self).__name__
 
     def stat_key(self) -> str | None:
         """Identifies the content by file metadata (path, size, mtime) so ``digest`` can be memoised; None
@@ -52,8 +60,36 @@ class Corpus:
 def _existing_file(path: str | Path, option: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{option}: corpus file {str(path)!r} does not exist; fix the path in your config")
+        raise UsageError(f"{option}: corpus file {str(path)!r} does not exist; fix the path in your config")
+    if path.stat().st_size == 0:
+        raise UsageError(f"{option}: corpus file {str(path)!r} is empty; give a file with documents")
     return path
+
+
+def _not_utf8(path: Path, line: int, column: int, byte: int) -> UsageError:
+    return UsageError(f"{path}:{line}: not UTF-8 (byte 0x{byte:02x}, byte {column} of the line); re-encode the file "
+                      f"as UTF-8 from its encoding, e.g. `iconv -f latin1 -t utf-8 {path} > {path}.utf8`, and "
+                      "point the config at the result")
+
+
+def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line) of a UTF-8 text file, streamed; UsageError at the first line that is not UTF-8."""
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, n, e.start + 1, raw[e.start]) from None
+
+
+def read_utf8(path: Path) -> str:
+    """A whole UTF-8 text file; UsageError naming the line and column of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        raise _not_utf8(path, raw.count(b"\n", 0, e.start) + 1, e.start - line_start + 1, raw[e.start]) from None
 
 
 class JsonlCorpus(Corpus):
@@ -63,22 +99,24 @@ class JsonlCorpus(Corpus):
         self.path = _existing_file(path, "data.corpus.init_args.path")
         self.text_key = text_key
 
+    def describe(self):
+        return f"{type(self).__name__} file {str(self.path)!r}"
+
     def stat_key(self):
         return self._files_key(self.path, text_key=self.text_key)
 
     def documents(self) -> Iterator[str]:
-        with self.path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get(self.text_key), str):
-                    raise ValueError(f"{self.path}:{n}: expected an object with a string field {self.text_key!r} "
-                                     "(set data.corpus.init_args.text_key)")
-                yield obj[self.text_key]
+        for n, line in utf8_lines(self.path):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{self.path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get(self.text_key), str):
+                raise UsageError(f"{self.path}:{n}: expected an object with a string field {self.text_key!r} "
+                                 "(set data.corpus.init_args.text_key)")
+            yield obj[self.text_key]
 
 
 class TextCorpus(Corpus):
@@ -87,11 +125,14 @@ class TextCorpus(Corpus):
     def __init__(self, path: str):
         self.path = _existing_file(path, "data.corpus.init_args.path")
 
+    def describe(self):
+        return f"{type(self).__name__} file {str(self.path)!r}"
+
     def stat_key(self):
         return self._files_key(self.path)
 
     def documents(self) -> Iterator[str]:
-        text = self.path.read_text(encoding="utf-8")
+        text = read_utf8(self.path)
         for block in text.replace("\r\n", "\n").split("\n\n"):
             if block.strip():
                 yield block.strip()
@@ -121,7 +162,7 @@ class WikiSummaries(Corpus):
         return self._files_key(self.data_file(), topic=self.topic)
 
     def records(self) -> list[dict]:
-        data = json.loads(self.data_file().read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(self.data_file()))
         return [r for _, r in sorted(data.items()) if self.topic is None or r.get("topic") == self.topic]
 
     def documents(self) -> Iterator[str]:

@@ -5,7 +5,8 @@ Tokens of all documents form one stream (each document followed by EOS). A block
 labels the last ``block_size``, so every token is a target exactly once. Side arrays (fact flags,
 reference losses, judge labels: whatever an annotator writes) are aligned with the stream and are
 sliced like the labels, so batch[name][b, t] describes the target labels[b, t]. A strategy that needs a
-new signal adds an annotator; the loader never changes.
+new signal adds an annotator (:class:`Annotator`, run by :func:`annotate_split`: resumable, sharded,
+cached); the loader never changes. ``python -m lacy.annotate`` runs the annotators ahead of training.
 
 Everything derived from the corpus is cached under ``cache_dir`` keyed by a hash of its inputs.
 """
@@ -13,20 +14,23 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
-from lacy.annotate import Annotator, annotate_split
 from lacy.corpus import Corpus, WikiSummaries
+from lacy.errors import UsageError
 from lacy.objective import IGNORE_INDEX
-from lacy.tokenizer import gpt2_folder, load_tokenizer, train_bpe
+from lacy.tokenizer import EOS_TOKEN, MIN_BPE_VOCAB, gpt2_folder, load_tokenizer, train_bpe
 
-CACHE_VERSION = "2"  # bump when the on-disk format changes
+CACHE_VERSION = "3"  # bump when the on-disk format changes (3: text never encodes to a special id)
 
 
 def stable_hash(*parts) -> str:
@@ -95,19 +99,35 @@ class SplitWriter:
     def __init__(self, path: Path, tokenizer):
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.tokenizer = path, tokenizer
+        self.special = np.asarray(sorted(set(tokenizer.all_special_ids)), dtype=np.int32)
         self.files = [open(path / name, "wb") for name in ("ids.bin", "offsets.bin", "texts.jsonl")]
         self.starts, self.text_index = [0], [0]
 
     def add(self, texts: list[str]) -> None:
         f_ids, f_off, f_txt = self.files
         eos = self.tokenizer.eos_token_id
-        for text, enc in zip(texts, self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)):
+        encs = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        self._check_text_only(encs)
+        for text, enc in zip(texts, encs):
             np.asarray(enc.ids + [eos], dtype=np.int32).tofile(f_ids)
             np.asarray(enc.offsets + [(0, 0)], dtype=np.int32).reshape(-1, 2).tofile(f_off)
             self.starts.append(self.starts[-1] + len(enc.ids) + 1)
             line = (json.dumps(text) + "\n").encode()
             f_txt.write(line)
             self.text_index.append(self.text_index[-1] + len(line))
+
+    def _check_text_only(self, encs) -> None:
+        """No text may produce a special id (EOS, ``<CALL>``, ...): lacy's tokenizers encode special tokens written
+        in text as characters; a tokenizer whose ordinary encoding still reaches one is refused."""
+        lengths = [len(e.ids) for e in encs]
+        hit = np.isin(np.fromiter((i for e in encs for i in e.ids), dtype=np.int32, count=sum(lengths)), self.special)
+        if hit.any():
+            first = int(np.argmax(hit))
+            doc = int(np.searchsorted(np.cumsum(lengths), first, side="right"))
+            bad = self.tokenizer.convert_ids_to_tokens(int(encs[doc].ids[first - sum(lengths[:doc])]))
+            raise UsageError(f"data.tokenizer: the tokenizer encodes text of document {len(self.starts) + doc} of "
+                             f"{self.path.name} to its special token {bad!r}: text could pose as a control token; "
+                             "use a tokenizer whose special tokens no text can produce")
 
     def close(self) -> None:
         for f in self.files:
@@ -142,6 +162,126 @@ class PackedBlocks(Dataset):
         for name, arr in self.side.items():
             item[name] = self._window(arr, s + 1, s + T + 1, 0)
         return item
+
+
+class Annotator:
+    """Per-document annotator. ``name`` is the batch key the values travel under."""
+
+    name: str = "side"
+    dtype = np.float32
+    chunk_docs: int = 500  # documents per resumable unit
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the values (model, version, rules)."""
+        raise NotImplementedError
+
+    def bind(self, corpus) -> None:
+        """Sees the corpus before annotating (e.g. the closed world's knowledge base); most ignore it."""
+
+    def annotate(self, texts: list[str], offsets: list[np.ndarray]) -> list[np.ndarray]:
+        """One array per document, one value per subword (``offsets[d]`` is (n_d, 2) char offsets)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """Counts over the documents this process annotated (e.g. a judge's refused documents), which
+        ``python -m lacy.annotate`` prints; chunks finished by an earlier run are not recounted."""
+        return {}
+
+
+class BlockAnnotator(Annotator):
+    """Annotator whose value for a target depends on the training block around it (e.g. a reference model's
+    loss given the same context the SLM sees), so it runs over the packed blocks, not over documents."""
+
+    chunk_blocks: int = 64  # blocks per resumable unit
+
+    def annotate_blocks(self, batch: dict) -> np.ndarray:
+        """(B, T) values for a batch of blocks (``input_ids``, ``labels`` as the DataModule yields them)."""
+        raise NotImplementedError
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".npy")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def annotate_split(ann: Annotator, root: Path, split: str, block_size: int | None = None, shard: int = 0,
+                   num_shards: int = 1, progress: bool = True) -> np.ndarray | None:
+    """The annotator's array for ``root/split``, aligned with its token ids; computes missing chunks.
+
+    Returns None when this shard is done but other shards' chunks are still missing.
+    """
+    data = TokenizedSplit(Path(root) / split)
+    words = [0]  # words annotated so far, for the progress bar
+    if isinstance(ann, BlockAnnotator):
+        if block_size is None:
+            raise ValueError(f"{type(ann).__name__} annotates training blocks: pass the data's block_size")
+        blocks = PackedBlocks(data.ids, {}, block_size, pad_id=0)
+        units = [range(s, min(s + ann.chunk_blocks, len(blocks))) for s in range(0, len(blocks), ann.chunk_blocks)]
+        out = Path(root) / "side" / f"{ann.name}-{ann.fingerprint()}-block{block_size}"
+
+        def compute(unit: range) -> np.ndarray:
+            batch = {k: torch.stack([blocks[b][k] for b in unit]) for k in ("input_ids", "labels")}
+            return np.asarray(ann.annotate_blocks(batch), dtype=ann.dtype).reshape(-1)
+
+        def place(arr: np.ndarray, unit: range, flat: np.ndarray) -> None:
+            for j, b in enumerate(unit):
+                a = b * block_size + 1
+                n = min(block_size, len(arr) - a)
+                arr[a:a + n] = flat[j * block_size:j * block_size + n]
+        unit_name = "blocks"
+    else:
+        units = [range(s, min(s + ann.chunk_docs, data.n_docs)) for s in range(0, data.n_docs, ann.chunk_docs)]
+        out = Path(root) / "side" / f"{ann.name}-{ann.fingerprint()}"
+
+        def compute(unit: range) -> np.ndarray:
+            texts = data.texts(unit)
+            words[0] += sum(len(t.split()) for t in texts)
+            values = ann.annotate(texts, [data.offsets[data.doc_slice(d)] for d in unit])
+            for d, v in zip(unit, values):
+                n = data.doc_slice(d).stop - data.doc_slice(d).start
+                if len(v) != n:
+                    raise RuntimeError(f"{type(ann).__name__} returned {len(v)} values for a {split} document "
+                                       f"of {n} tokens")
+            return np.concatenate(values).astype(ann.dtype) if values else np.zeros(0, ann.dtype)
+
+        def place(arr: np.ndarray, unit: range, flat: np.ndarray) -> None:
+            a, b = int(data.doc_starts[unit.start]), int(data.doc_starts[unit.stop])
+            is_eos = np.zeros(b - a, dtype=bool)
+            is_eos[data.doc_starts[unit.start + 1:unit.stop + 1] - 1 - a] = True
+            region = np.zeros(b - a, dtype=ann.dtype)
+            region[~is_eos] = flat
+            arr[a:b] = region
+        unit_name = "docs"
+    final = out / f"{split}.npy"
+    if final.exists():
+        return np.load(final, mmap_mode="r")
+    # the chunk size is in the folder name: a run with another chunk size never mixes with these chunks
+    chunk_dir = out / f"{split}-chunks-of-{len(units[0]) if units else 0}-{unit_name}"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in range(shard, len(units), num_shards) if not (chunk_dir / f"{i:06d}.npy").exists()]
+    bar = tqdm(total=sum(len(units[i]) for i in todo), unit=unit_name[:-1], disable=not progress or not todo,
+               file=sys.stderr, desc=f"annotating {ann.name} ({split}, {len(todo)} of {len(units)} chunks left)")
+    t0 = time.perf_counter()
+    for i in todo:
+        _save_atomic(chunk_dir / f"{i:06d}.npy", compute(units[i]))
+        if words[0]:
+            bar.set_postfix_str(f"{words[0] / (time.perf_counter() - t0):,.0f} words/s")
+        bar.update(len(units[i]))
+    bar.close()
+    if any(not (chunk_dir / f"{i:06d}.npy").exists() for i in range(len(units))):
+        return None
+    # assemble on disk: a billion-token split never has to fit in memory
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{split}-", suffix=".npy")
+    os.close(fd)
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=ann.dtype, shape=data.ids.shape)
+    for i, unit in enumerate(units):
+        place(arr, unit, np.load(chunk_dir / f"{i:06d}.npy"))
+    arr.flush()
+    del arr
+    os.replace(tmp, final)
+    return np.load(final, mmap_mode="r")
 
 
 class ResumableSampler(Sampler[int]):
@@ -205,7 +345,10 @@ class CorpusDataModule(L.LightningDataModule):
                  cache_dir: str = ".cache/lacy", num_workers: int = 0, annotators: list[Annotator] | None = None):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+            raise UsageError(f"data.val_fraction={val_fraction}: must be in [0, 1); e.g. 0.02")
+        if tokenizer is None and bpe_vocab_size < MIN_BPE_VOCAB:
+            raise UsageError(f"data.bpe_vocab_size={bpe_vocab_size}: a byte-level BPE has at least {MIN_BPE_VOCAB} ids "
+                             f"(256 bytes + {EOS_TOKEN}); use {MIN_BPE_VOCAB} or more (the default is 8192)")
         self.corpus = corpus if corpus is not None else WikiSummaries()
         self.tokenizer_path, self.bpe_vocab_size = tokenizer, bpe_vocab_size
         self.block_size, self.batch_size, self.val_fraction, self.seed = block_size, batch_size, val_fraction, seed
@@ -250,11 +393,12 @@ class CorpusDataModule(L.LightningDataModule):
                                  "splits non-empty")
             return np.asarray(own, dtype=bool)
         if n == 0:
-            raise ValueError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
+            raise UsageError(f"data.corpus: {self.corpus.describe()} has no documents (only blank ones); give a "
+                             "corpus with text")
         n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * n))
         if n - n_val < 1:
-            raise ValueError(f"corpus has {n} document(s): too few to hold out data.val_fraction="
-                             f"{self.val_fraction}; add documents or set val_fraction: 0")
+            raise UsageError(f"data.val_fraction={self.val_fraction}: {self.corpus.describe()} has {n} document(s), "
+                             "too few to hold some out; add documents or set val_fraction: 0")
         is_val = np.zeros(n, dtype=bool)
         is_val[np.random.default_rng(self.seed).permutation(n)[:n_val]] = True
         return is_val
@@ -316,8 +460,8 @@ class CorpusDataModule(L.LightningDataModule):
     def _check_size(self, root: Path) -> None:
         n = json.loads((root / "train" / "meta.json").read_text())["tokens"]
         if n < self.block_size + 1:
-            raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
-                             f"{self.block_size + 1}); use a larger corpus or a smaller data.block_size")
+            raise UsageError(f"data.block_size={self.block_size}: the training split has {n} tokens, fewer than one "
+                             f"block (block_size + 1); use a larger corpus or a smaller data.block_size")
 
     def prepare_data(self) -> None:
         root = self.prepare()
@@ -344,9 +488,9 @@ class CorpusDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(data), self.seed, lambda: trainer.global_step * per_step,
                                    trainer.global_rank, trainer.world_size)
         if len(sampler) < self.batch_size:
-            raise ValueError(f"the training split has {len(data)} blocks, fewer than one batch per device "
-                             f"(data.batch_size={self.batch_size} x {trainer.world_size} devices); use a larger "
-                             "corpus or smaller data.batch_size / data.block_size")
+            raise UsageError(f"data.batch_size={self.batch_size}: the training split has {len(data)} blocks, fewer "
+                             f"than one batch per device ({trainer.world_size} devices); use a larger corpus or a "
+                             "smaller data.batch_size / data.block_size")
         return ResumableDataLoader(data, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

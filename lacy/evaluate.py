@@ -23,8 +23,12 @@ import torch
 from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
 from lacy.errors import UsageError
 from lacy.kb import KnowledgeBase
+from lacy.model import local_model_folder
+from lacy.tokenizer import load_tokenizer
 from lacy.world import WorldFiles, read_world
 
+PARTNER_HINT = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) or set "
+                "partner: null")
 BUCKETS = ((1, 1, "1"), (2, 4, "2-4"), (5, 9, "5-9"), (10, 10**9, "10+"))
 
 
@@ -191,17 +195,15 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
 
 
 def load_partner(path: str, tokenizer, role: str = "partner"):
-    """A trained same-tokenizer model (the partner, or a reference) from a Hugging Face folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A trained same-tokenizer model (the partner, or a reference) from a local Hugging Face folder (never the hub:
+    :func:`lacy.model.local_model_folder`). Raises UsageError when it is not one or its tokenizer differs."""
+    from transformers import AutoModelForCausalLM
 
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        hint = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) "
-                "or set partner: null") if role == "partner" else "point it at a run's <log_dir>/hf export"
-        raise FileNotFoundError(f"{role} {path!r} does not exist; {hint}")
-    theirs = AutoTokenizer.from_pretrained(folder)
+    folder = local_model_folder(path, role, PARTNER_HINT if role == "partner" else
+                                "point it at a run's <log_dir>/hf export")
+    theirs = load_tokenizer(folder, option=f"{role} {path!r}")
     if theirs.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"{role} {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
+        raise UsageError(f"{role} {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
                          "same one (train both on the same world seed and bpe_vocab_size)")
     return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
 
@@ -401,11 +403,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-probe-accuracy", type=float, default=0.7)
     args = p.parse_args(argv)
-    from transformers import AutoTokenizer
-
-    world = ClosedWorld(people=args.people, seed=args.seed)
-    tok = AutoTokenizer.from_pretrained(args.partner)
+    folder = local_model_folder(args.partner, "partner", "give the partner's exported folder, e.g. "
+                                "runs/world/partner/hf (`make partner` trains it)")
+    tok = load_tokenizer(folder, option=f"partner {args.partner!r}")
     model = load_partner(args.partner, tok)
+    world = ClosedWorld(people=args.people, seed=args.seed)
     m = partner_alone(args.partner, model, tok, world.kb(), world.prompts(), world.kb().probes())
     print(json.dumps(m, indent=1))
     if m["leakage"] < args.min_probe_accuracy:

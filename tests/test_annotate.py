@@ -110,3 +110,16 @@ def test_annotate_command_merges_overlays_like_the_cli(tmp_path, capsys):
           "configs/world/kb_oracle.yaml", "--config", str(small)])
     out = capsys.readouterr().out
     assert "judge train: complete" in out and "judge val: complete" in out
+
+
+def test_data_does_not_import_the_annotate_command_and_the_command_runs_cleanly():
+    """The dependency goes one way (lacy.annotate -> lacy.data): no import circle, and `python -m lacy.annotate`
+    is not half-imported before it runs (runpy's 'found in sys.modules' warning)."""
+    import subprocess
+    import sys
+
+    code = "import sys, lacy.data, lacy.facts, baselines; print('lacy.annotate' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "lacy.annotate", "--help"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "--num-shards" in run.stdout and "RuntimeWarning" not in run.stderr

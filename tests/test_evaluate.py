@@ -157,7 +157,7 @@ def test_kb_evaluation_from_world_files_with_a_trained_partner_folder(world, tmp
     other = train_bpe(["another tokenizer entirely " * 30], 300)
     build_slm("micro", len(other), 64).save_pretrained(tmp_path / "stranger")
     other.save_pretrained(tmp_path / "stranger")
-    with pytest.raises(ValueError, match="another tokenizer"):
+    with pytest.raises(UsageError, match="another tokenizer"):
         KBEvaluation(world=str(tmp_path / "world"), partner=str(tmp_path / "stranger"), score="call",
                      limit=2).run(slm, dm.tokenizer)
 
@@ -273,3 +273,47 @@ def test_world_null_needs_a_closed_world():
     with pytest.raises(UsageError, match="KBEvaluation.world: null needs data.corpus lacy.world.ClosedWorld"):
         KBEvaluation(world=None).setup(trainer, None, "test")
     KBEvaluation(world=None).setup(trainer, None, "fit")  # only the test reads the world
+
+
+class NetworkAttempt(Exception):
+    pass
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Records (and refuses) every name lookup and connection this process attempts."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise NetworkAttempt(args)  # not an OSError: no client retries it
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_path, monkeypatch, no_network):
+    """Issue 16.14: `python -m lacy.evaluate <name>` tried the Hugging Face hub."""
+    from lacy.evaluate import main
+    from lacy.factscore import load_partner_any
+
+    monkeypatch.chdir(tmp_path)
+    slm_tok = train_bpe(["a tokenizer for the small model " * 20], 300)
+    for run, hub in ((lambda name: main([name]), "download it first with `hf download NAME --local-dir DIR`"),
+                     (lambda name: load_partner_any(name, slm_tok), "write hf:NAME to load a hub model")):
+        with pytest.raises(UsageError, match=f"partner 'HuggingFaceTB/SmolLM2-135M' is not a local folder; .*{hub}"):
+            run("HuggingFaceTB/SmolLM2-135M")
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(UsageError, match=r"partner 'empty' is not a model folder \(no config.json\)"):
+            run("empty")
+    (tmp_path / "bare").mkdir()
+    build_slm("micro", 301, 64).save_pretrained(tmp_path / "bare")  # a model without its tokenizer files
+    with pytest.raises(UsageError, match="partner 'bare': 'bare' holds no tokenizer files"):
+        main(["bare"])
+    assert no_network == []
+    with pytest.raises(OSError):  # asked for explicitly: the hub is tried (this test refuses the connection)
+        load_partner_any("hf:HuggingFaceTB/SmolLM2-135M", slm_tok)
+    assert no_network
