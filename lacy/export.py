@@ -94,6 +94,8 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
             raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
         model.save_pretrained(tmp)
         _write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER])
+        for p in tmp.iterdir():  # some writers (safetensors via transformers) create 0600 files
+            follow_umask(p, directory=p.is_dir())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

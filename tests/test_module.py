@@ -32,9 +32,9 @@ def fit(data_kwargs, tmp_path, callbacks, max_steps=6, ckpt_path=None, lr=3e-3, 
     L.seed_everything(0)
     dm = CorpusDataModule(**data_kwargs)
     model = CallLM(preset=preset, vocab_size=dm.vocab_size, block_size=dm.block_size, lr=lr, warmup_steps=2)
-    trainer = L.Trainer(max_steps=max_steps, callbacks=callbacks, logger=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_steps=max_steps, callbacks=callbacks, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=tmp_path,
-                        plugins=[AtomicCheckpointIO()], limit_val_batches=0, **trainer_kw)
+                        plugins=[AtomicCheckpointIO()], limit_val_batches=0, **{"logger": False, **trainer_kw})
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -123,7 +123,7 @@ def test_checkpoint_with_another_tokenizer_of_the_same_size_is_refused(data_kwar
     """Same vocabulary size, other corpus: many ids mean other tokens, so resuming (or evaluating) is refused."""
     import json
 
-    from conftest import make_bios
+    from tests.conftest import make_bios
     from lacy.corpus import JsonlCorpus
 
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
