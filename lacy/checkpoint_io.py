@@ -101,8 +101,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         inside = [p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()]
         if not inside:
             raise UsageError(f"{path} is a folder without last.ckpt; pass a .ckpt file")
+        rank_zero_info(f"{path} is a folder: using {inside[0]}")
         path = inside[0]
-        rank_zero_info(f"{path.parent}: using {path}")
     if not path.is_file():
         raise UsageError(f"{path}: no such checkpoint; pass a .ckpt file written by `python main.py fit`")
     if not is_readable(path):

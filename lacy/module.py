@@ -149,22 +149,26 @@ class CallLM(L.LightningModule):
         step = int(self.first_bad_step)
         if step >= 0:
             found = self._checkpoint_before(step)
-            last = f"{found[0]} (step {found[1]})" if found else "none was written before it"
-            raise NonFiniteLossError(f"non-finite training loss at step {step}; stopping. Last good checkpoint: "
-                                     f"{last}. Resume from it with a lower --model.lr, or check the data")
+            advice = (f"Last good checkpoint: {found[0]} (step {found[1]}); resume from it with a lower --model.lr"
+                      if found else "No checkpoint was saved before it: start again with a lower --model.lr")
+            raise NonFiniteLossError(f"non-finite training loss at step {step}; stopping. {advice}, or check the data")
 
     def _checkpoint_before(self, bad_step: int) -> tuple[str, int] | None:
-        """The newest checkpoint this run wrote (or resumed from) before step ``bad_step``, the first non-finite
-        loss, as (path, step). A checkpoint saved at step ``bad_step`` holds the weights that produced it."""
-        paths = [self.trainer.ckpt_path]
+        """The newest checkpoint of this run (or of the run it resumed from, in that folder) saved before step
+        ``bad_step``, the first non-finite loss, as (path, step). One saved at ``bad_step`` holds the weights that
+        produced it."""
+        paths = []
+        resumed = self.trainer.ckpt_path
+        if resumed:
+            paths += Path(resumed).parent.glob("*.ckpt")
         for cb in self.trainer.checkpoint_callbacks:  # ModelCheckpoint tracks only its newest file: list its folder
-            folder = Path(getattr(cb, "dirpath", None) or "")
-            if folder.is_dir() and getattr(cb, "dirpath", None):
-                paths += [p for p in folder.glob("*.ckpt") if p.stat().st_mtime >= self._fit_started]
+            folder = getattr(cb, "dirpath", None)
+            if folder and Path(folder).is_dir():
+                paths += [p for p in Path(folder).glob("*.ckpt") if p.stat().st_mtime >= self._fit_started]
         steps = {}
-        for p in filter(None, paths):
+        for p in set(map(str, paths)):
             try:
-                steps[str(p)] = int(read_checkpoint(p, mmap=True)["global_step"])
+                steps[p] = int(read_checkpoint(p, mmap=True)["global_step"])
             except (UsageError, KeyError):
                 continue
         good = [(p, s) for p, s in steps.items() if s < bad_step]

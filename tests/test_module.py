@@ -86,7 +86,7 @@ def test_non_finite_loss_stops_with_the_step(data_kwargs, tmp_path):
                 with torch.no_grad():
                     module.model.lm_head.weight.fill_(float("nan"))
 
-    with pytest.raises(NonFiniteLossError, match="at step 2.*none was written before it"):
+    with pytest.raises(NonFiniteLossError, match="at step 2.*No checkpoint was saved before it"):
         fit(data_kwargs, tmp_path, [Vanilla(), Poison()])
 
 
@@ -109,6 +109,9 @@ def test_non_finite_loss_names_a_checkpoint_from_before_the_bad_step(data_kwargs
     assert named == str(tmp_path / "c" / "epoch=0-step=1.ckpt") and "(step 1)" in str(err.value)
     trainer, model = fit(data_kwargs, tmp_path, [Vanilla()], max_steps=4, ckpt_path=named)
     assert trainer.global_step == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+    # resuming the diverged last.ckpt fails at step 2 again: the message names its folder's step-1 checkpoint
+    with pytest.raises(NonFiniteLossError, match=r"at step 2.*c/epoch=0-step=1.ckpt \(step 1\); resume from it"):
+        fit(data_kwargs, tmp_path / "again", [Vanilla()], max_steps=4, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
 
 
 def test_checkpoint_with_another_vocabulary_is_refused(data_kwargs, tmp_path):
