@@ -73,6 +73,7 @@ class CallLM(L.LightningModule):
         self.__dict__["_forward"] = torch.compile(self.model) if compile else self.model
         self._last_batch_time: float | None = None
         self._fit_started = math.inf
+        self._schedule: torch.optim.lr_scheduler.LambdaLR | None = None  # set by configure_optimizers
         self._peak_flops: float | None = None
 
     # -- wiring ---------------------------------------------------------------------------------------
@@ -258,14 +259,17 @@ class CallLM(L.LightningModule):
             return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        self._schedule = sched
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _reapply_optim_hparams(self) -> None:
         """A resume restores the optimizer's and the schedule's state, their settings included: this run's lr,
         weight decay and betas are put back (the schedule's shape, warm-up, floor and length, is this run's
         already), so ``--model.lr`` on resume applies from the first resumed step. A fresh run: no change."""
-        hp = self.hparams
-        opt, sched = self.trainer.optimizers[0], self.trainer.lr_scheduler_configs[0].scheduler
+        hp, sched = self.hparams, self._schedule
+        if sched is None:  # the CLI's --optimizer / --lr_scheduler replaced ours: theirs to configure
+            return
+        opt = sched.optimizer
         sched.base_lrs = [hp.lr] * len(opt.param_groups)
         for group, decay, factor in zip(opt.param_groups, (hp.weight_decay, 0.0), sched.lr_lambdas):
             group.update(initial_lr=hp.lr, lr=hp.lr * factor(sched.last_epoch), weight_decay=decay,

@@ -188,9 +188,9 @@ def test_an_export_failure_during_fit_is_a_warning_not_a_lost_checkpoint(data_kw
     out = tmp_path / "hf"
     (tmp_path / ".hf-old" / "x").mkdir(parents=True)  # a stale leftover: made the first checkpoint die (Errno 39)
 
-    class Meddle(L.Callback):  # after the first export, someone drops a file into the export folder
+    class Meddle(L.Callback):  # after two exports (swapped past the leftover), someone drops a file in the folder
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            if trainer.global_step == 2:
+            if trainer.global_step == 3:
                 (out / "notes.txt").write_text("mine")
 
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", every_n_train_steps=1, save_last=True)
