@@ -80,7 +80,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         """Every checkpoint Lightning restores (``--ckpt_path``, ``trainer.fit(ckpt_path=...)``) goes through
-        :func:`read_checkpoint`: ``weights_only=True`` whatever the caller asked."""
+        :func:`read_checkpoint`, with ``weights_only=True``; asking for less is refused, not ignored."""
+        if weights_only is False:
+            raise UsageError("--weights_only false: lacy reads checkpoints only with weights_only=True (a checkpoint "
+                             "may carry code); drop the option")
         return read_checkpoint(path, map_location=map_location)
 
 

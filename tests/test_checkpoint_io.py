@@ -55,6 +55,8 @@ def test_resume_refuses_a_checkpoint_carrying_code(data_kwargs, tmp_path):
     torch.save({"state_dict": {}, "global_step": Payload()}, tmp_path / "crafted.ckpt")
     with pytest.raises(UsageError, match=r"refused: .*\(os.makedirs\)"):
         fit(data_kwargs, tmp_path, [Vanilla()], max_steps=1, ckpt_path=str(tmp_path / "crafted.ckpt"))
+    with pytest.raises(UsageError, match="--weights_only false: lacy reads checkpoints only with weights_only=True"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "crafted.ckpt", weights_only=False)
     assert not sentinel.exists()
 
 
