@@ -112,7 +112,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         others = sorted((p for p in path.parent.glob("*.ckpt") if p != path and p.is_file()),
                         key=lambda p: p.stat().st_mtime, reverse=True)
         good = next((p for p in others if is_readable(p)), None)
-        where = f"the newest readable checkpoint next to it is {good}" if good else "no readable checkpoint is next to it"
+        where = (f"the newest readable checkpoint next to it is {good}" if good
+                 else "no readable checkpoint is next to it")
         raise UsageError(f"{path} is not a readable checkpoint ({path.stat().st_size} bytes; truncated or not a "
                          f"checkpoint); {where}")
     return path

@@ -23,8 +23,9 @@ from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(UsageError, RuntimeError):
+    """The loss went non-finite; the message names the step, the checkpoint to resume from and the fix (one line
+    at the command line, as every UsageError)."""
 
 
 # On resume the architecture must be the checkpoint's (the option that sets each); the vocabulary is checked
@@ -106,7 +107,8 @@ class CallLM(L.LightningModule):
             diff = tokenizer_difference(checkpoint[TOKENIZER_KEY], tokenizer)
             if diff:
                 raise UsageError(f"data.tokenizer: the data's tokenizer is not the one {path} was trained with "
-                                 f"({diff}); use the data config (tokenizer, corpus, bpe_vocab_size) it was trained with")
+                                 f"({diff}); use the data config (tokenizer, corpus, bpe_vocab_size) it was trained "
+                                 "with")
         return {k: (old[k], v) for k, v in hp.items() if k in old and k not in FIXED_ON_RESUME
                 and k != "vocab_size" and _plain(old[k]) != _plain(v)}
 

@@ -84,7 +84,8 @@ def test_no_logger_leaves_a_users_hf_folder_alone(bios_path, tmp_path, monkeypat
     """``--trainer.logger false`` in a folder holding the user's ``hf``: the export goes next to the checkpoints."""
     config = tmp_path / "nolog.yaml"  # the shipped configs' LearningRateMonitor needs a logger
     config.write_text("trainer:\n  callbacks:\n    - class_path: baselines.Vanilla\n    - class_path: lacy.ExportHF\n"
-                      "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n      init_args: {save_last: true}\n")
+                      "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                      "      init_args: {save_last: true}\n")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "notes.txt").write_text("mine")

@@ -152,9 +152,11 @@ def test_lr_given_on_resume_applies(data_kwargs, tmp_path):
     (warm-up 2, cosine to 0.1 x lr): factor 0.1 + 0.9 x 0.5 x (1 + cos(pi x (4 - 2) / (6 - 2))) = 0.55."""
 
     class LrAt(L.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            opt = trainer.optimizers[0]
-            self.seen = getattr(self, "seen", None) or [(g["lr"], g["initial_lr"], g["weight_decay"]) for g in opt.param_groups]
+        seen = None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):  # the first resumed step
+            groups = trainer.optimizers[0].param_groups
+            self.seen = self.seen or [(g["lr"], g["initial_lr"], g["weight_decay"]) for g in groups]
 
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
     fit(data_kwargs, tmp_path, [Vanilla(), ckpt], max_steps=4)
