@@ -140,8 +140,7 @@ class ExportHF(L.Callback):
     # trainer.log_dir is a collective under DDP: every rank asks for the target, rank 0 writes.
     def on_fit_start(self, trainer, pl_module) -> None:
         self._out = self._target(trainer)
-        if trainer.is_global_zero:
-            check_replaceable(self._out)  # refuse before the first step, not at the first checkpoint
+        check_replaceable(self._out)  # before the first step, on every rank (read-only), so all ranks stop
 
     def _export(self, trainer, pl_module, files: dict[str, bytes]) -> Path | None:
         target = self._out or self._target(trainer)
