@@ -1,26 +1,174 @@
-"""Atomic checkpoints: write to a temporary file in the same folder, then rename over the target.
+"""Checkpoints on disk: atomic writes that follow the umask, and safe, explained reads.
 
-A run killed mid-save leaves the previous checkpoint intact instead of a truncated file.
+Writes go to a hidden temporary file in the same folder, renamed over the target: a run killed mid-save leaves
+the previous checkpoint intact, and its temporary file is removed at the next save. Reads use
+``torch.load(weights_only=True)`` only (a checkpoint that holds pickled code is refused), and a path that is not a
+readable checkpoint gets one line naming its size and the newest readable checkpoint next to it.
 """
+import fcntl
+import json
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
+
+from lacy.errors import UsageError
+
+# mkstemp(prefix=".<name>-") leaves ".<name>-" + 8 characters of [a-z0-9_]
+_TEMP = re.compile(r"^\..+\.ckpt-[a-z0-9_]{8}$")
+
+
+def umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path, directory: bool = False) -> None:
+    """Give ``path`` (made by ``mkstemp``/``mkdtemp``: 0600/0700) the mode ``open``/``mkdir`` would have given it."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary checkpoint files left by interrupted saves in ``folder``. A save holds an exclusive
+    ``flock`` on its temporary file while writing, so a file whose lock can be taken belongs to no live save."""
+    removed = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if not _TEMP.match(path.name) or not path.is_file():
+            continue
+        try:
+            with open(path, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()
+            removed.append(path)
+        except OSError:  # locked by a save in progress, or already gone
+            continue
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temp_files(path.parent):
+            rank_zero_info(f"removed {stale}, left by an interrupted checkpoint save")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
         try:
             with os.fdopen(fd, "wb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                follow_umask(tmp)
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+                os.replace(tmp, path)  # still locked: no cleaner can take the file before it is renamed
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """Every checkpoint Lightning restores (``--ckpt_path``, ``trainer.fit(ckpt_path=...)``) goes through
+        :func:`read_checkpoint`, with ``weights_only=True``; asking for less is refused, not ignored."""
+        if weights_only is False:
+            raise UsageError("--weights_only false: lacy reads checkpoints only with weights_only=True (a checkpoint "
+                             "may carry code); drop the option")
+        return read_checkpoint(path, map_location=map_location)
+
+
+def is_readable(path: Path) -> bool:
+    """A torch zip archive with its central directory intact (a truncated or interrupted file has none)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("data.pkl") for name in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The ``.ckpt`` file ``path`` names: a file, or a run folder's ``last.ckpt`` (``DIR/last.ckpt`` or
+    ``DIR/checkpoints/last.ckpt``). Raises UsageError for a missing, unreadable (truncated) or folder path."""
+    path = Path(path)
+    if path.is_dir():
+        inside = [p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()]
+        if not inside:
+            raise UsageError(f"{path} is a folder without last.ckpt; pass a .ckpt file")
+        rank_zero_info(f"{path} is a folder: using {inside[0]}")
+        path = inside[0]
+    if not path.is_file():
+        raise UsageError(f"{path}: no such checkpoint; pass a .ckpt file written by `python main.py fit`")
+    if not is_readable(path):
+        others = sorted((p for p in path.parent.glob("*.ckpt") if p != path and p.is_file()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        good = next((p for p in others if is_readable(p)), None)
+        where = (f"the newest readable checkpoint next to it is {good}" if good
+                 else "no readable checkpoint is next to it")
+        raise UsageError(f"{path} is not a readable checkpoint ({path.stat().st_size} bytes; truncated or not a "
+                         f"checkpoint); {where}")
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location=None, mmap: bool = False) -> dict:
+    """Load a checkpoint with ``weights_only=True`` after :func:`resolve_checkpoint`. ``mmap``: map the tensors
+    instead of reading them (cheap, for reading hyper-parameters). Raises UsageError for a checkpoint that holds
+    anything but tensors and plain values (pickled code), instead of loading it."""
+    path = resolve_checkpoint(path)
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise UsageError(f"{path}: refused: it holds Python objects other than tensors and plain values{what}, which "
+                         "could run code when loaded; use a checkpoint written by `python main.py fit`") from err
+
+
+def last_checkpoint(trainer) -> Path:
+    """``--ckpt_path last``: the newest ``last.ckpt`` among this run configuration's checkpoint folders: a
+    ModelCheckpoint's explicit ``dirpath``, every ``version_*/checkpoints`` under the logger's root, or
+    ``<default_root_dir>/checkpoints`` without a logger. Raises UsageError when there is none."""
+    folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    root = getattr(trainer.logger, "root_dir", None) if trainer.logger else None
+    if root:
+        folders += Path(root).glob("version_*/checkpoints")
+    elif trainer.logger is None:
+        folders.append(Path(trainer.default_root_dir) / "checkpoints")
+    found = [p for folder in folders for p in folder.glob("last*.ckpt") if p.is_file()]
+    if not found:
+        where = ", ".join(map(str, folders)) or "(no checkpoint folder: the logger has no root_dir)"
+        raise UsageError(f"--ckpt_path last: no last.ckpt in {where}; pass the checkpoint's path, or drop "
+                         "--ckpt_path to start a new run")
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    rank_zero_info(f"--ckpt_path last: resuming from {newest}")
+    return newest
+
+
+def tokenizer_difference(stored: dict[str, bytes], tokenizer) -> str | None:
+    """How the tokenizer stored in a checkpoint (``tokenizer.json`` among ``stored``' files) differs from
+    ``tokenizer`` (a fast HF tokenizer), or None when they encode text to the same ids."""
+    from tokenizers import Tokenizer
+
+    if "tokenizer.json" not in stored:
+        return None
+    old, new = Tokenizer.from_str(stored["tokenizer.json"].decode()), tokenizer.backend_tokenizer
+    a, b = old.get_vocab(with_added_tokens=True), new.get_vocab(with_added_tokens=True)
+    if a != b:
+        ta, tb = {i: t for t, i in a.items()}, {i: t for t, i in b.items()}
+        changed = sum(ta.get(i) != tb.get(i) for i in range(max(len(ta), len(tb))))
+        return f"{changed} of {len(tb)} ids stand for other tokens"
+
+    def pipeline(tok) -> dict:
+        spec = json.loads(tok.to_str())
+        return {k: v for k, v in spec.items() if k not in ("truncation", "padding")}
+
+    return None if pipeline(old) == pipeline(new) else "same vocabulary, but other merges or text normalisation"

@@ -2,20 +2,29 @@
 
 The tokenizer travels inside every checkpoint (a few hundred KB), so any checkpoint can be exported
 later without the corpus: ``python -m lacy.export CKPT OUT_DIR``.
+
+An export only ever replaces a folder lacy wrote: each export holds a marker (``lacy_export.json``, listing its
+files); an existing folder without it, or with files it does not list, is refused, never deleted. An empty
+folder is used as is.
 """
 import argparse
 import inspect
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import lightning as L
-import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
+from lacy.checkpoint_io import follow_umask, read_checkpoint
+from lacy.errors import UsageError
 from lacy.tokenizer import check_call_token, load_tokenizer
 
 TOKENIZER_KEY = "lacy_tokenizer_files"
+MARKER = "lacy_export.json"
 
 
 def tokenizer_files(tokenizer) -> dict[str, bytes]:
@@ -24,12 +33,59 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
+def _marker_files(folder: Path) -> set[str] | None:
+    """The files an export's marker lists, or None when ``folder`` holds no readable lacy marker."""
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+        return set(marker["files"]) if marker.get("written_by") == "lacy" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Raise UsageError unless ``out_dir`` is absent, an empty folder, or a lacy export holding only its own files."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise UsageError(f"{out_dir}: exists and is not a folder; choose a new folder for the export")
+    present = {p.name for p in out_dir.iterdir()}
+    if not present:
+        return
+    listed = _marker_files(out_dir)
+    if listed is None:
+        raise UsageError(f"{out_dir}: exists and was not written by lacy (no {MARKER}); refusing to replace it: "
+                         "choose a new or empty folder, or move it away yourself")
+    foreign = sorted(present - listed - {MARKER})
+    if foreign:
+        raise UsageError(f"{out_dir}: holds files lacy did not write ({', '.join(foreign[:5])}); refusing to replace "
+                         "it: move them out, or choose a new folder")
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Hidden siblings left by an interrupted export to ``out_dir`` (marked as lacy's own): removed."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}-(old-)?[a-z0-9_]{{8}}$")
+    for p in out_dir.parent.iterdir():
+        if pattern.match(p.name) and p.is_dir() and not p.is_symlink() and (p / MARKER).is_file():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_marker(folder: Path, files: list[str]) -> None:
+    (folder / MARKER).write_text(json.dumps({"written_by": "lacy", "files": sorted(files)}, indent=1) + "\n")
+
+
 def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
-    """Write model + tokenizer (``files``: name -> bytes) to ``out_dir`` atomically (a temp sibling renamed)."""
+    """Write model + tokenizer (``files``: name -> bytes) to ``out_dir`` atomically (a temp sibling renamed).
+
+    Raises UsageError, before writing anything, when ``out_dir`` is not replaceable (see the module docstring).
+    """
     out_dir = Path(out_dir)
+    check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
+        follow_umask(tmp, directory=True)
+        _write_marker(tmp, [])  # first, so an interrupted export's leftover is recognisably lacy's
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         tokenizer = load_tokenizer(tmp)
@@ -37,52 +93,91 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
         if len(tokenizer) != model.config.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
         model.save_pretrained(tmp)
+        _write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER])
+        for p in tmp.iterdir():  # some writers (safetensors via transformers) create 0600 files
+            follow_umask(p, directory=p.is_dir())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = out_dir.with_name(f".{out_dir.name}-old")
+    # a fresh name for the previous export: no leftover of an earlier swap can block this one
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
     if out_dir.exists():
-        os.rename(out_dir, old)
+        os.rename(out_dir, old)  # over the empty folder just made
     os.rename(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
 class ExportHF(L.Callback):
-    """Puts the tokenizer into every checkpoint and keeps ``<log_dir>/hf`` an export of the latest one.
+    """Puts the tokenizer into every checkpoint and keeps an export of the latest one next to the run's checkpoints.
+
+    The export failing (a full disk, a folder lacy did not write appearing) is a warning: the checkpoint is still
+    written and can be exported later with ``python -m lacy.export``.
 
     Args:
-        dirpath: export folder; default ``<trainer.log_dir>/hf``.
+        dirpath: export folder; default ``<trainer.log_dir>/hf``, or ``<ModelCheckpoint dirpath>/hf`` when the run
+            has no logger. Without a logger or a ModelCheckpoint it must be given. A folder lacy did not write
+            refuses the run at its start.
     """
 
     def __init__(self, dirpath: str | None = None):
         self.dirpath = dirpath
+        self._out: Path | None = None
+        if dirpath is not None:
+            check_replaceable(Path(dirpath))  # at instantiation: before data preparation and annotation
 
     def _target(self, trainer) -> Path:
-        return Path(self.dirpath or Path(trainer.log_dir or ".") / "hf")
+        if self.dirpath:
+            return Path(self.dirpath)
+        if trainer.loggers:
+            return Path(trainer.log_dir) / "hf"
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.dirpath:
+            return Path(ckpt.dirpath) / "hf"
+        raise UsageError("lacy.ExportHF: this run has no logger and no ModelCheckpoint to export next to; "
+                         "set the callback's dirpath (init_args: {dirpath: <folder>})")
 
     # trainer.log_dir is a collective under DDP: every rank asks for the target, rank 0 writes.
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._out = self._target(trainer)
+        check_replaceable(self._out)  # before the first step, on every rank (read-only), so all ranks stop
+
+    def _export(self, trainer, pl_module, files: dict[str, bytes]) -> Path | None:
+        target = self._out or self._target(trainer)
+        if not trainer.is_global_zero:
+            return None
+        try:
+            return export_hf(pl_module.model, files, target)
+        except Exception as err:  # noqa: BLE001 - an export must never cost a checkpoint or the run
+            rank_zero_warn(f"lacy.ExportHF: exporting to {target} failed ({err}); checkpoints are unaffected: "
+                           "export one later with `python -m lacy.export CKPT OUT_DIR`")
+            return None
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         files = tokenizer_files(trainer.datamodule.tokenizer)
         checkpoint[TOKENIZER_KEY] = files
-        target = self._target(trainer)
-        if trainer.is_global_zero:
-            export_hf(pl_module.model, files, target)
+        self._export(trainer, pl_module, files)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        target, log_dir = self._target(trainer), trainer.log_dir
-        if trainer.is_global_zero:
-            out = export_hf(pl_module.model, tokenizer_files(trainer.datamodule.tokenizer), target)
+        log_dir = trainer.log_dir
+        out = self._export(trainer, pl_module, tokenizer_files(trainer.datamodule.tokenizer))
+        if out is not None:
             print(f"exported Hugging Face model (with <CALL>) to {out}\nTensorBoard logs: {log_dir} "
                   "(view: tensorboard --logdir lightning_logs)")
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Export a lacy checkpoint (a ``.ckpt`` file, or a run folder holding ``last.ckpt``) to ``out_dir``.
+
+    Raises UsageError for an unreadable or unsafe checkpoint, one without a tokenizer, or an ``out_dir`` lacy did
+    not write; all before anything is written.
+    """
     from lacy.module import CallLM
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    check_replaceable(Path(out_dir))
+    ckpt = read_checkpoint(ckpt_path)
     if TOKENIZER_KEY not in ckpt:
-        raise ValueError(f"{ckpt_path} has no tokenizer inside; it was saved without the lacy.ExportHF callback")
+        raise UsageError(f"{ckpt_path}: has no tokenizer inside; it was saved without the lacy.ExportHF callback")
     params = inspect.signature(CallLM.__init__).parameters  # LightningCLI adds keys such as _instantiator
     module = CallLM(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in params})
     module.load_state_dict(ckpt["state_dict"])
@@ -91,8 +186,9 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Export a lacy checkpoint to a Hugging Face folder.")
-    parser.add_argument("ckpt", help="a .ckpt written by `python main.py fit`")
-    parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained")
+    parser.add_argument("ckpt", help="a .ckpt written by `python main.py fit` (or a run folder: its last.ckpt)")
+    parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained; "
+                                        "new, empty, or an earlier lacy export")
     args = parser.parse_args()
     print(export_checkpoint(args.ckpt, args.out_dir))
 

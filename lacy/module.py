@@ -8,20 +8,33 @@ cannot silently train a plain LM.
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 import torch
 
-from lacy.model import build_slm, non_embedding_params
+from lacy.checkpoint_io import read_checkpoint, tokenizer_difference
 from lacy.errors import UsageError
+from lacy.export import TOKENIZER_KEY
+from lacy.model import build_slm, non_embedding_params
 from lacy.objective import NONCALL_FORMS, TokenLosses, lacy_objective, token_losses
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(UsageError, RuntimeError):
+    """The loss went non-finite; the message names the step, the checkpoint to resume from and the fix (one line
+    at the command line, as every UsageError)."""
+
+
+# On resume the architecture must be the checkpoint's (the option that sets each); the vocabulary is checked
+# through the tokenizer. The rest may change and this run's values apply (lr, schedule, decay, ...).
+FIXED_ON_RESUME = {"preset": "--model.preset", "block_size": "--data.block_size"}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 class CallLM(L.LightningModule):
@@ -65,6 +78,8 @@ class CallLM(L.LightningModule):
         # not registered as a submodule, so state_dict keys stay ``model.*`` whether compiled or not
         self.__dict__["_forward"] = torch.compile(self.model) if compile else self.model
         self._last_batch_time: float | None = None
+        self._fit_started = math.inf
+        self._schedule: torch.optim.lr_scheduler.LambdaLR | None = None  # set by configure_optimizers
         self._peak_flops: float | None = None
 
     # -- wiring ---------------------------------------------------------------------------------------
@@ -77,13 +92,39 @@ class CallLM(L.LightningModule):
                 "(e.g. class_path: lacy.LaCy or baselines.Vanilla for a plain LM); see configs/*.yaml")
         self.strategy = found[0]
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def check_checkpoint(self, checkpoint: dict, path, tokenizer=None) -> dict[str, tuple]:
+        """Refuse (UsageError) a checkpoint this module cannot continue or evaluate: other vocabulary rows, another
+        architecture, or (``tokenizer``: the data's) another tokenizer. Returns ``{hparam: (checkpoint's, this
+        run's)}`` for the hyper-parameters this run changes."""
+        hp, old = self.hparams, checkpoint.get("hyper_parameters", {})
         rows = checkpoint["state_dict"]["model.transformer.wte.weight"].shape[0]
-        if rows != self.hparams.vocab_size:
-            raise ValueError(
-                f"the checkpoint's model has {rows} vocabulary rows but this config's tokenizer gives "
-                f"{self.hparams.vocab_size} (<CALL> included): it was trained with another tokenizer or corpus. "
+        if rows != hp.vocab_size:
+            raise UsageError(
+                f"{path}: the checkpoint's model has {rows} vocabulary rows but this config's tokenizer gives "
+                f"{hp.vocab_size} (<CALL> included): it was trained with another tokenizer or corpus. "
                 "Use the data config the checkpoint was trained with")
+        for key, option in FIXED_ON_RESUME.items():
+            if key in old and _plain(old[key]) != _plain(hp[key]):
+                raise UsageError(f"{option}: this run asks for {hp[key]!r} but {path} was trained with {old[key]!r}; "
+                                 f"a checkpoint keeps its architecture: pass {option} {old[key]} (or start a new run "
+                                 "without --ckpt_path)")
+        if tokenizer is not None and TOKENIZER_KEY in checkpoint:
+            diff = tokenizer_difference(checkpoint[TOKENIZER_KEY], tokenizer)
+            if diff:
+                raise UsageError(f"data.tokenizer: the data's tokenizer is not the one {path} was trained with "
+                                 f"({diff}); use the data config (tokenizer, corpus, bpe_vocab_size) it was trained "
+                                 "with")
+        return {k: (old[k], v) for k, v in hp.items() if k in old and k not in FIXED_ON_RESUME
+                and k != "vocab_size" and _plain(old[k]) != _plain(v)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        path = getattr(trainer, "ckpt_path", None) or "the checkpoint"
+        changes = self.check_checkpoint(checkpoint, path, getattr(datamodule, "tokenizer", None))
+        if trainer is not None and trainer.state.fn == "fit":
+            for key, (was, now) in changes.items():
+                rank_zero_info(f"resuming {path}: model.{key} {was!r} (checkpoint) -> {now!r} (this run)")
 
     # -- steps ----------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -115,9 +156,32 @@ class CallLM(L.LightningModule):
     def _raise_if_non_finite(self) -> None:
         step = int(self.first_bad_step)
         if step >= 0:
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-            raise NonFiniteLossError(f"non-finite training loss at step {step}; stopping. Last good checkpoint: "
-                                     f"{last}. Lower model.lr or check the data")
+            found = self._checkpoint_before(step)
+            advice = (f"Last good checkpoint: {found[0]} (step {found[1]}); resume from it with a lower --model.lr"
+                      if found else "No checkpoint was saved before it: start again with a lower --model.lr")
+            raise NonFiniteLossError(f"non-finite training loss at step {step}; stopping. {advice}, or check the data")
+
+    def _checkpoint_before(self, bad_step: int) -> tuple[str, int] | None:
+        """The newest checkpoint of this run (or of the run it resumed from, in that folder) saved before step
+        ``bad_step``, the first non-finite loss, as (path, step). One saved at ``bad_step`` holds the weights that
+        produced it."""
+        paths = []
+        resumed = self.trainer.ckpt_path
+        if resumed:
+            paths += Path(resumed).parent.glob("*.ckpt")
+        for cb in self.trainer.checkpoint_callbacks:  # ModelCheckpoint tracks only its newest file: list its folder
+            folder = getattr(cb, "dirpath", None)
+            if folder and Path(folder).is_dir():
+                paths += [p for p in Path(folder).glob("*.ckpt") if p.stat().st_mtime >= self._fit_started]
+        steps = {}
+        for p in set(map(str, paths)):
+            try:
+                steps[p] = int(read_checkpoint(p, mmap=True)["global_step"])
+            except (UsageError, KeyError):
+                continue
+        good = [(p, s) for p, s in steps.items() if s < bad_step]
+        # among equals, an interval checkpoint: last.ckpt may be overwritten later
+        return max(good, key=lambda ps: (ps[1], not Path(ps[0]).stem.startswith("last")), default=None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._raise_if_non_finite()
@@ -130,6 +194,8 @@ class CallLM(L.LightningModule):
 
     def on_train_start(self) -> None:
         from lightning.fabric.utilities.throughput import get_available_flops
+
+        self._reapply_optim_hparams()
 
         if self.hparams.peak_tflops:
             self._peak_flops = self.hparams.peak_tflops * 1e12
@@ -200,9 +266,24 @@ class CallLM(L.LightningModule):
             return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        self._schedule = sched
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def _reapply_optim_hparams(self) -> None:
+        """A resume restores the optimizer's and the schedule's state, their settings included: this run's lr,
+        weight decay and betas are put back (the schedule's shape, warm-up, floor and length, is this run's
+        already), so ``--model.lr`` on resume applies from the first resumed step. A fresh run: no change."""
+        hp, sched = self.hparams, self._schedule
+        if sched is None:  # the CLI's --optimizer / --lr_scheduler replaced ours: theirs to configure
+            return
+        opt = sched.optimizer
+        sched.base_lrs = [hp.lr] * len(opt.param_groups)
+        for group, decay, factor in zip(opt.param_groups, (hp.weight_decay, 0.0), sched.lr_lambdas):
+            group.update(initial_lr=hp.lr, lr=hp.lr * factor(sched.last_epoch), weight_decay=decay,
+                         betas=tuple(hp.betas))
+
     def on_fit_start(self) -> None:
+        self._fit_started = time.time() - 2  # checkpoints newer than this are this run's (2 s: coarse file clocks)
         millions = non_embedding_params(self.model) / 1e6
         rank_zero_info(f"SLM: preset {self.hparams.preset}, {millions:.2f}M non-embedding parameters, "
                        f"vocabulary {self.hparams.vocab_size} (<CALL> = id {self.call_id})")

@@ -55,3 +55,40 @@ def test_print_config(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "lacy.LaCy" in out and "lacy.SpacyFactAnnotator" in out
+
+
+def test_resume_by_last_or_folder_applies_lr_and_refuses_another_architecture(bios_path, tmp_path):
+    """``--ckpt_path last`` is the newest run's last.ckpt; ``--model.lr`` given on resume applies (Lightning
+    would parse the checkpoint's hyper-parameters over it); another preset is refused before any training."""
+    from lacy.errors import UsageError
+
+    args = ["--config", "configs/vanilla.yaml", *small_run_args(bios_path, tmp_path)]
+    with pytest.raises(UsageError, match="--ckpt_path last: no last.ckpt in"):
+        cli_main(["fit", *args, "--ckpt_path", "last"])
+    first = cli_main(["fit", *args])
+    assert first.trainer.global_step == 3 and first.model.hparams.lr == 0.002
+    resumed = cli_main(["fit", *args, "--trainer.max_steps", "5", "--ckpt_path", "last", "--model.lr", "0.0005"])
+    assert resumed.trainer.global_step == 5 and resumed.trainer.ckpt_path == str(
+        Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    assert resumed.model.hparams.lr == 0.0005
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.base_lrs == [0.0005, 0.0005]
+    run = Path(resumed.trainer.log_dir)
+    checked = cli_main(["validate", *args, "--ckpt_path", str(run)])  # a run folder: its checkpoints/last.ckpt
+    assert checked.trainer.ckpt_path == str(run / "checkpoints" / "last.ckpt")
+    with pytest.raises(UsageError, match="--model.preset: this run asks for 'tiny' but .* trained with 'micro'"):
+        cli_main(["fit", *args, "--ckpt_path", "last", "--model.preset", "tiny"])
+    assert not (run.parent / "version_3").exists()  # refused before the trainer made a run folder
+
+
+def test_no_logger_leaves_a_users_hf_folder_alone(bios_path, tmp_path, monkeypatch):
+    """``--trainer.logger false`` in a folder holding the user's ``hf``: the export goes next to the checkpoints."""
+    config = tmp_path / "nolog.yaml"  # the shipped configs' LearningRateMonitor needs a logger
+    config.write_text("trainer:\n  callbacks:\n    - class_path: baselines.Vanilla\n    - class_path: lacy.ExportHF\n"
+                      "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                      "      init_args: {save_last: true}\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "notes.txt").write_text("mine")
+    cli_main(["fit", "--config", str(config), *small_run_args(bios_path, tmp_path), "--trainer.logger", "false"])
+    assert [p.name for p in (tmp_path / "hf").iterdir()] == ["notes.txt"]
+    assert (tmp_path / "checkpoints" / "hf" / "model.safetensors").is_file()

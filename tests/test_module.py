@@ -6,6 +6,7 @@ import torch
 from baselines import LossOnly, RandomCalls, Vanilla
 from lacy.checkpoint_io import AtomicCheckpointIO
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.export import ExportHF
 from lacy.module import CallLM, NonFiniteLossError
 
@@ -27,14 +28,15 @@ class DieAt(L.Callback):
             raise RuntimeError("simulated kill")
 
 
-def fit(data_kwargs, tmp_path, callbacks, max_steps=6, ckpt_path=None, lr=3e-3, model_kw=None, **trainer_kw):
+def fit(data_kwargs, tmp_path, callbacks, max_steps=6, ckpt_path=None, lr=3e-3, preset="micro", model_kw=None,
+        **trainer_kw):
     L.seed_everything(0)
     dm = CorpusDataModule(**data_kwargs)
-    model = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=dm.block_size, lr=lr, warmup_steps=2,
+    model = CallLM(preset=preset, vocab_size=dm.vocab_size, block_size=dm.block_size, lr=lr, warmup_steps=2,
                    **(model_kw or {}))
-    trainer = L.Trainer(max_steps=max_steps, callbacks=callbacks, logger=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_steps=max_steps, callbacks=callbacks, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=tmp_path,
-                        plugins=[AtomicCheckpointIO()], limit_val_batches=0, **trainer_kw)
+                        plugins=[AtomicCheckpointIO()], limit_val_batches=0, **{"logger": False, **trainer_kw})
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -103,16 +105,86 @@ def test_non_finite_loss_stops_with_the_step(data_kwargs, tmp_path):
                 with torch.no_grad():
                     module.model.lm_head.weight.fill_(float("nan"))
 
-    with pytest.raises(NonFiniteLossError, match="at step 2"):
+    with pytest.raises(NonFiniteLossError, match="at step 2.*No checkpoint was saved before it"):
         fit(data_kwargs, tmp_path, [Vanilla(), Poison()])
+
+
+def test_non_finite_loss_names_a_checkpoint_from_before_the_bad_step(data_kwargs, tmp_path):
+    """An update that diverges at step 2 is checkpointed (step=2, last.ckpt) before its loss is computed: the
+    error names the step-1 checkpoint, and resuming from it trains on past step 2."""
+
+    class Diverge(L.Callback):  # the update leading to step 2 makes the weights non-finite
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                with torch.no_grad():
+                    module.model.lm_head.weight.fill_(float("inf"))
+
+    every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", every_n_train_steps=1, save_top_k=-1,
+                                                save_last=True)
+    with pytest.raises(NonFiniteLossError, match="at step 2") as err:
+        fit(data_kwargs, tmp_path, [Vanilla(), Diverge(), every], max_steps=6)
+    assert torch.load(tmp_path / "c" / "last.ckpt")["global_step"] == 2  # what the old message named
+    named = str(err.value).split("Last good checkpoint: ")[1].split(" (step")[0]
+    assert named == str(tmp_path / "c" / "epoch=0-step=1.ckpt") and "(step 1)" in str(err.value)
+    trainer, model = fit(data_kwargs, tmp_path, [Vanilla()], max_steps=4, ckpt_path=named)
+    assert trainer.global_step == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+    # resuming the diverged last.ckpt fails at step 2 again: the message names its folder's step-1 checkpoint
+    with pytest.raises(NonFiniteLossError, match=r"at step 2.*c/epoch=0-step=1.ckpt \(step 1\); resume from it"):
+        fit(data_kwargs, tmp_path / "again", [Vanilla()], max_steps=4, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
 
 
 def test_checkpoint_with_another_vocabulary_is_refused(data_kwargs, tmp_path):
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
     fit(data_kwargs, tmp_path, [Vanilla(), ckpt], max_steps=2)
     other = dict(data_kwargs, bpe_vocab_size=280)
-    with pytest.raises(ValueError, match="vocabulary rows"):
+    with pytest.raises(UsageError, match="vocabulary rows"):
         fit(other, tmp_path, [Vanilla()], max_steps=3, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+
+
+def test_checkpoint_with_another_tokenizer_of_the_same_size_is_refused(data_kwargs, tmp_path):
+    """Same vocabulary size, other corpus: many ids mean other tokens, so resuming (or evaluating) is refused."""
+    import json
+
+    from tests.conftest import make_bios
+    from lacy.corpus import JsonlCorpus
+
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpt, ExportHF(dirpath=str(tmp_path / "hf"))], max_steps=2)
+    other_corpus = tmp_path / "other.jsonl"
+    other_corpus.write_text("\n".join(json.dumps({"text": d.upper()}) for d in make_bios(120, seed=7)) + "\n")
+    other = dict(data_kwargs, corpus=JsonlCorpus(str(other_corpus)))
+    assert CorpusDataModule(**other).vocab_size == CorpusDataModule(**data_kwargs).vocab_size == 301
+    with pytest.raises(UsageError, match=r"data.tokenizer: .*last.ckpt was trained with \(\d+ of 301 ids stand for"):
+        fit(other, tmp_path, [Vanilla()], max_steps=3, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    fit(data_kwargs, tmp_path, [Vanilla()], max_steps=3, ckpt_path=str(tmp_path / "c" / "last.ckpt"))  # same: resumes
+
+
+def test_resume_with_another_architecture_is_refused(data_kwargs, tmp_path):
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpt], max_steps=2)
+    with pytest.raises(UsageError, match="--model.preset: this run asks for 'tiny' but .* trained with 'micro'"):
+        fit(data_kwargs, tmp_path, [Vanilla()], max_steps=3, preset="tiny", ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+
+
+def test_lr_given_on_resume_applies(data_kwargs, tmp_path):
+    """The checkpoint's optimizer and schedule state carry lr 3e-3; the resumed run asks for 1e-3. Step 4 of 6
+    (warm-up 2, cosine to 0.1 x lr): factor 0.1 + 0.9 x 0.5 x (1 + cos(pi x (4 - 2) / (6 - 2))) = 0.55."""
+
+    class LrAt(L.Callback):
+        seen = None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):  # the first resumed step
+            groups = trainer.optimizers[0].param_groups
+            self.seen = self.seen or [(g["lr"], g["initial_lr"], g["weight_decay"]) for g in groups]
+
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpt], max_steps=4)
+    assert torch.load(tmp_path / "c" / "last.ckpt")["lr_schedulers"][0]["base_lrs"] == [3e-3, 3e-3]
+    probe = LrAt()
+    trainer, _ = fit(data_kwargs, tmp_path, [Vanilla(), probe], max_steps=6, lr=1e-3,
+                     ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    assert probe.seen == [pytest.approx((1e-3 * 0.55, 1e-3, 0.1)), pytest.approx((1e-3 * 0.55, 1e-3, 0.0))]
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == pytest.approx([1e-3 * 0.1] * 2)  # end: floor
 
 
 def test_export_loads_with_plain_transformers(data_kwargs, tmp_path):

@@ -1,0 +1,108 @@
+"""Checkpoint files: atomic, umask-following writes that clean up after interrupted saves; safe, explained reads."""
+import fcntl
+import os
+import stat
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+
+from baselines import Vanilla
+from lacy.checkpoint_io import (AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint,
+                                tokenizer_difference)
+from lacy.errors import UsageError
+from lacy.tokenizer import train_bpe, with_call_token
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "last.ckpt").stat().st_mode) == 0o644
+
+
+def test_an_interrupted_saves_temp_file_goes_at_the_next_save(tmp_path):
+    """A save killed mid-write leaves ``.<name>-XXXXXXXX`` of the checkpoint's size; the next save removes it,
+    but not a temporary file a save in progress (another process) still holds locked, nor other hidden files."""
+    io = AtomicCheckpointIO()
+    stale = tmp_path / ".epoch=0-step=100.ckpt-k3j9x_0a"
+    stale.write_bytes(b"\0" * 4096)
+    busy = tmp_path / ".last.ckpt-abcdefgh"
+    busy.write_bytes(b"\0" * 10)
+    (tmp_path / ".notes-abcdefgh").write_text("mine")
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        io.save_checkpoint({"step": 2}, tmp_path / "last.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.ckpt-abcdefgh", ".notes-abcdefgh", "last.ckpt"]
+    io.save_checkpoint({"step": 3}, tmp_path / "last.ckpt")  # the lock is gone: so is the file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes-abcdefgh", "last.ckpt"]
+    assert read_checkpoint(tmp_path / "last.ckpt") == {"step": 3}
+
+
+def test_resume_refuses_a_checkpoint_carrying_code(data_kwargs, tmp_path):
+    """Lightning's own restore (trainer.fit(ckpt_path=...)) reads through AtomicCheckpointIO: weights_only."""
+    from tests.test_module import fit
+
+    sentinel = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.makedirs, (str(sentinel),)
+
+    torch.save({"state_dict": {}, "global_step": Payload()}, tmp_path / "crafted.ckpt")
+    with pytest.raises(UsageError, match=r"refused: .*\(os.makedirs\)"):
+        fit(data_kwargs, tmp_path, [Vanilla()], max_steps=1, ckpt_path=str(tmp_path / "crafted.ckpt"))
+    with pytest.raises(UsageError, match="--weights_only false: lacy reads checkpoints only with weights_only=True"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "crafted.ckpt", weights_only=False)
+    assert not sentinel.exists()
+
+
+def test_resume_from_a_truncated_checkpoint_says_so(data_kwargs, tmp_path):
+    from tests.test_module import fit
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "last.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 96)
+    with pytest.raises(UsageError, match=r"last.ckpt is not a readable checkpoint \(100 bytes; .* no readable"):
+        fit(data_kwargs, tmp_path, [Vanilla()], max_steps=1, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+
+
+def test_resolve_checkpoint_takes_a_run_folders_last_ckpt(tmp_path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, tmp_path / "v0" / "checkpoints" / "last.ckpt")
+    assert resolve_checkpoint(tmp_path / "v0") == tmp_path / "v0" / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(tmp_path / "v0" / "checkpoints") == tmp_path / "v0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UsageError, match="is a folder without last.ckpt; pass a .ckpt file"):
+        resolve_checkpoint(tmp_path)
+
+
+def test_last_checkpoint_is_the_newest_runs(tmp_path):
+    io = AtomicCheckpointIO()
+    logs = tmp_path / "lightning_logs"
+    trainer = SimpleNamespace(checkpoint_callbacks=[], logger=SimpleNamespace(root_dir=str(logs)),
+                              default_root_dir=str(tmp_path))
+    with pytest.raises(UsageError, match="--ckpt_path last: no last.ckpt in"):
+        last_checkpoint(trainer)
+    io.save_checkpoint({"step": 1}, logs / "version_0" / "checkpoints" / "last.ckpt")
+    io.save_checkpoint({"step": 2}, logs / "version_1" / "checkpoints" / "last.ckpt")
+    (logs / "version_2").mkdir()  # a run that stopped before its first checkpoint
+    os.utime(logs / "version_0" / "checkpoints" / "last.ckpt", (1e9, 1e9))
+    assert last_checkpoint(trainer) == logs / "version_1" / "checkpoints" / "last.ckpt"
+    no_logger = SimpleNamespace(checkpoint_callbacks=[], logger=None, default_root_dir=str(logs / "version_0"))
+    assert last_checkpoint(no_logger) == logs / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_tokenizer_difference_counts_changed_ids():
+    from tests.conftest import make_bios
+
+    a = with_call_token(train_bpe(make_bios(60, seed=0), vocab_size=280))
+    b = with_call_token(train_bpe([d.upper() for d in make_bios(60, seed=1)], vocab_size=280))
+    files = {"tokenizer.json": a.backend_tokenizer.to_str().encode()}
+    assert tokenizer_difference(files, a) is None
+    ta = {i: t for t, i in a.get_vocab().items()}
+    tb = {i: t for t, i in b.get_vocab().items()}
+    changed = sum(ta[i] != tb[i] for i in range(len(a)))
+    assert len(a) == len(b) and changed > 0
+    assert tokenizer_difference(files, b) == f"{changed} of {len(b)} ids stand for other tokens"

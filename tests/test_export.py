@@ -1,0 +1,201 @@
+"""lacy.export: only ever replaces its own exports, swaps safely, follows the umask, reads checkpoints safely."""
+import json
+import os
+import stat
+
+import lightning as L
+import pytest
+import torch
+
+from baselines import Vanilla
+from lacy.errors import UsageError
+from lacy.export import MARKER, ExportHF, check_replaceable, export_checkpoint, export_hf, tokenizer_files
+from lacy.model import build_slm
+from lacy.tokenizer import train_bpe, with_call_token
+
+
+@pytest.fixture
+def small():
+    """A real micro model and a BPE tokenizer with <CALL>, the same vocabulary size."""
+    tok = with_call_token(train_bpe(["Anna Novak was born in Paris in 1950."] * 20, vocab_size=280))
+    return build_slm("micro", len(tok), 32), tokenizer_files(tok)
+
+
+@pytest.fixture
+def checkpoint(data_kwargs, tmp_path):
+    """A real lacy checkpoint folder (2 steps of a micro model): ``<tmp>/run/checkpoints/last.ckpt``."""
+    from tests.test_module import fit
+
+    folder = tmp_path / "run" / "checkpoints"
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, save_last=True)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpt, ExportHF(dirpath=str(tmp_path / "run" / "hf"))], max_steps=2)
+    return folder
+
+
+def tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_export_refuses_a_folder_lacy_did_not_write(small, tmp_path):
+    model, files = small
+    mine = tmp_path / "mymodels"
+    (mine / "i").mkdir(parents=True)
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(UsageError, match=f"{mine}: exists and was not written by lacy"):
+        export_hf(model, files, mine)
+    assert tree(mine) == ["i", "notes.txt"] and (mine / "notes.txt").read_text() == "x"
+    (tmp_path / "file").write_text("y")
+    with pytest.raises(UsageError, match="is not a folder"):
+        export_hf(model, files, tmp_path / "file")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing half-written
+
+
+def test_export_replaces_its_own_export_but_not_files_added_to_it(small, tmp_path):
+    model, files = small
+    (tmp_path / "empty").mkdir()
+    export_hf(model, files, tmp_path / "empty")  # an empty folder is used
+    out = export_hf(model, files, tmp_path / "out")
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["written_by"] == "lacy" and set(marker["files"]) == {p.name for p in out.iterdir()} - {MARKER}
+    assert "model.safetensors" in marker["files"] and "tokenizer.json" in marker["files"]
+    export_hf(model, files, out)  # its own export: replaced
+    (out / "README.md").write_text("my notes")
+    with pytest.raises(UsageError, match=r"holds files lacy did not write \(README.md\)"):
+        export_hf(model, files, out)
+    assert (out / "README.md").read_text() == "my notes"
+
+
+def test_export_swap_is_safe_against_leftovers(small, tmp_path):
+    model, files = small
+    out = export_hf(model, files, tmp_path / "hf")
+    stale = tmp_path / ".hf-old"  # left by an earlier lacy's interrupted swap: blocked every later export
+    (stale / "x").mkdir(parents=True)
+    ours = tmp_path / ".hf-abcd1234"  # an interrupted export of ours (its marker comes first): cleaned up
+    ours.mkdir()
+    (ours / MARKER).write_text(json.dumps({"written_by": "lacy", "files": []}))
+    theirs = tmp_path / ".hf-wxyz5678"  # same name pattern, no marker: not ours, left alone
+    theirs.mkdir()
+    export_hf(model, files, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hf-old", ".hf-wxyz5678", "hf"]
+    assert (stale / "x").is_dir()
+
+
+def test_exports_follow_the_umask(small, tmp_path):
+    model, files = small
+    old = os.umask(0o022)
+    try:
+        out = export_hf(model, files, tmp_path / "hf")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+
+
+def test_export_checkpoint_reads_folders_and_refuses_bad_files(checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = export_checkpoint(checkpoint.parent, tmp_path / "a")  # a run folder: its checkpoints/last.ckpt
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf")
+    got = AutoModelForCausalLM.from_pretrained(out)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), got.state_dict().values()))
+    export_checkpoint(checkpoint, tmp_path / "b")  # the checkpoints folder: its last.ckpt
+    with pytest.raises(UsageError, match=f"{tmp_path}/a is a folder without last.ckpt; pass a .ckpt file"):
+        export_checkpoint(tmp_path / "a", tmp_path / "c")
+    with pytest.raises(UsageError, match="no such checkpoint"):
+        export_checkpoint(tmp_path / "nope.ckpt", tmp_path / "c")
+    # the run's own folder as the output: refused before anything is read or deleted
+    before = tree(checkpoint.parent)
+    with pytest.raises(UsageError, match="not written by lacy"):
+        export_checkpoint(checkpoint / "last.ckpt", checkpoint.parent)
+    assert tree(checkpoint.parent) == before
+
+
+def test_export_refuses_a_checkpoint_carrying_code(checkpoint, tmp_path):
+    """A crafted .ckpt whose unpickling would call os.makedirs: refused, and nothing ran."""
+    sentinel = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.makedirs, (str(sentinel),)
+
+    crafted = torch.load(checkpoint / "last.ckpt", weights_only=True)
+    crafted["hyper_parameters"]["preset"] = Payload()
+    torch.save(crafted, tmp_path / "crafted.ckpt")
+    with pytest.raises(UsageError, match=r"crafted.ckpt: refused: .*\(os.makedirs\)"):
+        export_checkpoint(tmp_path / "crafted.ckpt", tmp_path / "out")
+    assert not sentinel.exists() and not (tmp_path / "out").exists()
+
+
+def test_truncated_checkpoint_names_the_newest_readable_one(checkpoint, tmp_path):
+    last = checkpoint / "last.ckpt"
+    good = next(p for p in checkpoint.glob("*.ckpt") if p.name != "last.ckpt")
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError) as err:
+        export_checkpoint(last, tmp_path / "out")
+    assert str(err.value) == (f"{last} is not a readable checkpoint ({len(data) // 2} bytes; truncated or not a "
+                              f"checkpoint); the newest readable checkpoint next to it is {good}")
+    assert "weights_only" not in str(err.value) and "central directory" not in str(err.value)
+    export_checkpoint(good, tmp_path / "out")  # the one it names exports
+
+
+def test_check_replaceable_accepts_absent_and_empty(tmp_path):
+    check_replaceable(tmp_path / "absent")
+    check_replaceable(tmp_path)  # empty
+    (tmp_path / MARKER).write_text("{not json")
+    with pytest.raises(UsageError, match="not written by lacy"):
+        check_replaceable(tmp_path)
+
+
+def test_without_a_logger_the_export_goes_next_to_the_checkpoints(data_kwargs, tmp_path, monkeypatch):
+    """``--trainer.logger false`` with the working directory as root: a user's ``./hf`` is not the export."""
+    from tests.test_module import fit
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "notes.txt").write_text("mine")
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(save_last=True)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpt, ExportHF()], max_steps=2)
+    assert tree(tmp_path / "hf") == ["notes.txt"]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "hf" / "model.safetensors").is_file()
+    with pytest.raises(UsageError, match="no logger and no ModelCheckpoint.*set the callback's dirpath"):
+        fit(data_kwargs, tmp_path, [Vanilla(), ExportHF()], max_steps=2, enable_checkpointing=False)
+
+
+def test_an_export_folder_lacy_did_not_write_refuses_the_run_at_its_start(data_kwargs, tmp_path):
+    from tests.test_module import fit
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not written by lacy"):
+        ExportHF(dirpath=str(tmp_path / "out"))  # explicit: at instantiation, before any data work
+
+    class Stamp(L.Callback):
+        def on_fit_start(self, trainer, module):
+            (tmp_path / "run" / "hf").mkdir(parents=True)
+            (tmp_path / "run" / "hf" / "notes.txt").write_text("mine")
+
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="run", version="")
+    with pytest.raises(UsageError, match="run/hf: exists and was not written by lacy"):
+        fit(data_kwargs, tmp_path, [Vanilla(), Stamp(), ExportHF()], max_steps=2, logger=logger)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_an_export_failure_during_fit_is_a_warning_not_a_lost_checkpoint(data_kwargs, tmp_path):
+    from tests.test_module import fit
+
+    out = tmp_path / "hf"
+    (tmp_path / ".hf-old" / "x").mkdir(parents=True)  # a stale leftover: made the first checkpoint die (Errno 39)
+
+    class Meddle(L.Callback):  # after two exports (swapped past the leftover), someone drops a file in the folder
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 3:
+                (out / "notes.txt").write_text("mine")
+
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", every_n_train_steps=1, save_last=True)
+    with pytest.warns(UserWarning, match=r"exporting to .*hf failed \(.*notes.txt.*\); checkpoints are unaffected"):
+        trainer, _ = fit(data_kwargs, tmp_path, [Vanilla(), Meddle(), ckpt, ExportHF(dirpath=str(out))], max_steps=4)
+    assert trainer.global_step == 4
+    assert torch.load(tmp_path / "c" / "last.ckpt")["global_step"] == 4
+    assert (out / "notes.txt").read_text() == "mine" and (tmp_path / ".hf-old" / "x").is_dir()
