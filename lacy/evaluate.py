@@ -3,6 +3,8 @@
 - **FactScore (KB-verified)**: each bio's claims (``KnowledgeBase.claims``) verified exactly; score =
   supported / claims, averaged over bios with >= 1 claim; FActScore's length penalty multiplies a bio's score
   by exp(1 - gamma / claims) when it has fewer than gamma claims; respond ratio = share of bios with a claim.
+  Nothing to score is no score, not 0: with no bio making a claim the FactScore is None (JSON null, "n/a" in
+  the table, no TensorBoard scalar); so is any rate or mean over an empty set (e.g. call precision without calls).
 - **Fact leakage** (method.md section 6): ``<CALL>`` can never be chosen, greedy continuation of each probe up
   to the first sentence end; leakage = share that contains the gold answer, overall and per popularity bucket.
 - **Call placement**: on validation documents (teacher forcing), the top ``rate`` of positions by call score
@@ -43,8 +45,8 @@ def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str],
             s = sum(c.supported for c in claims) / len(claims)
             scores.append(s)
             penalised.append(s * (math.exp(1 - gamma / len(claims)) if len(claims) < gamma else 1.0))
-    return {"factscore": float(np.mean(scores)) if scores else 0.0,
-            "factscore_penalised": float(np.mean(penalised)) if penalised else 0.0,
+    return {"factscore": float(np.mean(scores)) if scores else None,  # no bio with a claim: nothing to score
+            "factscore_penalised": float(np.mean(penalised)) if penalised else None,
             "respond_ratio": len(scores) / max(1, len(gens)),
             "claims_per_bio": float(np.mean(n_claims)) if n_claims else 0.0,
             "ambiguous_claims": ambiguous,  # and per relation: claims per bio, share supported (bios pooled)
@@ -62,7 +64,7 @@ def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch
     gens = Cascade(model, tokenizer, batch_size=batch_size).generate(
         [p["prompt"] for p in probes], max_new_tokens=max_new_tokens)
     hits = [p["answer"] in _first_sentence(g.text) for p, g in zip(probes, gens)]
-    out = {"leakage": float(np.mean(hits)) if hits else 0.0}
+    out = {"leakage": float(np.mean(hits)) if hits else None}
     for _, _, name in BUCKETS:
         sel = [h for h, p in zip(hits, probes) if bucket(p["popularity"]) == name]
         if sel:
@@ -130,7 +132,7 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     k = max(1, round(rate * len(s)))
     called = np.zeros(len(s), dtype=bool)
     called[np.argsort(-s, kind="stable")[:k]] = True
-    prf = lambda m: float((called & m).sum() / max(1, m.sum()))  # recall on a mask
+    prf = lambda m: float((called & m).sum() / m.sum()) if m.any() else None  # recall on a mask
     out = {"placement_precision": float((called & fact).sum() / k), "placement_recall": prf(fact),
            "placement_recall_derived": prf(derived), "placement_recall_nonderived": prf(fact & ~derived),
            "fact_token_share": float(fact.mean())}
@@ -140,7 +142,7 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     for r in sorted({r for rel in docs.relations for r in rel}):
         out[f"placement_recall_{r}"] = prf(cut([rel.get(r, np.zeros(len(f), bool)) for rel, f in
                                                 zip(docs.relations, docs.fact)]))
-    mean_on = lambda x, m: float(x[m].mean()) if m.any() else float("nan")
+    mean_on = lambda x, m: float(x[m].mean()) if m.any() else None
     for prefix, per_doc in (("fig5", loss), ("fig5_ref", ref_loss)):
         if per_doc:
             x = np.concatenate(per_doc)
@@ -165,9 +167,9 @@ def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subj
             inside = [p for (a, b), p in zip(pos, g.from_partner) if a < c.end and c.start < b]
             n = by_relation.setdefault(c.attribute, [0, 0])
             n[0], n[1] = n[0] + len(inside), n[1] + sum(inside)
-    return {"cascade_call_precision": on_fact / max(1, calls),
-            "cascade_fact_tokens_by_partner": fact_by_partner / max(1, fact_tokens),
-            **{f"by_partner_{r}": p / max(1, n) for r, (n, p) in sorted(by_relation.items())}}
+    return {"cascade_call_precision": on_fact / calls if calls else None,
+            "cascade_fact_tokens_by_partner": fact_by_partner / fact_tokens if fact_tokens else None,
+            **{f"by_partner_{r}": p / n if n else None for r, (n, p) in sorted(by_relation.items())}}
 
 
 def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], partner, policy: CallPolicy,
@@ -350,7 +352,8 @@ def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[s
     folder) and to a printed table; returns the JSON path on rank 0."""
     for row, metrics in res.items():
         for k, v in metrics.items():
-            pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
+            if v is not None:  # None: nothing to measure (e.g. no bio made a claim); JSON null, no scalar
+                pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
     if not trainer.is_global_zero:
         return None
     path = Path(out) if Path(out).parent != Path(".") else Path(trainer.log_dir or ".") / out
@@ -371,7 +374,8 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
     curves: dict[str, list] = {}
     for row, m in res.items():
         if "_budget" in row:
-            curves.setdefault(row.split("_budget")[0], []).append((m["call_rate"], m["factscore"]))
+            if m["factscore"] is not None:  # no bio with a claim: no point
+                curves.setdefault(row.split("_budget")[0], []).append((m["call_rate"], m["factscore"]))
     for name, pts in sorted(curves.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} partner")
@@ -390,7 +394,8 @@ KB_COLUMNS = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_b
 def format_table(res: dict, cols: list[str] = KB_COLUMNS) -> str:
     lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row, m in res.items():
-        lines.append(f"| {row} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in cols) + " |")
+        cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # n/a: nothing to measure
+        lines.append(f"| {row} | " + " | ".join(cell(m[c]) if c in m else "" for c in cols) + " |")
     return "\n".join(lines)
 
 

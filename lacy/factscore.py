@@ -18,6 +18,7 @@ import json
 import math
 import re
 import sqlite3
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,23 @@ def parse_facts(answer: str) -> list[str]:
     return facts
 
 
+NEGATIONS = ("not", "cannot", "unknown", "information")
+
+
 def is_true(answer: str) -> bool:
-    """FActScore's reading: "true" without "false"; with both, whichever comes first."""
+    """The judge's verdict read exactly as FActScore reads a generated answer (shmsw25/FActScore,
+    factscore/factscorer.py, ``FactScorer._get_score``, the branch "when logits are unavailable"): lower-cased,
+    substring search; "true" without "false" -> supported, "false" without "true" -> not; with both, supported
+    when the first "true" comes after the first "false" (the later one wins); with neither, supported unless a
+    word of the answer, punctuation removed, is one of "not", "cannot", "unknown", "information" (so an empty
+    answer counts as supported, as in FActScore: the numbers stay comparable with its published ones)."""
     low = answer.lower()
-    t, f = low.find("true"), low.find("false")
-    if t < 0:
-        return False
-    return f < 0 or t < f
+    t, f = "true" in low, "false" in low
+    if t and f:
+        return low.index("true") > low.index("false")
+    if t or f:
+        return t
+    return not set(low.translate(str.maketrans("", "", string.punctuation)).split()) & set(NEGATIONS)
 
 
 class KnowledgeSource:
@@ -147,9 +158,10 @@ def factscore(generations: list[str], entities: list[str], source: KnowledgeSour
     init = [sum(r.supported) / len(r.facts) for r in scored]
     pen = [s * (math.exp(1 - gamma / len(r.facts)) if len(r.facts) < gamma else 1.0) for s, r in zip(init, scored)]
     in_source = [r for r in results if r.status != "not_in_knowledge_source"]
-    return {"factscore": float(np.mean(pen)) if pen else 0.0, "init_score": float(np.mean(init)) if init else 0.0,
+    # as FActScore: generations without facts are left out of the mean; none with facts -> no score (None)
+    return {"factscore": float(np.mean(pen)) if pen else None, "init_score": float(np.mean(init)) if init else None,
             "respond_ratio": len(scored) / max(1, len(in_source)),
-            "facts_per_response": float(np.mean([len(r.facts) for r in scored])) if scored else 0.0,
+            "facts_per_response": float(np.mean([len(r.facts) for r in scored])) if scored else None,
             "not_in_knowledge_source": len(results) - len(in_source)}, results
 
 
@@ -164,7 +176,7 @@ def ne_precision(generations: list[str], entities: list[str], source: KnowledgeS
                 continue
             total += 1
             found += e.text.lower() in page
-    return {"ne_precision": found / total if total else 0.0, "named_entities": total}
+    return {"ne_precision": found / total if total else None, "named_entities": total}
 
 
 _YEARS = re.compile(r"\((?:born )?(\d{3,4})\s*(?:[–-]|\))")
@@ -260,7 +272,7 @@ class WikiEvaluation(L.Callback):
         from lacy.facts import default_spacy_model
         nlp = spacy.load(default_spacy_model(), exclude=["lemmatizer"])
         probes = [dict(p, popularity=1) for p in year_probes(people)]
-        res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else 0.0,
+        res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else None,
                        "year_probes": len(probes)}}
         rows = {"slm_alone": (None, CallPolicy("never"))} if "never" in self.modes else {}
         for path in self.partners:
