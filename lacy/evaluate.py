@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +234,7 @@ def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[
     metrics = {**leakage(model, tokenizer, probes),
                **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
                                   gamma)[0]}
-    tmp = cache.with_suffix(".tmp")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks measure it alike and write it at once
     tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=1))
     tmp.replace(cache)
     return metrics
@@ -349,14 +350,16 @@ def resolve_score(score: str, trainer) -> str:
 
 def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[str]) -> Path | None:
     """Results to TensorBoard (``<prefix>/<row>/<metric>``), to a JSON file (a bare name lands in the run's log
-    folder) and to a printed table; returns the JSON path on rank 0."""
+    folder) and to a printed table; returns the JSON path on rank 0. Call it on every rank: ``trainer.log_dir``
+    is a collective (a broadcast) under DDP, so it is read before the rank-0 branch."""
     for row, metrics in res.items():
         for k, v in metrics.items():
             if v is not None:  # None: nothing to measure (e.g. no bio made a claim); JSON null, no scalar
                 pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
+    log_dir = trainer.log_dir  # every rank: read only on rank 0 it deadlocks the others
     if not trainer.is_global_zero:
         return None
-    path = Path(out) if Path(out).parent != Path(".") else Path(trainer.log_dir or ".") / out
+    path = Path(out) if Path(out).parent != Path(".") else Path(log_dir or ".") / out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     print(format_table(res, columns) + f"\n(written to {path})")
