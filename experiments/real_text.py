@@ -24,6 +24,7 @@ from pathlib import Path
 from experiments.closed_world import BASE_STEPS, BATCH, BLOCK
 from experiments.report import training_scalars
 from experiments.runner import fit_and_test, last_checkpoint, write_run_configs
+from lacy.errors import entry_point
 
 PARTNER = "runs/wiki/partner/hf"
 METHODS = ["vanilla", "loss_only", "random_calls", "rho1", "spacy_only", "lacy", "spacy_ref", "llm_judge"]
@@ -147,4 +148,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

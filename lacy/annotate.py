@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lacy.errors import UsageError, entry_point
+
 
 class Annotator:
     """Per-document annotator. ``name`` is the batch key the values travel under."""
@@ -170,6 +172,8 @@ def main(argv=None) -> None:
 
     section: dict = {}
     for path in args.config:
+        if not Path(path).is_file():
+            raise UsageError(f"--config {path}: no such file; give a training YAML, e.g. configs/lacy.yaml")
         section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
     data_parser = ArgumentParser()
     data_parser.add_class_arguments(CorpusDataModule, "data")
@@ -188,4 +192,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lacy.errors import UsageError
 from lacy.kb import KnowledgeBase
 
 PIECES = ("token", "word", "entity")
@@ -37,7 +38,7 @@ def call_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
         return logits[:, -1] - rest
     if score == "uncertainty":
         return -(logits[:, :-1].max(dim=-1).values - rest)
-    raise ValueError(f"call score {score!r}: use 'call' (models trained with <CALL>) or 'uncertainty'")
+    raise UsageError(f"call score {score!r}: use 'call' (models trained with <CALL>) or 'uncertainty'")
 
 
 @dataclass
@@ -64,9 +65,9 @@ class CallPolicy:
 
     def __post_init__(self):
         if self.mode not in ("never", "always", "argmax", "threshold", "budget"):
-            raise ValueError(f"cascade policy mode {self.mode!r}: use never, always, argmax, threshold or budget")
+            raise UsageError(f"cascade policy mode {self.mode!r}: use never, always, argmax, threshold or budget")
         if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"cascade policy rate={self.rate} must be in [0, 1]")
+            raise UsageError(f"cascade policy rate={self.rate} must be in [0, 1]")
 
     def decide(self, scores: torch.Tensor, written: int, spent: int, piece_len: float) -> torch.Tensor:
         """Which of these rows call now, given the tokens written so far and how many the calls have spent."""
@@ -124,7 +125,7 @@ class ModelPartner:
 
     def __init__(self, model, tokenizer, piece: str = "word", max_piece_tokens: int = 8, cache: bool = True):
         if piece not in PIECES:
-            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+            raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.model, self.tok, self.piece, self.max_piece = model.eval(), tokenizer, piece, max_piece_tokens
         self.cache = cache
         self.tokens_processed = 0
@@ -186,7 +187,7 @@ class TextPartner:
 
     def __init__(self, model, tokenizer, slm_tokenizer, piece: str = "word", max_piece_tokens: int = 8):
         if piece not in PIECES:
-            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+            raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.model, self.tok, self.slm_tok = model.eval(), tokenizer, slm_tokenizer
         self.piece, self.max_piece = piece, max_piece_tokens
         self.tokens_processed = 0
@@ -246,7 +247,7 @@ class LookupPartner:
 
     def __init__(self, kb: KnowledgeBase, tokenizer, piece: str = "word", max_piece_tokens: int = 8):
         if piece not in PIECES:
-            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+            raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.kb, self.tok, self.piece, self.max_piece = kb, tokenizer, piece, max_piece_tokens
         self.tokens_processed, self.params = 0, 0
         self._value_ids = {}
@@ -358,7 +359,7 @@ class Cascade:
         self.slm, self.tok, self.partner = slm.eval(), tokenizer, partner
         self.policy = policy or CallPolicy(mode="never")
         if self.partner is None and self.policy.mode != "never":
-            raise ValueError("a cascade that calls needs a partner (cascade partner is null)")
+            raise UsageError("a cascade that calls needs a partner (cascade partner is null)")
         self.batch_size = batch_size
         self.slm_params = sum(p.numel() for p in slm.parameters())
         self.stats = CascadeStats()

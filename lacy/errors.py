@@ -17,8 +17,9 @@ TRACEBACK_ENV = "LACY_TRACEBACK"
 TRACEBACK_FLAG = "--traceback"
 
 
-class UsageError(Exception):
-    """An error the user can act on; ``str(err)`` is the one line shown (path or option, then the fix)."""
+class UsageError(ValueError):
+    """An error the user can act on; ``str(err)`` is the one line shown (path or option, then the fix).
+    A ``ValueError`` (a bad value was given), so callers that catch those keep working."""
 
 
 def want_traceback(argv: list[str] | None = None) -> bool:

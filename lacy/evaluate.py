@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
+from lacy.errors import UsageError, entry_point
 from lacy.kb import KnowledgeBase
 
 BUCKETS = ((1, 1, "1"), (2, 4, "2-4"), (5, 9, "5-9"), (10, 10**9, "10+"))
@@ -194,22 +195,28 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; write a world with `python -m lacy.world --out DIR`")
+        raise UsageError(f"{path} does not exist; write a world with `python -m lacy.world --out DIR`")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def model_folder(path: str, role: str = "partner") -> Path:
+    """``path`` as a Hugging Face model folder (it has a config.json); UsageError naming the fix otherwise."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        hint = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) "
+                "or set partner: null") if role == "partner" else "point it at a run's <log_dir>/hf export"
+        raise UsageError(f"{role} {path!r} does not exist; {hint}")
+    return folder
 
 
 def load_partner(path: str, tokenizer, role: str = "partner"):
     """A trained same-tokenizer model (the partner, or a reference) from a Hugging Face folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        hint = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) "
-                "or set partner: null") if role == "partner" else "point it at a run's <log_dir>/hf export"
-        raise FileNotFoundError(f"{role} {path!r} does not exist; {hint}")
+    folder = model_folder(path, role)
     theirs = AutoTokenizer.from_pretrained(folder)
     if theirs.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"{role} {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
+        raise UsageError(f"{role} {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
                          "same one (train both on the same world seed and bpe_vocab_size)")
     return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
 
@@ -271,6 +278,11 @@ class KBEvaluation(L.Callback):
                  piece: str = "word", placement_rate: float = 0.15, max_new_tokens: int = 96, gamma: int = 10,
                  sweep: list[float] | None = None, limit: int | None = None, reference: str | None = None,
                  out: str | None = None):
+        if score not in ("call", "uncertainty", "auto"):
+            raise UsageError(f"KBEvaluation score {score!r}: use call, uncertainty or auto")
+        if not set(modes) <= {"never", "always", "argmax", "threshold", "budget", "calibrated"}:
+            raise UsageError(f"KBEvaluation modes {list(modes)}: use never, always, argmax, threshold, budget or "
+                             "calibrated")
         self.world, self.partner_path, self.score, self.rate, self.reference = world, partner, score, rate, reference
         self.modes, self.piece, self.placement_rate = list(modes), piece, placement_rate
         self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
@@ -286,7 +298,7 @@ class KBEvaluation(L.Callback):
         else:
             corpus = getattr(trainer.datamodule, "corpus", None)
             if not hasattr(corpus, "kb"):
-                raise ValueError("KBEvaluation needs a knowledge base: use data.corpus lacy.world.ClosedWorld, "
+                raise UsageError("KBEvaluation needs a knowledge base: use data.corpus lacy.world.ClosedWorld, "
                                  "or set the callback's world to a folder written by `python -m lacy.world`")
             kb, prompts, probes = corpus.kb(), corpus.prompts(), corpus.kb().probes()
             val = [(p.name, d) for p, d in corpus.val_documents()]
@@ -295,7 +307,7 @@ class KBEvaluation(L.Callback):
     @torch.no_grad()
     def run(self, slm, tokenizer, trainer=None) -> dict:
         if self.score not in ("call", "uncertainty"):  # auto is resolved from the trainer's strategy at test
-            raise ValueError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
+            raise UsageError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
                              "`main.py test`, where the strategy is known)")
         kb, prompts, probes, val = self._world(trainer)
         docs = PlacementDocs.build(kb, tokenizer, val, {p["entity"]: p["popularity"] for p in prompts})
@@ -330,6 +342,13 @@ class KBEvaluation(L.Callback):
         Cascade(slm, tokenizer, partner, budget).generate([p["prompt"] for p in _spread(probes, 128)],
                                                            self.max_new_tokens)
         return CallPolicy(mode="threshold", threshold=budget.calibrated_threshold(), score=self.score)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Before the test loop: the model folders must exist (the evaluation reads them only at its end)."""
+        if stage == "test":
+            for path, role in ((self.partner_path, "partner"), (self.reference, "reference")):
+                if path:
+                    model_folder(path, role)
 
     def on_test_epoch_end(self, trainer, pl_module):
         self.score = resolve_score(self.score, trainer)
@@ -414,6 +433,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from transformers import AutoTokenizer
 
+    model_folder(args.partner)  # before reading its tokenizer: one clear line for a wrong path
     world = ClosedWorld(people=args.people, seed=args.seed)
     tok = AutoTokenizer.from_pretrained(args.partner)
     model = load_partner(args.partner, tok)
@@ -425,4 +445,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

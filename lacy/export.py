@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lacy.errors import UsageError, entry_point
 from lacy.tokenizer import check_call_token, load_tokenizer
 
 TOKENIZER_KEY = "lacy_tokenizer_files"
@@ -82,7 +83,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
 
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if TOKENIZER_KEY not in ckpt:
-        raise ValueError(f"{ckpt_path} has no tokenizer inside; it was saved without the lacy.ExportHF callback")
+        raise UsageError(f"{ckpt_path} has no tokenizer inside; it was saved without the lacy.ExportHF callback")
     params = inspect.signature(CallLM.__init__).parameters  # LightningCLI adds keys such as _instantiator
     module = CallLM(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in params})
     module.load_state_dict(ckpt["state_dict"])
@@ -94,8 +95,11 @@ def main() -> None:
     parser.add_argument("ckpt", help="a .ckpt written by `python main.py fit`")
     parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained")
     args = parser.parse_args()
+    if not Path(args.ckpt).exists():
+        raise UsageError(f"{args.ckpt}: no such checkpoint; pass a .ckpt written by `python main.py fit` (e.g. "
+                         "lightning_logs/version_0/checkpoints/last.ckpt)")
     print(export_checkpoint(args.ckpt, args.out_dir))
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

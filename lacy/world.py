@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lacy.corpus import Corpus
+from lacy.errors import UsageError, entry_point
 from lacy.kb import Attribute, Entity, KnowledgeBase
 
 FIRST = """Alma Bruno Cyra Dario Elin Fabian Greta Hugo Ilse Jonas Kaia Lorenz Mirela Niko Odile Pavel Quinta Rafael
@@ -148,9 +149,9 @@ class ClosedWorld(Corpus):
     def __init__(self, people: int = 300, seed: int = 0, max_docs: int = 16, zipf: float = 1.0, head: float = 0.05,
                  min_docs: int = 1, rounds: int = 1, qa_fraction: float = 0.5, filler: int = 2, val_docs: int = 200):
         if people > len(FIRST) * len(LAST):
-            raise ValueError(f"ClosedWorld(people={people}): at most {len(FIRST) * len(LAST)} unique names")
+            raise UsageError(f"ClosedWorld(people={people}): at most {len(FIRST) * len(LAST)} unique names")
         if rounds < 1 or max_docs < 1 or people < 1 or min_docs < 1:
-            raise ValueError("ClosedWorld: people, max_docs, min_docs and rounds must be >= 1")
+            raise UsageError("ClosedWorld: people, max_docs, min_docs and rounds must be >= 1")
         self.n_people, self.seed, self.max_docs, self.zipf, self.head = people, seed, max_docs, zipf, head
         self.min_docs = min_docs
         self.rounds, self.qa_fraction, self.filler, self.val_docs = rounds, qa_fraction, filler, val_docs
@@ -288,4 +289,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

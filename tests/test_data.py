@@ -6,6 +6,7 @@ import torch
 
 from lacy.corpus import JsonlCorpus, TextCorpus, WikiSummaries
 from lacy.data import CorpusDataModule, PackedBlocks, ResumableSampler
+from lacy.errors import UsageError
 from lacy.objective import IGNORE_INDEX
 
 
@@ -64,7 +65,7 @@ def test_offsets_point_at_the_token_text(data_kwargs):
 
 
 def test_bad_corpora_give_clear_errors(tmp_path, data_kwargs):
-    with pytest.raises(FileNotFoundError, match="data.corpus.init_args.path"):
+    with pytest.raises(UsageError, match="data.corpus.init_args.path"):
         JsonlCorpus(str(tmp_path / "missing.jsonl"))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
@@ -95,7 +96,7 @@ def test_offline_gpt2_tokenizer_with_call(data_kwargs):
 def test_tokenizer_folder_errors(tmp_path):
     from lacy.tokenizer import check_call_token, load_tokenizer, train_bpe
 
-    with pytest.raises(FileNotFoundError, match="data.tokenizer"):
+    with pytest.raises(UsageError, match="data.tokenizer"):
         load_tokenizer(tmp_path / "nope")
     tok = train_bpe(["some text to learn from"], vocab_size=280)
     tok.add_tokens(["<late>"])  # a token after <CALL> would shift the model's call row

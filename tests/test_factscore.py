@@ -5,6 +5,7 @@ import pytest
 import spacy
 
 from baselines.llm_judge import OpenAIJudge
+from lacy.errors import UsageError
 from lacy.facts import default_spacy_model
 from lacy.factscore import (ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, ne_precision, parse_facts,
                             year_probes)
@@ -39,7 +40,7 @@ def test_knowledge_source_retrieves_from_the_entitys_page(source, tmp_path):
     assert source.retrieve("Ada Brandt", "zzz qqq", k=2)[0].startswith("Ada Brandt was")  # fallback: first passages
     assert all("Ada" not in p for p in source.retrieve("Otto Voss", "Ada Brandt", k=5))  # never another page
     assert not (tmp_path / "ks.tmp").exists()
-    with pytest.raises(FileNotFoundError, match="KnowledgeSource.build"):
+    with pytest.raises(UsageError, match="KnowledgeSource.build"):
         KnowledgeSource(tmp_path / "missing.sqlite")
 
 

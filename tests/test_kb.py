@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from lacy.errors import UsageError
 from lacy.kb import Attribute, Entity, KnowledgeBase
 
 
@@ -83,7 +84,7 @@ def test_round_trip_and_probes(kb, tmp_path):
 
 
 def test_bad_files_say_what_to_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m lacy.world"):
+    with pytest.raises(UsageError, match="python -m lacy.world"):
         KnowledgeBase.load(tmp_path / "nope.json")
     (tmp_path / "old.json").write_text(json.dumps({"format": "other", "attributes": {}, "entities": {}}))
     with pytest.raises(ValueError, match="lacy-kb/1"):
