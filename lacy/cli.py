@@ -4,11 +4,13 @@ main.py runs :func:`cli_main` inside ``lacy.errors.entry_point``: a lacy ``Usage
 classes are built, where jsonargparse wraps it, or later) prints as one line and exits 2.
 """
 import importlib
+from argparse import ArgumentError
 
 from lightning.pytorch.cli import LightningCLI
 
 from lacy.checkpoint_io import AtomicCheckpointIO
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.module import CallLM
 from lacy.strategy import one_strategy
 
@@ -36,12 +38,19 @@ def _class(callback) -> type:
 
 
 def cli_main(args=None, run: bool = True) -> LaCyCLI:
-    return LaCyCLI(
-        CallLM, CorpusDataModule, args=args, run=run,
-        save_config_kwargs={"overwrite": True},
-        # The sampler shards data across ranks itself (and resumes mid-epoch); checkpoints are atomic.
-        trainer_defaults={
-            "use_distributed_sampler": False,
-            "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__name__}"}],
-        },
-    )
+    """Parse, build and run. A parse error (unknown option, missing config file, a value of the wrong type) is a
+    ``UsageError`` carrying jsonargparse's message, not its usage dump."""
+    raise_errors = {"exit_on_error": False}
+    try:
+        return LaCyCLI(
+            CallLM, CorpusDataModule, args=args, run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={**raise_errors, **{c: raise_errors for c in LaCyCLI.subcommands()}},
+            # The sampler shards data across ranks itself (and resumes mid-epoch); checkpoints are atomic.
+            trainer_defaults={
+                "use_distributed_sampler": False,
+                "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__name__}"}],
+            },
+        )
+    except ArgumentError as e:
+        raise UsageError(f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help") from e

@@ -72,6 +72,17 @@ def test_main_without_a_strategy_fails_before_reading_the_corpus(tmp_path):
     assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("args, match", [
+    (["fit", "--config", "configs/lacyy.yaml"], r"config.*File does not exist.*lacyy.yaml'; the options: .*--help"),
+    (["fit", "--config", "configs/lacy.yaml", "--model.presett", "x"], "unrecognized arguments: --model.presett x"),
+    (["fitt"], "invalid choice: 'fitt'"),
+])
+def test_main_parse_errors_are_usage_errors_not_a_usage_dump(args, match, capsys):
+    with pytest.raises(UsageError, match=match):
+        cli_main(args)
+    assert "usage:" not in capsys.readouterr().err
+
+
 def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_path, bios_path):
     """jsonargparse wraps an error raised while building trainer.callbacks in a "Union subtypes" block; main.py
     prints lacy's own line instead; LACY_TRACEBACK=1 shows it all."""
