@@ -247,3 +247,26 @@ def test_cascade_placement_by_hand(world):
     assert res["by_partner_birth_city"] == 0.0
     city = len(tok(f" {a.facts['birth_city']}", add_special_tokens=False)["input_ids"])
     assert res["cascade_fact_tokens_by_partner"] == pytest.approx(len(ids_field) / (len(ids_field) + city))
+
+
+def test_evaluation_inputs_are_checked_before_the_test_loop(tmp_path):
+    """A wrong score or mode fails when the config is built; a missing partner / reference folder at setup,
+    before the test loop (the evaluation itself reads them only at the loop's end). Fit does not need them."""
+    from lacy.errors import UsageError
+    from lacy.factscore import WikiEvaluation
+
+    with pytest.raises(UsageError, match="score 'calls': use call, uncertainty or auto"):
+        KBEvaluation(score="calls")
+    with pytest.raises(UsageError, match="modes.*use never, always"):
+        KBEvaluation(modes=["never", "sometimes"])
+    with pytest.raises(UsageError, match="score 'x'"):
+        WikiEvaluation(score="x")
+    ev = KBEvaluation(partner=str(tmp_path / "nothing"), reference=None)
+    ev.setup(None, None, "fit")  # training with the world overlay before the partner exists is fine
+    with pytest.raises(UsageError, match="partner '.*nothing' does not exist; train it with `make partner`"):
+        ev.setup(None, None, "test")
+    with pytest.raises(UsageError, match="reference '.*ref' does not exist; point it at"):
+        KBEvaluation(partner=None, reference=str(tmp_path / "ref")).setup(None, None, "test")
+    KBEvaluation(partner=None).setup(None, None, "test")
+    with pytest.raises(UsageError, match="partner '.*gone' is not a local model folder"):
+        WikiEvaluation(partner=[str(tmp_path / "gone")]).setup(None, None, "test")
