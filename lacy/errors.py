@@ -41,7 +41,8 @@ def entry_point(main: Callable[[], object]) -> Callable[[], None]:
             usage = find_usage_error(err)
             if usage is None or show:
                 raise
-            print(f"lacy: error: {usage} (traceback: {TRACEBACK_ENV}=1)", file=sys.stderr)
+            line = " ".join(str(usage).split())  # one line, also for a library's multi-line message inside
+            print(f"lacy: error: {line} (traceback: {TRACEBACK_ENV}=1)", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
 
     return run

@@ -99,12 +99,21 @@ def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_pat
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["-m", "lacy.annotate", "--config", "missing.yaml"], ["--config missing.yaml", "configs/lacy.yaml"]),
+    (["-m", "lacy.annotate", "--config", "{tmp}/bad.yaml"], ["--config {tmp}/bad.yaml", '"data.block_size"',
+                                                             "Expected a <class 'int'>. Got value: lots"]),
     (["-m", "lacy.export", "missing.ckpt", "out"], ["missing.ckpt", "main.py fit"]),
     (["-m", "lacy.evaluate", "no/such/partner"], ["partner 'no/such/partner' does not exist", "make partner"]),
     (["-m", "lacy.world", "--out", "never_written", "--people", "100000"], ["people=100000", "unique names"]),
 ])
 def test_module_entry_points_print_one_line(args, needles, tmp_path):
+    (tmp_path / "bad.yaml").write_text("data:\n  block_size: lots\n")
     before = set(Path.cwd().iterdir())
-    one_line(run(args), *needles)
+    one_line(run([a.replace("{tmp}", str(tmp_path)) for a in args]), *[n.replace("{tmp}", str(tmp_path)) for n in needles])
     assert set(Path.cwd().iterdir()) == before  # nothing written
+
+
+def test_annotate_names_a_missing_config_file():
+    from lacy.annotate import main
+
+    with pytest.raises(UsageError, match="^--config missing.yaml: no such file; give a training YAML"):
+        main(["--config", "missing.yaml"])
