@@ -118,6 +118,15 @@ def test_real_text_report_orders_methods_and_quotes_a_bio(tmp_path):
     assert "- **partners** (slm_alone): Ann Lee was a [nurse]." in lines
 
 
+def test_real_text_report_shows_nothing_scored_as_na(tmp_path):
+    from experiments.real_text import report
+
+    (tmp_path / "lacy-s1").mkdir()
+    rows = {"slm": {"year_leakage": None}, "slm_alone": {"ne_precision": None, "named_entities": 0, "factscore": None}}
+    (tmp_path / "lacy-s1" / "wiki_eval.json").write_text(json.dumps(rows))
+    assert "| lacy-s1 | n/a | slm_alone | n/a | 0 |  | n/a |" in report(tmp_path).read_text()
+
+
 def test_training_scalars_join_a_resumed_fit(tmp_path):
     """A fit resumed into a second Lightning version continues the same curve: last and mean over both."""
     from torch.utils.tensorboard import SummaryWriter
