@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lacy.data import Annotator
+from lacy.errors import UsageError
 from lacy.facts import span_flags
 import lacy.kb as kb_module
 from lacy.kb import KnowledgeBase
@@ -34,13 +35,13 @@ class KBOracleAnnotator(Annotator):
     def bind(self, corpus) -> None:
         if self.kb is None:
             if not hasattr(corpus, "kb"):
-                raise ValueError(f"KBOracleAnnotator: data.corpus {type(corpus).__name__} has no knowledge base; "
+                raise UsageError(f"KBOracleAnnotator: data.corpus {type(corpus).__name__} has no knowledge base; "
                                  "set the annotator's kb to a kb.json file (python -m lacy.world writes one)")
             self.kb = corpus.kb()
 
     def fingerprint(self) -> str:
         if self.kb is None:
-            raise ValueError("KBOracleAnnotator has no knowledge base yet: give kb or use it in a DataModule")
+            raise UsageError("KBOracleAnnotator has no knowledge base yet: give kb or use it in a DataModule")
         blob = Path(self.kb_path).read_bytes() if self.kb_path else repr(self.kb).encode()
         # the checker's rules are part of the flags: cached flags from an older lacy/kb.py are not reused
         return hashlib.sha256(blob + Path(kb_module.__file__).read_bytes()).hexdigest()[:16]

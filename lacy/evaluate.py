@@ -3,6 +3,8 @@
 - **FactScore (KB-verified)**: each bio's claims (``KnowledgeBase.claims``) verified exactly; score =
   supported / claims, averaged over bios with >= 1 claim; FActScore's length penalty multiplies a bio's score
   by exp(1 - gamma / claims) when it has fewer than gamma claims; respond ratio = share of bios with a claim.
+  Nothing to score is no score, not 0: with no bio making a claim the FactScore is None (JSON null, "n/a" in
+  the table, no TensorBoard scalar); so is any rate or mean over an empty set (e.g. call precision without calls).
 - **Fact leakage** (method.md section 6): ``<CALL>`` can never be chosen, greedy continuation of each probe up
   to the first sentence end; leakage = share that contains the gold answer, overall and per popularity bucket.
 - **Call placement**: on validation documents (teacher forcing), the top ``rate`` of positions by call score
@@ -13,6 +15,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
-from lacy.errors import UsageError
+from lacy.errors import UsageError, entry_point
 from lacy.kb import KnowledgeBase
 from lacy.model import local_model_folder
 from lacy.tokenizer import load_tokenizer
@@ -49,8 +52,8 @@ def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str],
             s = sum(c.supported for c in claims) / len(claims)
             scores.append(s)
             penalised.append(s * (math.exp(1 - gamma / len(claims)) if len(claims) < gamma else 1.0))
-    return {"factscore": float(np.mean(scores)) if scores else 0.0,
-            "factscore_penalised": float(np.mean(penalised)) if penalised else 0.0,
+    return {"factscore": float(np.mean(scores)) if scores else None,  # no bio with a claim: nothing to score
+            "factscore_penalised": float(np.mean(penalised)) if penalised else None,
             "respond_ratio": len(scores) / max(1, len(gens)),
             "claims_per_bio": float(np.mean(n_claims)) if n_claims else 0.0,
             "ambiguous_claims": ambiguous,  # and per relation: claims per bio, share supported (bios pooled)
@@ -68,7 +71,7 @@ def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch
     gens = Cascade(model, tokenizer, batch_size=batch_size).generate(
         [p["prompt"] for p in probes], max_new_tokens=max_new_tokens)
     hits = [p["answer"] in _first_sentence(g.text) for p, g in zip(probes, gens)]
-    out = {"leakage": float(np.mean(hits)) if hits else 0.0}
+    out = {"leakage": float(np.mean(hits)) if hits else None}
     for _, _, name in BUCKETS:
         sel = [h for h, p in zip(hits, probes) if bucket(p["popularity"]) == name]
         if sel:
@@ -136,7 +139,7 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     k = max(1, round(rate * len(s)))
     called = np.zeros(len(s), dtype=bool)
     called[np.argsort(-s, kind="stable")[:k]] = True
-    prf = lambda m: float((called & m).sum() / max(1, m.sum()))  # recall on a mask
+    prf = lambda m: float((called & m).sum() / m.sum()) if m.any() else None  # recall on a mask
     out = {"placement_precision": float((called & fact).sum() / k), "placement_recall": prf(fact),
            "placement_recall_derived": prf(derived), "placement_recall_nonderived": prf(fact & ~derived),
            "fact_token_share": float(fact.mean())}
@@ -146,7 +149,7 @@ def call_placement(model, docs: PlacementDocs, rate: float = 0.15, score: str = 
     for r in sorted({r for rel in docs.relations for r in rel}):
         out[f"placement_recall_{r}"] = prf(cut([rel.get(r, np.zeros(len(f), bool)) for rel, f in
                                                 zip(docs.relations, docs.fact)]))
-    mean_on = lambda x, m: float(x[m].mean()) if m.any() else float("nan")
+    mean_on = lambda x, m: float(x[m].mean()) if m.any() else None
     for prefix, per_doc in (("fig5", loss), ("fig5_ref", ref_loss)):
         if per_doc:
             x = np.concatenate(per_doc)
@@ -171,9 +174,9 @@ def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subj
             inside = [p for (a, b), p in zip(pos, g.from_partner) if a < c.end and c.start < b]
             n = by_relation.setdefault(c.attribute, [0, 0])
             n[0], n[1] = n[0] + len(inside), n[1] + sum(inside)
-    return {"cascade_call_precision": on_fact / max(1, calls),
-            "cascade_fact_tokens_by_partner": fact_by_partner / max(1, fact_tokens),
-            **{f"by_partner_{r}": p / max(1, n) for r, (n, p) in sorted(by_relation.items())}}
+    return {"cascade_call_precision": on_fact / calls if calls else None,
+            "cascade_fact_tokens_by_partner": fact_by_partner / fact_tokens if fact_tokens else None,
+            **{f"by_partner_{r}": p / n if n else None for r, (n, p) in sorted(by_relation.items())}}
 
 
 def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], partner, policy: CallPolicy,
@@ -194,13 +197,18 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
             "partner_tokens_processed": st.partner_tokens_processed}, gens
 
 
+def model_folder(path: str, role: str = "partner") -> Path:
+    """``path`` as a local Hugging Face model folder (:func:`lacy.model.local_model_folder`), with the fix for a
+    partner or a reference model in the one-line error."""
+    return local_model_folder(path, role, PARTNER_HINT if role == "partner" else "point it at a run's <log_dir>/hf export")
+
+
 def load_partner(path: str, tokenizer, role: str = "partner"):
     """A trained same-tokenizer model (the partner, or a reference) from a local Hugging Face folder (never the hub:
     :func:`lacy.model.local_model_folder`). Raises UsageError when it is not one or its tokenizer differs."""
     from transformers import AutoModelForCausalLM
 
-    folder = local_model_folder(path, role, PARTNER_HINT if role == "partner" else
-                                "point it at a run's <log_dir>/hf export")
+    folder = model_folder(path, role)
     theirs = load_tokenizer(folder, option=f"{role} {path!r}")
     if theirs.get_vocab() != tokenizer.get_vocab():
         raise UsageError(f"{role} {path!r} uses another tokenizer than the SLM; a token-level cascade needs the "
@@ -228,7 +236,7 @@ def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[
     metrics = {**leakage(model, tokenizer, probes),
                **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
                                   gamma)[0]}
-    tmp = cache.with_suffix(".tmp")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks measure it alike and write it at once
     tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=1))
     tmp.replace(cache)
     return metrics
@@ -265,6 +273,11 @@ class KBEvaluation(L.Callback):
                  piece: str = "word", placement_rate: float = 0.15, max_new_tokens: int = 96, gamma: int = 10,
                  sweep: list[float] | None = None, limit: int | None = None, reference: str | None = None,
                  out: str | None = None):
+        if score not in ("call", "uncertainty", "auto"):
+            raise UsageError(f"KBEvaluation score {score!r}: use call, uncertainty or auto")
+        if not set(modes) <= {"never", "always", "argmax", "threshold", "budget", "calibrated"}:
+            raise UsageError(f"KBEvaluation modes {list(modes)}: use never, always, argmax, threshold, budget or "
+                             "calibrated")
         self.world, self.partner_path, self.score, self.rate, self.reference = world, partner, score, rate, reference
         self.modes, self.piece, self.placement_rate = list(modes), piece, placement_rate
         self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
@@ -283,14 +296,18 @@ class KBEvaluation(L.Callback):
         return WorldFiles(kb, corpus.prompts(), kb.probes(), [(p.name, d) for p, d in corpus.val_documents()])
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """``test``: read and validate the world before the test loop, so a bad file fails in seconds."""
+        """``test``: the model folders must exist and the world must read and validate, before the test loop (the
+        evaluation uses them only at its end), so a bad path or file fails in seconds. Fit needs neither."""
         if stage == "test":
+            for path, role in ((self.partner_path, "partner"), (self.reference, "reference")):
+                if path:
+                    model_folder(path, role)
             self._files = self._world(trainer)
 
     @torch.no_grad()
     def run(self, slm, tokenizer, trainer=None) -> dict:
         if self.score not in ("call", "uncertainty"):  # auto is resolved from the trainer's strategy at test
-            raise ValueError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
+            raise UsageError(f"KBEvaluation score {self.score!r}: use call or uncertainty (auto only under "
                              "`main.py test`, where the strategy is known)")
         files = self._files or self._world(trainer)
         kb, prompts, probes, val = files.kb, *(_spread(x, self.limit) for x in (files.prompts, files.probes, files.val))
@@ -346,13 +363,16 @@ def resolve_score(score: str, trainer) -> str:
 
 def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[str]) -> Path | None:
     """Results to TensorBoard (``<prefix>/<row>/<metric>``), to a JSON file (a bare name lands in the run's log
-    folder) and to a printed table; returns the JSON path on rank 0."""
+    folder) and to a printed table; returns the JSON path on rank 0. Call it on every rank: ``trainer.log_dir``
+    is a collective (a broadcast) under DDP, so it is read before the rank-0 branch."""
     for row, metrics in res.items():
         for k, v in metrics.items():
-            pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
+            if v is not None:  # None: nothing to measure (e.g. no bio made a claim); JSON null, no scalar
+                pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
+    log_dir = trainer.log_dir  # every rank: read only on rank 0 it deadlocks the others
     if not trainer.is_global_zero:
         return None
-    path = Path(out) if Path(out).parent != Path(".") else Path(trainer.log_dir or ".") / out
+    path = Path(out) if Path(out).parent != Path(".") else Path(log_dir or ".") / out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     print(format_table(res, columns) + f"\n(written to {path})")
@@ -370,7 +390,8 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
     curves: dict[str, list] = {}
     for row, m in res.items():
         if "_budget" in row:
-            curves.setdefault(row.split("_budget")[0], []).append((m["call_rate"], m["factscore"]))
+            if m["factscore"] is not None:  # no bio with a claim: no point
+                curves.setdefault(row.split("_budget")[0], []).append((m["call_rate"], m["factscore"]))
     for name, pts in sorted(curves.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} partner")
@@ -389,7 +410,8 @@ KB_COLUMNS = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_b
 def format_table(res: dict, cols: list[str] = KB_COLUMNS) -> str:
     lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row, m in res.items():
-        lines.append(f"| {row} | " + " | ".join(f"{m[c]:.3f}" if c in m else "" for c in cols) + " |")
+        cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # n/a: nothing to measure
+        lines.append(f"| {row} | " + " | ".join(cell(m[c]) if c in m else "" for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -416,4 +438,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lacy.checkpoint_io import follow_umask, read_checkpoint
-from lacy.errors import UsageError
+from lacy.errors import UsageError, entry_point
 from lacy.tokenizer import check_call_token, load_tokenizer
 
 TOKENIZER_KEY = "lacy_tokenizer_files"
@@ -190,8 +190,11 @@ def main() -> None:
     parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained; "
                                         "new, empty, or an earlier lacy export")
     args = parser.parse_args()
+    if not Path(args.ckpt).exists():
+        raise UsageError(f"{args.ckpt}: no such checkpoint; pass a .ckpt written by `python main.py fit` (e.g. "
+                         "lightning_logs/version_0/checkpoints/last.ckpt)")
     print(export_checkpoint(args.ckpt, args.out_dir))
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

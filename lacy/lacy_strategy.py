@@ -10,6 +10,7 @@ import warnings
 from lightning.pytorch.utilities import rank_zero_info
 
 
+from lacy.errors import UsageError
 from lacy.selection import budget, select_top
 from lacy.strategy import CallStrategy
 
@@ -36,7 +37,7 @@ class LaCy(CallStrategy):
     def __init__(self, call_rate: float = 0.15, fact_fraction: float | None = None, seed: int = 0):
         super().__init__(call_rate, seed)
         if fact_fraction is not None and not 0.0 <= fact_fraction <= 1.0:
-            raise ValueError(f"{type(self).__name__}: fact_fraction={fact_fraction} must be in [0, 1]")
+            raise UsageError(f"{type(self).__name__}: fact_fraction={fact_fraction} must be in [0, 1]")
         self.fact_fraction = fact_fraction
 
     def facts(self, batch, losses):

@@ -24,7 +24,7 @@ def build_slm(preset: str, vocab_size: int, block_size: int, dropout: float = 0.
               attn_implementation: str = "sdpa") -> GPT2LMHeadModel:
     """A randomly initialised GPT-2 of the given preset with ``vocab_size`` rows (``<CALL>`` included)."""
     if preset not in PRESETS:
-        raise ValueError(f"model.preset={preset!r} is unknown; choose one of {sorted(PRESETS)}")
+        raise UsageError(f"model.preset={preset!r} is unknown; choose one of {sorted(PRESETS)}")
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=block_size,

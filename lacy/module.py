@@ -20,7 +20,7 @@ from lacy.export import TOKENIZER_KEY
 from lacy.model import build_slm, non_embedding_params
 from lacy.objective import NONCALL_FORMS, TokenLosses, lacy_objective, token_losses
 from lacy.selection import budget, select_top
-from lacy.strategy import CallStrategy
+from lacy.strategy import CallStrategy, one_strategy
 
 
 class NonFiniteLossError(UsageError, RuntimeError):
@@ -84,13 +84,9 @@ class CallLM(L.LightningModule):
 
     # -- wiring ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        found = [cb for cb in self.trainer.callbacks if isinstance(cb, CallStrategy)]
-        if len(found) != 1:
-            names = [type(cb).__name__ for cb in found] or "none"
-            raise ValueError(
-                f"exactly one selection strategy must be listed under trainer.callbacks, found {names}. Add one "
-                "(e.g. class_path: lacy.LaCy or baselines.Vanilla for a plain LM); see configs/*.yaml")
-        self.strategy = found[0]
+        # main.py checks the config before any work (lacy.cli); this covers a Trainer built in Python
+        callbacks = self.trainer.callbacks
+        self.strategy = callbacks[one_strategy([type(cb) for cb in callbacks])]
 
     def check_checkpoint(self, checkpoint: dict, path, tokenizer=None) -> dict[str, tuple]:
         """Refuse (UsageError) a checkpoint this module cannot continue or evaluate: other vocabulary rows, another

@@ -7,6 +7,7 @@ batch (``requires``) and may attach things to it in Callback hooks (e.g. an onli
 import lightning as L
 from torch import Tensor
 
+from lacy.errors import UsageError
 from lacy.objective import TokenLosses
 
 
@@ -22,7 +23,7 @@ class CallStrategy(L.Callback):
 
     def __init__(self, call_rate: float = 0.15, seed: int = 0):
         if not 0.0 <= call_rate < 1.0:
-            raise ValueError(f"{type(self).__name__}: call_rate={call_rate} must be in [0, 1) "
+            raise UsageError(f"{type(self).__name__}: call_rate={call_rate} must be in [0, 1) "
                              "(at 1 every target is a call and nothing is learned)")
         self.call_rate, self.seed = call_rate, seed
         self.rank, self.world = 0, 1
@@ -36,7 +37,7 @@ class CallStrategy(L.Callback):
 
     def side(self, batch: dict, key: str) -> Tensor:
         if key not in batch:
-            raise KeyError(f"{type(self).__name__} needs batch[{key!r}], which no annotator provides; add the "
+            raise UsageError(f"{type(self).__name__} needs batch[{key!r}], which no annotator provides; add the "
                            f"annotator that writes {key!r} to data.annotators (see configs/lacy.yaml)")
         return batch[key]
 
@@ -47,3 +48,15 @@ class CallStrategy(L.Callback):
     def metrics(self, batch: dict, call_mask: Tensor) -> dict[str, Tensor]:
         """Strategy-specific tensors to log (no host sync)."""
         return {}
+
+
+def one_strategy(classes: list[type]) -> int:
+    """Index of the one ``CallStrategy`` among the classes of ``trainer.callbacks``; UsageError for none or several
+    (a config that forgets the strategy would otherwise train a plain LM)."""
+    found = [i for i, c in enumerate(classes) if issubclass(c, CallStrategy)]
+    if len(found) != 1:
+        names = [classes[i].__name__ for i in found] or "none"
+        raise UsageError(
+            f"trainer.callbacks: exactly one selection strategy must be listed, found {names}; add one "
+            "(e.g. class_path: lacy.LaCy, or baselines.Vanilla for a plain LM), see configs/*.yaml")
+    return found[0]

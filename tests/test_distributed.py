@@ -1,5 +1,6 @@
 """The multi-process path on CPU: 2-process DDP (gloo) through the real CLI against the 1-process run."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,27 @@ def test_two_process_ddp_matches_one_process(tmp_path, bios_path):
     assert two["train/tokens_seen"] == one["train/tokens_seen"] == 6 * 4 * 40
     # LaCy picks top-k per rank instead of over the whole batch, so the runs differ slightly, not much
     assert two["val/loss"] == pytest.approx(one["val/loss"], rel=0.02)
+
+
+def test_two_process_ddp_test_writes_the_evaluation(tmp_path):
+    """`main.py test` under 2-process DDP with the world overlay: the evaluation's report reads the log folder
+    (a collective) on every rank, so the run ends instead of deadlocking, and rank 0 writes one kb_eval.json."""
+    args = ["test", "--config", "configs/vanilla.yaml", "--config", "configs/world/slm.yaml",
+            "--data.corpus.init_args.people", "12", "--data.corpus.init_args.val_docs", "4", "--data.block_size", "32",
+            "--data.bpe_vocab_size", "300", "--data.cache_dir", str(tmp_path / "cache"), "--model.preset", "micro",
+            "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+            "--trainer.strategy", "ddp", "--trainer.callbacks.partner=null", "--trainer.callbacks.limit=2",
+            "--trainer.callbacks.max_new_tokens=4", "--trainer.callbacks.modes=[never]"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+    try:
+        done = subprocess.run([sys.executable, "main.py", *args], env=env, capture_output=True, text=True,
+                              timeout=240)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"main.py test under DDP did not finish (deadlock?): {str(e.stderr)[-2000:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = glob.glob(f"{tmp_path}/lightning_logs/version_*/kb_eval.json")
+    res = json.loads(open(result).read())
+    assert set(res) == {"slm", "slm_alone"} and res["slm_alone"]["call_rate"] == 0.0
+    assert done.stdout.count("(written to ") == 1  # rank 0 only
+    assert any(t.startswith("world/slm_alone/") for t in last_scalars(tmp_path))

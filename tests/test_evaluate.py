@@ -49,6 +49,52 @@ def test_kb_factscore_by_hand(world):
     assert res["claims_birth_city"] == res["claims_nationality"] == pytest.approx(1 / 3)
 
 
+def test_nothing_to_score_is_no_score(world):
+    """Bios without a single claim (abstentions) are not "every claim false": no score, respond ratio 0."""
+    w, _ = world
+    a, b = w.people[0], w.people[1]
+    res = kb_factscore(w.kb(), [gen(a.name, " liked long walks."), gen(b.name, "")], [a.name, b.name])
+    assert res["factscore"] is None and res["factscore_penalised"] is None
+    assert res["respond_ratio"] == 0.0 and res["claims_per_bio"] == 0.0
+    assert json.loads(json.dumps(res, allow_nan=False))["factscore"] is None  # JSON null, no NaN
+    one = kb_factscore(w.kb(), [gen(a.name, " liked long walks."), gen(a.name, f" studied {a.facts['field']}.")],
+                       [a.name, a.name])
+    assert one["factscore"] == 1.0 and one["respond_ratio"] == 0.5  # the silent bio is out of the mean
+
+
+def test_report_logs_no_scalar_for_nothing_to_score(tmp_path, capsys):
+    """report(): a None metric is JSON null and "n/a" in the table, and never a TensorBoard scalar."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lacy.evaluate import report
+
+    class Reporter(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def test_step(self, batch, batch_idx):
+            pass
+
+        def on_test_epoch_end(self):
+            report(self.trainer, self, {"row": {"factscore": None, "respond_ratio": 0.0}}, "world", "out.json",
+                   ["factscore", "respond_ratio"])
+
+    trainer = L.Trainer(logger=TensorBoardLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1)
+    trainer.test(Reporter(), dataloaders=torch.utils.data.DataLoader(torch.zeros(1, 1)), verbose=False)
+    text = (Path(trainer.log_dir) / "out.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {
+        "row": {"factscore": None, "respond_ratio": 0.0}}
+    assert "| row | n/a | 0.000 |" in capsys.readouterr().out
+    (events,) = Path(trainer.log_dir).glob("events.out.tfevents.*")
+    ea = EventAccumulator(str(events))
+    ea.Reload()
+    assert {t for t in ea.Tags()["scalars"] if t.startswith("world/")} == {"world/row/respond_ratio"}
+
+
 def train_copier(tok, probes, steps=300):
     """A micro model that has memorised each probe with its gold answer (a model that leaks everything)."""
     torch.manual_seed(0)
@@ -113,7 +159,7 @@ def test_call_placement_by_popularity_and_fig5_losses(world):
     ce = torch.cat([torch.nn.functional.cross_entropy(slm(input_ids=torch.as_tensor(i)[None]).logits[0, :-1, :-1],
                                                       torch.as_tensor(i[1:]), reduction="none") for i in docs.ids])
     assert everything["fig5_call_loss"] == pytest.approx(ce.mean().item(), rel=1e-5)
-    assert math.isnan(everything["fig5_noncall_loss"])
+    assert everything["fig5_noncall_loss"] is None  # no position off the mask: nothing to average, not NaN
 
 
 def test_kb_oracle_flags_exactly_the_values(world, tmp_path):
@@ -317,3 +363,27 @@ def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_pat
     with pytest.raises(OSError):  # asked for explicitly: the hub is tried (this test refuses the connection)
         load_partner_any("hf:HuggingFaceTB/SmolLM2-135M", slm_tok)
     assert no_network
+
+
+def test_evaluation_inputs_are_checked_before_the_test_loop(tmp_path):
+    """A wrong score or mode fails when the config is built; a missing partner / reference folder at setup,
+    before the test loop (the evaluation itself reads them only at the loop's end). Fit does not need them."""
+    from lacy.errors import UsageError
+    from lacy.factscore import WikiEvaluation
+
+    with pytest.raises(UsageError, match="score 'calls': use call, uncertainty or auto"):
+        KBEvaluation(score="calls")
+    with pytest.raises(UsageError, match="modes.*use never, always"):
+        KBEvaluation(modes=["never", "sometimes"])
+    with pytest.raises(UsageError, match="score 'x'"):
+        WikiEvaluation(score="x")
+    world = "tests/data/second_world"
+    ev = KBEvaluation(world=world, partner=str(tmp_path / "nothing"), reference=None)
+    ev.setup(None, None, "fit")  # training with the world overlay before the partner exists is fine
+    with pytest.raises(UsageError, match="partner '.*nothing' is not a local folder; train it with `make partner`"):
+        ev.setup(None, None, "test")
+    with pytest.raises(UsageError, match="reference '.*ref' is not a local folder; point it at"):
+        KBEvaluation(world=world, partner=None, reference=str(tmp_path / "ref")).setup(None, None, "test")
+    KBEvaluation(world=world, partner=None).setup(None, None, "test")
+    with pytest.raises(UsageError, match="partner '.*gone' is not a local model folder"):
+        WikiEvaluation(partner=[str(tmp_path / "gone")]).setup(None, None, "test")

@@ -118,6 +118,15 @@ def test_real_text_report_orders_methods_and_quotes_a_bio(tmp_path):
     assert "- **partners** (slm_alone): Ann Lee was a [nurse]." in lines
 
 
+def test_real_text_report_shows_nothing_scored_as_na(tmp_path):
+    from experiments.real_text import report
+
+    (tmp_path / "lacy-s1").mkdir()
+    rows = {"slm": {"year_leakage": None}, "slm_alone": {"ne_precision": None, "named_entities": 0, "factscore": None}}
+    (tmp_path / "lacy-s1" / "wiki_eval.json").write_text(json.dumps(rows))
+    assert "| lacy-s1 | n/a | slm_alone | n/a | 0 |  | n/a |" in report(tmp_path).read_text()
+
+
 def test_training_scalars_join_a_resumed_fit(tmp_path):
     """A fit resumed into a second Lightning version continues the same curve: last and mean over both."""
     from torch.utils.tensorboard import SummaryWriter
@@ -201,3 +210,17 @@ def test_runner_fits_tests_caches_and_tests_a_model_trained_elsewhere(bios_path,
     assert fit_and_test(ref, configs, "timing.json", checkpoint=last_checkpoint(run)).startswith("reference: done")
     assert not (ref / "fit.done").exists() and not (ref / "lightning_logs").exists()
     assert list((ref / "test" / "lightning_logs").glob("version_0/events.out.tfevents*"))
+
+
+def test_report_leaves_out_what_was_not_scored(tmp_path):
+    """A run whose bios made no claim (factscore null) counts as no value in the mean, the sweep and the plots."""
+    for seed, fs in ((1, None), (2, 0.7)):
+        (tmp_path / f"lacy-s{seed}").mkdir()
+        res = {"slm": {"leakage": 0.2, "leakage_1": 0.0}, "slm_alone": {"factscore": None, "call_rate": 0.0},
+               "trained_budget": {"factscore": fs, "call_rate": 0.21},
+               "trained_budget@0.4": {"factscore": 0.5, "call_rate": 0.38}}
+        (tmp_path / f"lacy-s{seed}" / "kb_eval.json").write_text(json.dumps(res))
+    text = report(tmp_path).read_text()
+    assert "| lacy | 2 | 0.700 |" in text  # the other seed's value alone, not (0 + 0.7) / 2
+    assert "| lacy | 0.500 (0.38) |" in text  # the sweep: seed 1's unscored rows have no point
+    assert (tmp_path / "factscore_vs_leakage.png").exists()

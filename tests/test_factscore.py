@@ -1,9 +1,11 @@
+import json
 import re
 
 import pytest
 import spacy
 
 from baselines.llm_judge import OpenAIJudge
+from lacy.errors import UsageError
 from lacy.facts import default_spacy_model
 from lacy.factscore import (ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, ne_precision, parse_facts,
                             year_probes)
@@ -38,15 +40,28 @@ def test_knowledge_source_retrieves_from_the_entitys_page(source, tmp_path):
     assert source.retrieve("Ada Brandt", "zzz qqq", k=2)[0].startswith("Ada Brandt was")  # fallback: first passages
     assert all("Ada" not in p for p in source.retrieve("Otto Voss", "Ada Brandt", k=5))  # never another page
     assert not (tmp_path / "ks.tmp").exists()
-    with pytest.raises(FileNotFoundError, match="KnowledgeSource.build"):
+    with pytest.raises(UsageError, match="KnowledgeSource.build"):
         KnowledgeSource(tmp_path / "missing.sqlite")
 
 
 def test_parsers():
     assert parse_facts("- A is B.\n- C was born in 1931.\n* x\n") == ["A is B.", "C was born in 1931."]
     assert parse_facts(f"- A is B.\n{ATOMIC_INSTRUCTION}more\n- C is D.") == ["A is B."]
-    assert is_true("True") and is_true("true, because") and not is_true("False") and not is_true("")
-    assert is_true("True. Not false.") and not is_true("False, not true")
+
+
+def test_verdicts_are_read_as_factscore_reads_them():
+    # one of "true" / "false" (substrings, any case): that one
+    assert is_true("True") and is_true("true, because") and is_true("It is TRUE.") and is_true("untrue")
+    assert not is_true("False") and not is_true("This is false, I cannot say") and not is_true("falsehood")
+    # both: the later first occurrence wins
+    assert is_true("False. Actually true.") and is_true("Not false: true")
+    assert not is_true("True? No, false.") and not is_true("true or false: false")
+    # neither: supported unless a negation word appears (punctuation stripped, whole words only)
+    assert is_true("") and is_true("Yes.") and is_true("She was born in Lyon.") and is_true("nothing known")
+    assert not is_true("Not.") and not is_true("I cannot tell") and not is_true("It is unknown!")
+    assert not is_true("No information given") and not is_true("Information: none")
+    assert is_true("A notable, information-theoretic result")  # words: "notable", "informationtheoretic"
+    assert not is_true("Missing information.")
 
 
 def test_factscore_through_a_real_endpoint(source, tmp_path):
@@ -71,6 +86,24 @@ def test_factscore_through_a_real_endpoint(source, tmp_path):
         assert len(endpoint.requests) == n  # deterministic and cached: a re-run sends nothing
     finally:
         endpoint.close()
+
+
+def test_factscore_with_nothing_to_score_is_no_score(source, tmp_path):
+    """Every generation too short or without an atomic fact: no score (None, JSON null), not 0; respond ratio 0.
+    The same for NE precision of text without named entities."""
+    endpoint = Endpoint(lambda prompt: "")  # a judge that finds no atomic fact in any sentence
+    try:
+        judge = OpenAIJudge(endpoint.url, "silent", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
+        scores, results = factscore(["Hm.", "I would rather not say anything."], ["Ada Brandt", "Otto Voss"],
+                                    source, judge)
+    finally:
+        endpoint.close()
+    assert len(endpoint.requests) == 1 and [r.status for r in results] == ["no_facts", "no_facts"]
+    assert scores["factscore"] is scores["init_score"] is scores["facts_per_response"] is None
+    assert scores["respond_ratio"] == 0.0
+    assert json.loads(json.dumps(scores, allow_nan=False))["factscore"] is None
+    nlp = spacy.blank("en")  # no NER: no named entity to check
+    assert ne_precision(["it was fine"], ["Ada Brandt"], source, nlp) == {"ne_precision": None, "named_entities": 0}
 
 
 def test_ne_precision_and_year_probes(source):

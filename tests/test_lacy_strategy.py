@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from baselines import SpacyOnly
+from lacy.errors import UsageError
 from lacy.lacy_strategy import LaCy
 from lacy.objective import TokenLosses
 
@@ -28,7 +29,7 @@ def test_lacy_budget_as_fraction_of_batch_and_of_facts():
 
 
 def test_lacy_without_fact_flags_says_which_annotator_is_missing():
-    with pytest.raises(KeyError, match="data.annotators"):
+    with pytest.raises(UsageError, match="data.annotators"):
         LaCy().select({"labels": torch.zeros(1, 3)}, losses_of(torch.rand(1, 3), torch.ones(1, 3, dtype=torch.bool)), 0)
 
 

@@ -7,6 +7,7 @@ import torch
 from baselines.rho1 import ReferenceLoss, Rho1, rho1_select
 from baselines.spacy_ref import SpacyRef
 from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
 from lacy.model import build_slm
 from lacy.module import CallLM
 from lacy.objective import TokenLosses
@@ -62,7 +63,7 @@ def test_spacy_ref_ranks_facts_by_the_reference_loss():
 
 def test_missing_reference_folder_says_how_to_make_one(tmp_path):
     slm = CallLM(preset="micro", vocab_size=301, block_size=32)
-    with pytest.raises(FileNotFoundError, match="make reference"):
+    with pytest.raises(UsageError, match="make reference"):
         Rho1(reference=str(tmp_path / "nope")).setup(SimpleNamespace(global_rank=0, world_size=1), slm, "fit")
 
 

@@ -1,0 +1,119 @@
+"""One clear line for bad input at every entry point: `lacy: error: <file or option>; <fix>`, exit status 2;
+LACY_TRACEBACK=1 (or --traceback) shows the traceback instead."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lacy.cli import cli_main
+from lacy.errors import EXIT_USAGE, UsageError, entry_point
+
+
+def run(args: list[str], traceback: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+    env.pop("LACY_TRACEBACK", None)
+    if traceback:
+        env["LACY_TRACEBACK"] = "1"
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def one_line(done: subprocess.CompletedProcess, *needles: str) -> str:
+    """The run failed with exit 2 and exactly one error line, the last on stderr, naming each needle."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == EXIT_USAGE, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and [l for l in lines if "error" in l.lower()] == lines[-1:], done.stderr
+    assert lines[-1].startswith("lacy: error: ") and all(n in lines[-1] for n in needles), lines[-1]
+    return lines[-1]
+
+
+def test_entry_point_prints_a_wrapped_usage_error_as_one_line(capsys, monkeypatch):
+    def main():
+        try:
+            raise UsageError("data.block_size: must be > 0; set it to 256")
+        except UsageError as e:
+            raise ValueError("Does not validate against any of the Union subtypes\n...") from e  # as jsonargparse
+
+    monkeypatch.delenv("LACY_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    with pytest.raises(SystemExit) as e:
+        entry_point(main)()
+    assert e.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == ("lacy: error: data.block_size: must be > 0; set it to 256 "
+                                       "(traceback: LACY_TRACEBACK=1)\n")
+    monkeypatch.setattr(sys, "argv", ["prog", "--traceback"])
+    with pytest.raises(ValueError, match="Union"):  # asked for: the real exception, traceback and all
+        entry_point(main)()
+    assert sys.argv == ["prog"]  # the flag is not passed on to the command's own parser
+
+    def bug():
+        raise KeyError("not the user's fault")
+
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    with pytest.raises(KeyError):  # anything else is a bug: its traceback is shown
+        entry_point(bug)()
+
+
+def no_strategy_config(tmp_path) -> Path:
+    text = Path("configs/lacy.yaml").read_text()
+    cut = text[text.index("    - class_path: lacy.LaCy"):text.index("    - class_path: lacy.ExportHF")]
+    path = tmp_path / "no_strategy.yaml"
+    path.write_text(text.replace(cut, ""))
+    return path
+
+
+def test_main_without_a_strategy_fails_before_reading_the_corpus(tmp_path):
+    """The check runs on the parsed config, before any class is built: no cache, no annotation, no log folder."""
+    args = ["fit", "--config", str(no_strategy_config(tmp_path)), "--data.cache_dir", str(tmp_path / "c"),
+            "--trainer.default_root_dir", str(tmp_path / "runs")]
+    with pytest.raises(UsageError, match=r"^trainer.callbacks: exactly one selection strategy .* found none; .*lacy.LaCy"):
+        cli_main(args)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["fit", "--config", "configs/lacyy.yaml"], r"config.*File does not exist.*lacyy.yaml'; the options: .*--help"),
+    (["fit", "--config", "configs/lacy.yaml", "--model.presett", "x"], "unrecognized arguments: --model.presett x"),
+    (["fitt"], "invalid choice: 'fitt'"),
+])
+def test_main_parse_errors_are_usage_errors_not_a_usage_dump(args, match, capsys):
+    with pytest.raises(UsageError, match=match):
+        cli_main(args)
+    assert "usage:" not in capsys.readouterr().err
+
+
+def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_path, bios_path):
+    """jsonargparse wraps an error raised while building trainer.callbacks in a "Union subtypes" block; main.py
+    prints lacy's own line instead; LACY_TRACEBACK=1 shows it all."""
+    config = tmp_path / "bad_rate.yaml"
+    config.write_text(Path("configs/lacy.yaml").read_text().replace("call_rate: 0.15   ", "call_rate: 1.5   ", 1))
+    args = ["main.py", "fit", "--config", str(config), "--data.corpus.class_path", "lacy.corpus.JsonlCorpus",
+            "--data.corpus.init_args.path", str(bios_path), "--data.bpe_vocab_size", "300",
+            "--data.cache_dir", str(tmp_path / "c"), "--trainer.default_root_dir", str(tmp_path / "runs")]
+    done = run(args)
+    one_line(done, "LaCy: call_rate=1.5 must be in [0, 1)")
+    assert "Union" not in done.stderr and not (tmp_path / "runs").exists()
+    shown = run(args, traceback=True)
+    assert shown.returncode != 0 and "Traceback" in shown.stderr and "Union subtypes" in shown.stderr
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["-m", "lacy.annotate", "--config", "{tmp}/bad.yaml"], ["--config {tmp}/bad.yaml", '"data.block_size"',
+                                                             "Expected a <class 'int'>. Got value: lots"]),
+    (["-m", "lacy.export", "missing.ckpt", "out"], ["missing.ckpt", "main.py fit"]),
+    (["-m", "lacy.evaluate", "no/such/partner"], ["partner 'no/such/partner' does not exist", "make partner"]),
+    (["-m", "lacy.world", "--out", "never_written", "--people", "100000"], ["people=100000", "unique names"]),
+])
+def test_module_entry_points_print_one_line(args, needles, tmp_path):
+    (tmp_path / "bad.yaml").write_text("data:\n  block_size: lots\n")
+    before = set(Path.cwd().iterdir())
+    one_line(run([a.replace("{tmp}", str(tmp_path)) for a in args]), *[n.replace("{tmp}", str(tmp_path)) for n in needles])
+    assert set(Path.cwd().iterdir()) == before  # nothing written
+
+
+def test_annotate_names_a_missing_config_file():
+    from lacy.annotate import main
+
+    with pytest.raises(UsageError, match="^--config missing.yaml: no such file; give a training YAML"):
+        main(["--config", "missing.yaml"])
