@@ -102,7 +102,7 @@ def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_pat
     (["-m", "lacy.annotate", "--config", "{tmp}/bad.yaml"], ["--config {tmp}/bad.yaml", '"data.block_size"',
                                                              "Expected a <class 'int'>. Got value: lots"]),
     (["-m", "lacy.export", "missing.ckpt", "out"], ["missing.ckpt", "main.py fit"]),
-    (["-m", "lacy.evaluate", "no/such/partner"], ["partner 'no/such/partner' does not exist", "make partner"]),
+    (["-m", "lacy.evaluate", "no/such/partner"], ["partner 'no/such/partner' is not a local folder", "make partner"]),
     (["-m", "lacy.world", "--out", "never_written", "--people", "100000"], ["people=100000", "unique names"]),
 ])
 def test_module_entry_points_print_one_line(args, needles, tmp_path):

@@ -317,7 +317,7 @@ def test_world_null_needs_a_closed_world():
 
     trainer = SimpleNamespace(datamodule=SimpleNamespace(corpus=JsonlCorpus("tests/data/second_world/train.jsonl")))
     with pytest.raises(UsageError, match="KBEvaluation.world: null needs data.corpus lacy.world.ClosedWorld"):
-        KBEvaluation(world=None).setup(trainer, None, "test")
+        KBEvaluation(world=None, partner=None).setup(trainer, None, "test")
     KBEvaluation(world=None).setup(trainer, None, "fit")  # only the test reads the world
 
 
@@ -385,5 +385,5 @@ def test_evaluation_inputs_are_checked_before_the_test_loop(tmp_path):
     with pytest.raises(UsageError, match="reference '.*ref' is not a local folder; point it at"):
         KBEvaluation(world=world, partner=None, reference=str(tmp_path / "ref")).setup(None, None, "test")
     KBEvaluation(world=world, partner=None).setup(None, None, "test")
-    with pytest.raises(UsageError, match="partner '.*gone' is not a local model folder"):
+    with pytest.raises(UsageError, match="partner '.*gone' is not a local folder"):
         WikiEvaluation(partner=[str(tmp_path / "gone")]).setup(None, None, "test")
