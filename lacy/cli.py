@@ -4,6 +4,7 @@ from lightning.pytorch.cli import LightningCLI
 from lacy.checkpoint_io import AtomicCheckpointIO
 from lacy.data import CorpusDataModule
 from lacy.module import CallLM
+from lacy.monitor import use_monitor
 
 
 class LaCyCLI(LightningCLI):
@@ -11,6 +12,9 @@ class LaCyCLI(LightningCLI):
         # The vocabulary (<CALL> included) and the context are stated once, by the data.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.block_size")
+
+    def instantiate_trainer(self, **kwargs):
+        return use_monitor(super().instantiate_trainer(**kwargs))  # TensorBoard without the empty cards
 
 
 def cli_main(args=None, run: bool = True) -> LaCyCLI:

@@ -22,6 +22,7 @@ import torch
 
 from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
 from lacy.kb import KnowledgeBase
+from lacy.monitor import log_bios, log_image, log_text
 
 BUCKETS = ((1, 1, "1"), (2, 4, "2-4"), (5, 9, "5-9"), (10, 10**9, "10+"))
 
@@ -273,6 +274,7 @@ class KBEvaluation(L.Callback):
         self.max_new_tokens, self.gamma, self.limit, self.out = max_new_tokens, gamma, limit, out
         self.sweep = list(sweep or [])
         self.results: dict = {}
+        self.bios: dict[str, list[dict]] = {}  # row -> the first bios, partner pieces in [brackets] (TensorBoard)
 
     def _world(self, trainer) -> tuple[KnowledgeBase, list[dict], list[dict], list[tuple[str, str]]]:
         if self.world is not None:
@@ -312,15 +314,24 @@ class KBEvaluation(L.Callback):
                 row = "slm_alone" if mode == "never" else f"{name}_{mode}"
                 policy = (self._calibrated(slm, tokenizer, partner, probes) if mode == "calibrated" else
                           CallPolicy(mode=mode, rate=self.rate, score=self.score))
-                res[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens,
-                                            self.gamma)[0]
+                res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy,
+                                                  self.max_new_tokens, self.gamma)
+                self._keep_bios(row, prompts, gens, tokenizer)
         name = "trained" if "trained" in partners else "lookup"  # the sweep's partner: the realistic one
         for rate in self.sweep:
             policy = CallPolicy(mode="budget", rate=rate, score=self.score)
-            res[f"{name}_budget@{rate:g}"] = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
-                                                              self.max_new_tokens, self.gamma)[0]
+            row = f"{name}_budget@{rate:g}"
+            res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
+                                              self.max_new_tokens, self.gamma)
+            self._keep_bios(row, prompts, gens, tokenizer)
         self.results = res
         return res
+
+    def _keep_bios(self, row: str, prompts: list[dict], gens: list[Generation], tokenizer) -> None:
+        from lacy.monitor import BIOS_SHOWN
+
+        self.bios[row] = [{"prompt": p["prompt"], "text": g.marked(tokenizer)}
+                          for p, g in zip(prompts[:BIOS_SHOWN], gens)]
 
     def _calibrated(self, slm, tokenizer, partner, probes) -> CallPolicy:
         budget = CallPolicy(mode="budget", rate=self.rate, score=self.score)
@@ -332,8 +343,11 @@ class KBEvaluation(L.Callback):
         self.score = resolve_score(self.score, trainer)
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, trainer)
         path = report(trainer, pl_module, res, "world", self.out or "kb_eval.json", KB_COLUMNS)
+        log_text(trainer, "world/table", format_table(res, KB_COLUMNS))
+        log_bios(trainer, "world", self.bios)
         if path is not None and self.sweep:
             plot_sweep(res, path.with_suffix(".png"), title=f"call score: {self.score}")
+            log_image(trainer, "world/factscore_vs_call_rate", path.with_suffix(".png"))
 
 
 def resolve_score(score: str, trainer) -> str:
