@@ -99,13 +99,13 @@ def subset(task: str, limit: int | None) -> list[int] | None:
     return None if limit is None or limit >= n else _spread(list(range(n)), limit)
 
 
-def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | None = None, batch_size: int = 16,
-             progress: bool = True) -> dict[str, dict]:
+def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | None = None,
+             batch_size: int = 16) -> dict[str, dict]:
     """Zero-shot scores of ``model`` (a causal LM without ``<CALL>``; :func:`no_call`) on ``tasks``.
 
     ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. Returns
     task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items}. Raises UsageError on a model that still has
-    ``<CALL>``.
+    ``<CALL>``. lm-eval shows a progress bar over the scored answer choices.
     """
     if CALL_TOKEN in tokenizer.get_vocab():
         raise UsageError(f"lacy.nlu: the model still has {CALL_TOKEN}; score its no-call form (lacy.nlu.no_call)")
@@ -119,7 +119,6 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
     with tempfile.TemporaryDirectory(prefix="lacy-nlu-tasks-") as folder:
         names = write_task_yamls(folder, list(tasks))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)  # context: the model's config
-        lm.disable_tqdm = not progress  # HFLM's own progress bar over the scored requests
         samples = {name: subset(task, limit) for task, name in names.items()}
         out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=False,
                               samples={k: v for k, v in samples.items() if v is not None} or None,
@@ -216,8 +215,7 @@ class NLUEvaluation(L.Callback):
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         model, tokenizer = no_call(pl_module.model, trainer.datamodule.tokenizer)
-        res = evaluate(model, tokenizer, self.tasks, self.limit, self.batch_size,
-                       progress=trainer.is_global_zero and trainer.progress_bar_callback is not None)
+        res = evaluate(model, tokenizer, self.tasks, self.limit, self.batch_size)
         self.results = res
         for task, metrics in res.items():
             for k, v in metrics.items():
