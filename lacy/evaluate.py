@@ -29,6 +29,7 @@ from lacy.kb import KnowledgeBase
 from lacy.model import local_model_folder
 from lacy.tokenizer import load_tokenizer
 from lacy.world import WorldFiles, read_world
+from lacy.monitor import log_bios, log_image, log_text
 
 PARTNER_HINT = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) or set "
                 "partner: null")
@@ -284,6 +285,7 @@ class KBEvaluation(L.Callback):
         self.sweep = list(sweep or [])
         self.results: dict = {}
         self._files: WorldFiles | None = None  # the world, read at setup (before the test loop)
+        self.bios: dict[str, list[dict]] = {}  # row -> the first bios, partner pieces in [brackets] (TensorBoard)
 
     def _world(self, trainer) -> WorldFiles:
         if self.world is not None:
@@ -328,15 +330,24 @@ class KBEvaluation(L.Callback):
                 row = "slm_alone" if mode == "never" else f"{name}_{mode}"
                 policy = (self._calibrated(slm, tokenizer, partner, probes) if mode == "calibrated" else
                           CallPolicy(mode=mode, rate=self.rate, score=self.score))
-                res[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens,
-                                            self.gamma)[0]
+                res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy,
+                                                  self.max_new_tokens, self.gamma)
+                self._keep_bios(row, prompts, gens, tokenizer)
         name = "trained" if "trained" in partners else "lookup"  # the sweep's partner: the realistic one
         for rate in self.sweep:
             policy = CallPolicy(mode="budget", rate=rate, score=self.score)
-            res[f"{name}_budget@{rate:g}"] = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
-                                                              self.max_new_tokens, self.gamma)[0]
+            row = f"{name}_budget@{rate:g}"
+            res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
+                                              self.max_new_tokens, self.gamma)
+            self._keep_bios(row, prompts, gens, tokenizer)
         self.results = res
         return res
+
+    def _keep_bios(self, row: str, prompts: list[dict], gens: list[Generation], tokenizer) -> None:
+        from lacy.monitor import BIOS_SHOWN
+
+        self.bios[row] = [{"prompt": p["prompt"], "text": g.marked(tokenizer)}
+                          for p, g in zip(prompts[:BIOS_SHOWN], gens)]
 
     def _calibrated(self, slm, tokenizer, partner, probes) -> CallPolicy:
         budget = CallPolicy(mode="budget", rate=self.rate, score=self.score)
@@ -348,8 +359,11 @@ class KBEvaluation(L.Callback):
         self.score = resolve_score(self.score, trainer)
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, trainer)
         path = report(trainer, pl_module, res, "world", self.out or "kb_eval.json", KB_COLUMNS)
+        log_text(trainer, "world/table", format_table(res, KB_COLUMNS))
+        log_bios(trainer, "world", self.bios)
         if path is not None and self.sweep:
             plot_sweep(res, path.with_suffix(".png"), title=f"call score: {self.score}")
+            log_image(trainer, "world/factscore_vs_call_rate", path.with_suffix(".png"))
 
 
 def resolve_score(score: str, trainer) -> str:

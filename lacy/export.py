@@ -3,11 +3,19 @@
 The tokenizer travels inside every checkpoint (a few hundred KB), so any checkpoint can be exported
 later without the corpus: ``python -m lacy.export CKPT OUT_DIR``.
 
+Two forms (issue 18):
+- with ``<CALL>`` (default): the model as trained. p(``<CALL>``) is ~0.96-0.999 everywhere (the objective never
+  trains it down), so ``generation_config.json`` suppresses ``<CALL>`` and plain ``generate()`` writes the SLM's
+  own text, p_noCALL. ``model.generate(..., suppress_tokens=[])`` lets ``<CALL>`` through again.
+- ``--no-call``: a standard GPT-2 folder and tokenizer without the ``<CALL>`` row, whose next-token distribution
+  is exactly p_noCALL (the softmax over the other logits): what lm-eval, vLLM or llama.cpp should see.
+
 An export only ever replaces a folder lacy wrote: each export holds a marker (``lacy_export.json``, listing its
 files); an existing folder without it, or with files it does not list, is refused, never deleted. An empty
 folder is used as is.
 """
 import argparse
+import copy
 import inspect
 import json
 import os
@@ -21,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lacy.checkpoint_io import follow_umask, read_checkpoint
 from lacy.errors import UsageError, entry_point
-from lacy.tokenizer import check_call_token, load_tokenizer
+from lacy.tokenizer import CALL_TOKEN, check_call_token, load_tokenizer
 
 TOKENIZER_KEY = "lacy_tokenizer_files"
 MARKER = "lacy_export.json"
@@ -73,13 +81,50 @@ def _write_marker(folder: Path, files: list[str]) -> None:
     (folder / MARKER).write_text(json.dumps({"written_by": "lacy", "files": sorted(files)}, indent=1) + "\n")
 
 
-def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
+def without_call(model, files: dict[str, bytes]):
+    """The no-``<CALL>`` form of a model and its tokenizer files: the last (``<CALL>``) row of the tied
+    embedding / LM head dropped, and ``<CALL>`` removed from the tokenizer. Its logits are the original
+    logits[..., :-1], so its softmax is p_noCALL exactly. Returns (model copy, files); the inputs are untouched."""
+    call_id = model.config.vocab_size - 1
+    files = dict(files)
+    tok_json = json.loads(files["tokenizer.json"])
+    added = [t for t in tok_json["added_tokens"] if t["content"] == CALL_TOKEN]
+    if [t["id"] for t in added] != [call_id]:
+        raise ValueError(f"the tokenizer's {CALL_TOKEN} is not the model's last row ({call_id}); nothing to remove")
+    tok_json["added_tokens"] = [t for t in tok_json["added_tokens"] if t["content"] != CALL_TOKEN]
+    files["tokenizer.json"] = json.dumps(tok_json, ensure_ascii=False).encode()
+    if "tokenizer_config.json" in files:
+        config = json.loads(files["tokenizer_config.json"])
+        for key in ("extra_special_tokens", "additional_special_tokens"):
+            if isinstance(config.get(key), list):
+                config[key] = [t for t in config[key] if t != CALL_TOKEN]
+        config.get("added_tokens_decoder", {}).pop(str(call_id), None)
+        files["tokenizer_config.json"] = json.dumps(config, indent=2, ensure_ascii=False).encode()
+    model = copy.deepcopy(model)
+    model.resize_token_embeddings(call_id, mean_resizing=False)  # keeps rows 0..call_id-1; the head stays tied
+    return model, files
+
+
+def _generation_config(model, tokenizer, call_id: int | None):
+    """Plain ``generate()`` settings: stop at the end-of-text token; never write ``<CALL>`` (``call_id``)."""
+    gen = copy.deepcopy(model.generation_config)
+    gen.eos_token_id = gen.pad_token_id = tokenizer.eos_token_id
+    gen.suppress_tokens = None if call_id is None else [call_id]
+    gen._from_model_config = False  # ours, not derived from config.json: kept as written
+    return gen
+
+
+def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = True) -> Path:
     """Write model + tokenizer (``files``: name -> bytes) to ``out_dir`` atomically (a temp sibling renamed).
 
-    Raises UsageError, before writing anything, when ``out_dir`` is not replaceable (see the module docstring).
+    ``call=False`` writes the no-``<CALL>`` form (:func:`without_call`); the default keeps ``<CALL>`` and
+    suppresses it in ``generation_config.json``. Raises UsageError, before writing anything, when ``out_dir`` is
+    not replaceable (see the module docstring).
     """
     out_dir = Path(out_dir)
     check_replaceable(out_dir)
+    if not call:
+        model, files = without_call(model, files)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out_dir)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
@@ -88,11 +133,11 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
         _write_marker(tmp, [])  # first, so an interrupted export's leftover is recognisably lacy's
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        tokenizer = load_tokenizer(tmp)
-        check_call_token(tokenizer, f"tokenizer exported to {out_dir}")
+        tokenizer = _check_tokenizer(tmp, call, out_dir)
         if len(tokenizer) != model.config.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
         model.save_pretrained(tmp)
+        _generation_config(model, tokenizer, len(tokenizer) - 1 if call else None).save_pretrained(tmp)
         _write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER])
         for p in tmp.iterdir():  # some writers (safetensors via transformers) create 0600 files
             follow_umask(p, directory=p.is_dir())
@@ -108,6 +153,19 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path) -> Path:
     return out_dir
 
 
+def _check_tokenizer(folder: Path, call: bool, out_dir: Path):
+    if call:
+        tokenizer = load_tokenizer(folder)
+        check_call_token(tokenizer, f"tokenizer exported to {out_dir}")
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if CALL_TOKEN in tokenizer.get_vocab():
+        raise ValueError(f"the no-call tokenizer exported to {out_dir} still has {CALL_TOKEN}")
+    return tokenizer
+
+
 class ExportHF(L.Callback):
     """Puts the tokenizer into every checkpoint and keeps an export of the latest one next to the run's checkpoints.
 
@@ -118,10 +176,11 @@ class ExportHF(L.Callback):
         dirpath: export folder; default ``<trainer.log_dir>/hf``, or ``<ModelCheckpoint dirpath>/hf`` when the run
             has no logger. Without a logger or a ModelCheckpoint it must be given. A folder lacy did not write
             refuses the run at its start.
+        no_call: also keep ``<dirpath>_no_call``, the plain GPT-2 form without ``<CALL>`` (p_noCALL).
     """
 
-    def __init__(self, dirpath: str | None = None):
-        self.dirpath = dirpath
+    def __init__(self, dirpath: str | None = None, no_call: bool = False):
+        self.dirpath, self.no_call = dirpath, no_call
         self._out: Path | None = None
         if dirpath is not None:
             check_replaceable(Path(dirpath))  # at instantiation: before data preparation and annotation
@@ -147,6 +206,8 @@ class ExportHF(L.Callback):
         if not trainer.is_global_zero:
             return None
         try:
+            if self.no_call:
+                export_hf(pl_module.model, files, target.with_name(f"{target.name}_no_call"), call=False)
             return export_hf(pl_module.model, files, target)
         except Exception as err:  # noqa: BLE001 - an export must never cost a checkpoint or the run
             rank_zero_warn(f"lacy.ExportHF: exporting to {target} failed ({err}); checkpoints are unaffected: "
@@ -166,8 +227,9 @@ class ExportHF(L.Callback):
                   "(view: tensorboard --logdir lightning_logs)")
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
-    """Export a lacy checkpoint (a ``.ckpt`` file, or a run folder holding ``last.ckpt``) to ``out_dir``.
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, call: bool = True) -> Path:
+    """Export a lacy checkpoint (a ``.ckpt`` file, or a run folder holding ``last.ckpt``) to ``out_dir``;
+    ``call=False``: the no-``<CALL>`` form.
 
     Raises UsageError for an unreadable or unsafe checkpoint, one without a tokenizer, or an ``out_dir`` lacy did
     not write; all before anything is written.
@@ -181,7 +243,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     params = inspect.signature(CallLM.__init__).parameters  # LightningCLI adds keys such as _instantiator
     module = CallLM(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in params})
     module.load_state_dict(ckpt["state_dict"])
-    return export_hf(module.model, ckpt[TOKENIZER_KEY], out_dir)
+    return export_hf(module.model, ckpt[TOKENIZER_KEY], out_dir, call)
 
 
 def main() -> None:
@@ -189,11 +251,13 @@ def main() -> None:
     parser.add_argument("ckpt", help="a .ckpt written by `python main.py fit` (or a run folder: its last.ckpt)")
     parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained; "
                                         "new, empty, or an earlier lacy export")
+    parser.add_argument("--no-call", action="store_true",
+                        help="a plain GPT-2 without the <CALL> row: its distribution is the SLM's p_noCALL")
     args = parser.parse_args()
     if not Path(args.ckpt).exists():
         raise UsageError(f"{args.ckpt}: no such checkpoint; pass a .ckpt written by `python main.py fit` (e.g. "
                          "lightning_logs/version_0/checkpoints/last.ckpt)")
-    print(export_checkpoint(args.ckpt, args.out_dir))
+    print(export_checkpoint(args.ckpt, args.out_dir, call=not args.no_call))
 
 
 if __name__ == "__main__":

@@ -322,9 +322,11 @@ class WikiEvaluation(L.Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         from lacy.evaluate import report, resolve_score
+        from lacy.monitor import log_bios
 
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, resolve_score(self.score, trainer))
         path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json",
                       ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score", "respond_ratio"])
         if path is not None:
             path.with_name(f"{path.stem}_bios.json").write_text(json.dumps(self.bios, indent=1))
+        log_bios(trainer, "wiki", self.bios)

@@ -230,6 +230,15 @@ def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
     assert {"slm", "slm_alone", "lookup_always", "lookup_budget", "lookup_budget@0", "lookup_budget@0.5"} == set(res)
     assert res["lookup_budget@0"]["call_rate"] == 0.0
     assert (Path(test.trainer.log_dir) / "kb_eval.png").stat().st_size > 1000  # the FactScore-vs-call-rate plot
+    # readable in TensorBoard: the plot as an image, the table and a few bios per row (partner in [brackets]) as text
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(test.trainer.log_dir).Reload()
+    assert events.Tags()["images"] == ["world/factscore_vs_call_rate"]
+    texts = {t.split("/text_summary")[0] for t in events.Tags()["tensors"]}
+    assert {"world/table", *(f"world_bios/{row}" for row in res if row != "slm")} <= texts
+    always = events.Tensors("world_bios/lookup_always/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert always.count("**") == 2 * min(3, 4) and "[" in always  # 3 bios; the lookup partner wrote in each
 
 
 def test_cascade_placement_by_hand(world):

@@ -1,0 +1,24 @@
+"""TensorBoard as a person sees it: the first cards are the run's own metrics, not `epoch` or `hp_metric`."""
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lacy.cli import cli_main
+from lacy.monitor import Monitor
+from tests.test_cli import small_run_args
+
+
+def test_fit_logs_no_empty_cards(bios_path, tmp_path):
+    cli = cli_main(["fit", "--config", "configs/random_calls.yaml", "--trainer.log_every_n_steps", "1",
+                    *small_run_args(bios_path, tmp_path)])
+    assert type(cli.trainer.logger) is Monitor
+    assert Path(cli.trainer.log_dir) == tmp_path / "lightning_logs" / "version_0"  # Lightning's default folder
+    tags = EventAccumulator(cli.trainer.log_dir).Reload().Tags()
+    assert {"train/loss", "train/call_rate", "train/p_call_at_calls"} <= set(tags["scalars"])
+    assert not {"epoch", "hp_metric"} & set(tags["scalars"])
+
+
+def test_a_configured_logger_stays(bios_path, tmp_path):
+    cli = cli_main(["fit", "--config", "configs/vanilla.yaml", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                    "--trainer.logger.save_dir", str(tmp_path / "csv"), *small_run_args(bios_path, tmp_path)])
+    assert type(cli.trainer.logger).__name__ == "CSVLogger"

