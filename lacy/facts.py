@@ -16,6 +16,11 @@ by default: then the flags equal the full pipeline's (bench/annotation.py checks
 import hashlib
 import importlib.util
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import re
+import threading
 
 import numpy as np
 
@@ -104,6 +109,10 @@ class SpacyFactAnnotator(Annotator):
                               "installed one (see lacy.facts.default_spacy_model)") from None
             exclude = [p for p in full.pipe_names if p not in self.needed_components()]
             self._nlp = spacy.load(self.spacy_model, exclude=exclude)
+            if self.n_process != 1:
+                if not spacy.Language.has_factory(EndWithParent.factory):
+                    spacy.Language.factory(EndWithParent.factory, func=lambda nlp, name: EndWithParent())
+                self._nlp.add_pipe(EndWithParent.factory, first=True)
         return self._nlp
 
     def fingerprint(self) -> str:
@@ -134,14 +143,53 @@ class SpacyFactAnnotator(Annotator):
         return flags & ~r["repeat"] if self.occurrence_tracking else flags
 
     def annotate(self, texts, offsets):
-        docs = self.nlp.pipe(texts, n_process=self.n_process, batch_size=self.batch_size)
-        return [subword_flags(doc, self.token_flags(doc), off) for doc, off in zip(docs, offsets)]
+        """A document longer than spaCy's ``nlp.max_length`` is annotated as the pieces of :func:`split_text`
+        (each alone: occurrence tracking restarts per piece), its flags shifted back into place."""
+        pieces = [split_text(t, self.nlp.max_length) for t in texts]
+        docs = self.nlp.pipe((t[a:b] for t, cuts in zip(texts, pieces) for a, b in cuts),
+                             n_process=self.n_process, batch_size=self.batch_size)
+        out = []
+        for text, cuts, off in zip(texts, pieces, offsets):
+            spans = []
+            for start, _ in cuts:
+                doc = next(docs)
+                spans += flagged_spans(doc, self.token_flags(doc), shift=start)
+            out.append(span_flags(len(text), spans, off))
+        return out
+
+
+# where a too-long document may be cut, strongest first: a blank line, a line end, a sentence end, any space
+BOUNDARIES = [re.compile(p) for p in (r"\n[^\S\n]*\n\s*", r"\n\s*", r"[.!?][\"')\]]*\s+", r"\s+")]
+
+
+def split_text(text: str, limit: int) -> list[tuple[int, int]]:
+    """Consecutive ``[start, end)`` character pieces of ``text``, each at most ``limit`` long (spaCy refuses
+    longer texts: E088). Each piece but the last ends after the strongest boundary of ``BOUNDARIES`` found in
+    its ``limit`` characters, at the last such boundary; a piece without any whitespace is cut at ``limit``.
+    One piece ``(0, len(text))`` when the text fits (also when it is empty)."""
+    cuts, start = [], 0
+    while len(text) - start > limit:
+        window = text[start:start + limit]
+        end = start + limit
+        for pattern in BOUNDARIES:
+            ends = [m.end() for m in pattern.finditer(window)]
+            if ends:
+                end = start + ends[-1]
+                break
+        cuts.append((start, end))
+        start = end
+    return cuts + [(start, len(text))]
+
+
+def flagged_spans(doc, token_flags: np.ndarray, shift: int = 0) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of the flagged spaCy tokens (never their trailing whitespace), moved
+    by ``shift`` characters (the piece's start in its document)."""
+    return [(shift + t.idx, shift + t.idx + len(t.text)) for t, flagged in zip(doc, token_flags) if flagged]
 
 
 def subword_flags(doc, token_flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Project spaCy-token flags to subwords through character offsets (whitespace never counts)."""
-    spans = [(t.idx, t.idx + len(t.text)) for t, flagged in zip(doc, token_flags) if flagged]
-    return span_flags(len(doc.text), spans, offsets)
+    return span_flags(len(doc.text), flagged_spans(doc, token_flags), offsets)
 
 
 def span_flags(n_chars: int, spans: list[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
@@ -157,3 +205,32 @@ def span_flags(n_chars: int, spans: list[tuple[int, int]], offsets: np.ndarray) 
     if len(offsets) == 0:
         return np.zeros(0, dtype=bool)
     return cum[offsets[:, 1]] - cum[offsets[:, 0]] > 0
+
+
+class EndWithParent:
+    """spaCy component that ends a ``n_process`` worker with the process that started it.
+
+    spaCy's workers wait on their input queue forever once the parent is killed (``kill -9``, the OOM killer,
+    a cluster's time limit), each holding a loaded pipeline; nothing in spaCy notices. The first document a
+    worker sees starts a daemon thread that waits on multiprocessing's parent sentinel (a pipe whose other
+    end only the parent holds, for every start method) and exits the worker when it closes. A no-op in the
+    process that built the pipeline, so the flags never change.
+    """
+
+    factory = "lacy_end_with_parent"
+
+    def __init__(self):
+        self.owner, self.watching = os.getpid(), False
+
+    def __call__(self, doc):
+        if not self.watching and os.getpid() != self.owner:
+            self.watching = True
+            threading.Thread(target=_exit_with_parent, name="lacy-end-with-parent", daemon=True).start()
+        return doc
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -110,3 +113,69 @@ def test_annotate_command_merges_overlays_like_the_cli(tmp_path, capsys):
           "configs/world/kb_oracle.yaml", "--config", str(small)])
     out = capsys.readouterr().out
     assert "judge train: complete" in out and "judge val: complete" in out
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
+    """`kill -9` of `python -m lacy.annotate` with spaCy's n_process: 2: its worker processes end too."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import make_bios
+
+    bios = tmp_path / "bios.jsonl"  # enough text to keep two spaCy workers busy for a while
+    bios.write_text("\n".join(json.dumps({"text": " ".join(make_bios(8, seed=i))}) for i in range(400)) + "\n")
+    config = yaml.safe_load(open("configs/lacy.yaml"))
+    config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios)}},
+                          bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    config["data"]["annotators"][0]["init_args"].update(n_process=2, batch_size=4)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "log.txt", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "lacy.annotate", "--config", str(path)], stdout=log, stderr=log,
+                            cwd=Path(__file__).parents[1])
+    try:
+        deadline, workers = time.monotonic() + 120, set()
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2, (tmp_path / "log.txt").read_text()[-2000:]
+        time.sleep(1)  # the workers are annotating now
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if _alive(w)]
+        for w in left:  # clean up after a failing run
+            os.kill(w, signal.SIGKILL)
+        assert not left, f"worker processes {left} outlived their killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()

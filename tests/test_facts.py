@@ -77,3 +77,64 @@ def test_reduced_pipeline_gives_the_full_pipelines_flags(annotator):
              "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."]
     for text in texts:
         assert annotator.token_flags(full(text)).tolist() == annotator.token_flags(annotator.nlp(text)).tolist()
+
+
+def test_split_text_cuts_at_the_strongest_boundary_within_the_limit():
+    from lacy.facts import split_text
+
+    text = "One two. Three four.\n\nFive six. Seven."
+    #       0         1         2          3
+    #       0123456789012345678901 2 3456789012345678
+    assert split_text(text, 100) == [(0, len(text))]
+    assert split_text("", 5) == [(0, 0)]
+    assert split_text(text, 30) == [(0, 22), (22, len(text))]  # the blank line, not the later sentence end
+    assert split_text(text, 20) == [(0, 9), (9, 22), (22, len(text))]  # no blank line in 20: the sentence end
+    assert split_text("ab cdefgh", 5) == [(0, 3), (3, 8), (8, 9)]  # a space; then a word longer than the limit
+    for limit in (3, 7, 11, 20):
+        cuts = split_text(text, limit)
+        assert all(0 < b - a <= limit for a, b in cuts) and "".join(text[a:b] for a, b in cuts) == text
+
+
+def word_offsets(text):
+    import re
+
+    return np.array([m.span() for m in re.finditer(r"\w+", text)], dtype=np.int64).reshape(-1, 2)
+
+
+def test_document_over_max_length_equals_its_pieces_annotated_alone():
+    from lacy.facts import split_text
+
+    ann = SpacyFactAnnotator()
+    paragraphs = [TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London.",
+                  "The Treaty of Versailles was signed on 28 June 1919 by 32 nations. Curie was a physicist."]
+    text = "\n\n".join(paragraphs * 3)
+    ann.nlp.max_length = 250  # spaCy's E088 limit, lowered to keep the test fast
+    cuts = split_text(text, 250)
+    assert len(cuts) > 2 and all(b - a <= 250 for a, b in cuts)
+    with pytest.raises(ValueError, match="E088"):
+        ann.nlp(text)
+    offsets = word_offsets(text)
+    flags = ann.annotate([text], [offsets])[0]
+    alone = [ann.annotate([text[a:b]], [word_offsets(text[a:b])])[0] for a, b in cuts]
+    assert flags.tolist() == np.concatenate(alone).tolist()
+    words = [text[a:b] for a, b in offsets]
+    assert sum(w == "Curie" and f for w, f in zip(words, flags)) == len(cuts)  # tracked per piece
+
+
+def test_document_over_spacys_real_limit_annotates():
+    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[])  # keywords only: spaCy's tokenizer, seconds
+    assert ann.nlp.max_length == 1_000_000
+    filler = "The cat sat on the mat and looked at the garden for a while. " * 200
+    text = "She was a physicist.\n\n" + "\n\n".join([filler] * 90) + "\n\nHe was a chemist."
+    assert len(text) > 1_000_000
+    offsets = word_offsets(text)
+    flags = ann.annotate([text], [offsets])[0]
+    assert [text[a:b] for (a, b), f in zip(offsets, flags) if f] == ["physicist", "chemist"]
+
+
+def test_worker_processes_give_the_same_flags(annotator):
+    texts = [TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."] * 3
+    offsets = [word_offsets(t) for t in texts]
+    two = SpacyFactAnnotator(n_process=2, batch_size=2)
+    assert "lacy_end_with_parent" in two.nlp.pipe_names and two.fingerprint() == annotator.fingerprint()
+    assert [f.tolist() for f in two.annotate(texts, offsets)] == [f.tolist() for f in annotator.annotate(texts, offsets)]
