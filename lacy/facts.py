@@ -23,9 +23,11 @@ import importlib.util
 import json
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.util
 import os
 import re
 import threading
+import time
 
 import numpy as np
 
@@ -285,26 +287,37 @@ class EndWithParent:
     """spaCy component that ends a ``n_process`` worker with the process that started it.
 
     spaCy's workers wait on their input queue forever once the parent is killed (``kill -9``, the OOM killer,
-    a cluster's time limit), each holding a loaded pipeline; nothing in spaCy notices. The first document a
-    worker sees starts a daemon thread that waits on multiprocessing's parent sentinel (a pipe whose other
-    end only the parent holds, for every start method) and exits the worker when it closes. A no-op in the
-    process that built the pipeline, so the flags never change.
+    a cluster's time limit), each holding a loaded pipeline; nothing in spaCy notices. Each worker starts a
+    daemon thread as soon as it exists (forked: multiprocessing's after-fork hook; spawned: unpickling its
+    copy of the pipeline), before any work, so a kill at any moment is covered. The thread waits on
+    multiprocessing's parent sentinel (a pipe whose other end only the parent holds) and exits the worker
+    when it closes. The component itself passes documents through unchanged: the flags never change.
     """
 
     factory = "lacy_end_with_parent"
 
     def __init__(self):
-        self.owner, self.watching = os.getpid(), False
+        self.owner = os.getpid()
+        multiprocessing.util.register_after_fork(self, EndWithParent.watch)
+
+    def __getstate__(self):
+        return {"owner": self.owner}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.watch()
+
+    def watch(self) -> None:
+        """In a worker (not the owner), start the thread that ends it with its parent."""
+        if os.getpid() != self.owner:
+            threading.Thread(target=_exit_with_parent, name="lacy-end-with-parent", daemon=True).start()
 
     def __call__(self, doc):
-        if not self.watching and os.getpid() != self.owner:
-            self.watching = True
-            threading.Thread(target=_exit_with_parent, name="lacy-end-with-parent", daemon=True).start()
         return doc
 
 
 def _exit_with_parent() -> None:
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
+    while multiprocessing.parent_process() is None:  # a spawned worker unpickles its pipeline before bootstrap
+        time.sleep(0.05)
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)

@@ -128,13 +128,6 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
     """`kill -9` of `python -m lacy.annotate` with spaCy's n_process: 2: its worker processes end too."""
@@ -146,7 +139,7 @@ def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
 
     import yaml
 
-    from tests.conftest import make_bios
+    from tests.conftest import alive, make_bios
 
     bios = tmp_path / "bios.jsonl"  # enough text to keep two spaCy workers busy for a while
     bios.write_text("\n".join(json.dumps({"text": " ".join(make_bios(8, seed=i))}) for i in range(400)) + "\n")
@@ -165,13 +158,12 @@ def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
             time.sleep(0.2)
             workers = _children(proc.pid)
         assert len(workers) >= 2, (tmp_path / "log.txt").read_text()[-2000:]
-        time.sleep(1)  # the workers are annotating now
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # at once: a worker that has not seen a document yet must end too
         proc.wait()
         deadline = time.monotonic() + 20
-        while any(map(_alive, workers)) and time.monotonic() < deadline:
+        while any(map(alive, workers)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = [w for w in workers if _alive(w)]
+        left = [w for w in workers if alive(w)]
         for w in left:  # clean up after a failing run
             os.kill(w, signal.SIGKILL)
         assert not left, f"worker processes {left} outlived their killed parent"

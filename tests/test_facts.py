@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -173,3 +176,43 @@ def test_worker_processes_give_the_same_flags(annotator):
     assert "lacy_end_with_parent" in two.nlp.pipe_names and two.fingerprint() == annotator.fingerprint()
     assert [f.tolist() for f in two.annotate(texts, offsets)] == [
         f.tolist() for f in annotator.annotate(texts, offsets)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_worker_that_never_got_a_document_ends_with_its_killed_parent(method):
+    """EndWithParent watches from a worker's start: spaCy's workers carry it in their pickled arguments
+    (spawn, forkserver) or inherit it (fork); here a process object carries it the same way."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import alive
+
+    script = (
+        "import functools, multiprocessing as mp, sys, time\n"
+        "from lacy.facts import EndWithParent\n"
+        "if __name__ == '__main__':\n"
+        "    component = EndWithParent()\n"
+        "    worker = mp.get_context(sys.argv[1]).Process(target=functools.partial(time.sleep, 600))\n"
+        "    worker.component = component  # pickled with the process object under spawn / forkserver\n"
+        "    worker.start()\n"
+        "    print(worker.pid, flush=True)\n"
+        "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, method], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[1])
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1)  # the worker is up (spawned ones have unpickled the component)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail(f"the {method} worker outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
