@@ -189,8 +189,9 @@ class SpacyFactAnnotator(Annotator):
         meta = self.nlp.meta
         rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(self.entity_labels),
                  sorted(self.pos_tags), sorted(self.keywords), self.occurrence_tracking, self.ner_sentences]
+        # with both newer rules off, the key stays the one from before they existed: those caches stay valid
         rules += [{"relation_nouns": self.relation_nouns, "trim_entities": self.trim_entities}] if (
-            self.relation_nouns or self.trim_entities) else []  # the rules' own key before they existed
+            self.relation_nouns or self.trim_entities) else []
         return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
 
     def rule_flags(self, doc) -> dict[str, np.ndarray]:
@@ -316,8 +317,11 @@ class EndWithParent:
         return doc
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(patience_s: float = 60.0) -> None:
+    deadline = time.monotonic() + patience_s
     while multiprocessing.parent_process() is None:  # a spawned worker unpickles its pipeline before bootstrap
+        if time.monotonic() > deadline:
+            return  # unpickled outside a multiprocessing child: there is no parent to follow
         time.sleep(0.05)
     multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
     os._exit(1)
