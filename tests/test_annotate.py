@@ -171,3 +171,34 @@ def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_a_corpus_document_over_spacys_limit_annotates(tmp_path):
+    """A 1.1M-character document (spaCy's max_length is 1M) goes through tokenizing and the runner; its flags
+    are the keyword rule's, in both of its spaCy pieces (keywords only: spaCy's tokenizer, seconds)."""
+    import json
+    import re
+
+    from lacy.corpus import JsonlCorpus
+    from lacy.data import TokenizedSplit
+    from lacy.facts import SpacyFactAnnotator
+    from tests.conftest import make_bios
+
+    filler = "The cat sat on the mat and looked at the garden for a while. " * 200
+    long_doc = "She was a physicist.\n\n" + "\n\n".join([filler] * 90) + "\n\nHe was a chemist."
+    assert len(long_doc) > 1_000_000
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"text": d}) for d in [long_doc] + make_bios(30)) + "\n")
+    root = CorpusDataModule(corpus=JsonlCorpus(str(path)), bpe_vocab_size=300, block_size=32, batch_size=4,
+                            val_fraction=0.1, cache_dir=str(tmp_path / "cache")).prepare()
+    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)
+    for split in ("train", "val"):
+        arr, data = annotate_split(ann, root, split, progress=False), TokenizedSplit(root / split)
+        for d in range(data.n_docs):
+            text = data.texts(range(d, d + 1))[0]
+            if text == long_doc:
+                s = data.doc_slice(d)
+                chars = {i for (a, b), f in zip(data.offsets[s], arr[s]) if f for i in range(a, b)}
+                assert [m.group() for m in re.finditer(r"\w+", text) if m.start() in chars] == ["physicist", "chemist"]
+                return
+    pytest.fail("the long document is in neither split")
