@@ -10,7 +10,7 @@ guide's rule, the same as occurrence tracking's); a word is flagged when the ann
 it (the same projection as for subwords). Each rule set of ``RULES`` is measured on each source:
 
     python -m experiments.fact_flags [experiments/data/wiki_fact_words.jsonl] [tests/data/second_world]
-        [--split test] [--show]
+        [--split test] [--topic People | --topic '!People'] [--show]
 """
 import argparse
 import json
@@ -28,8 +28,10 @@ RULES = {"before (entities, PROPN/NUM, keywords)": dict(relation_nouns=False, tr
          "default without keywords": dict(keywords=[])}
 
 
-def read_source(path: str | Path, split: str | None = None) -> list[tuple[str, list[tuple[int, int]]]]:
-    """(text, fact character spans) per document of a labelled JSONL file or a world folder."""
+def read_source(path: str | Path, split: str | None = None,
+                topic: str | None = None) -> list[tuple[str, list[tuple[int, int]]]]:
+    """(text, fact character spans) per document of a labelled JSONL file or a world folder; a labelled file's
+    rows can be chosen by ``split`` and by ``topic`` ("!People": every topic but People)."""
     path = Path(path)
     if path.is_dir():
         return _world_documents(path)
@@ -37,9 +39,13 @@ def read_source(path: str | Path, split: str | None = None) -> list[tuple[str, l
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            if split is None or row.get("split") == split:
+            if _wanted(row.get("split"), split) and _wanted(row.get("topic"), topic):
                 docs.append((row["text"], [(int(a), int(b)) for a, b, *_ in row["facts"]]))
     return docs
+
+
+def _wanted(value: str | None, want: str | None) -> bool:
+    return want is None or (value != want[1:] if want.startswith("!") else value == want)
 
 
 def _world_documents(folder: Path) -> list[tuple[str, list[tuple[int, int]]]]:
@@ -103,15 +109,17 @@ def main(argv=None):
     p.add_argument("sources", nargs="*", default=["experiments/data/wiki_fact_words.jsonl"],
                    help="labelled JSONL files and/or world folders")
     p.add_argument("--split", default=None, help="only rows with this `split` (labelled files: dev / test)")
+    p.add_argument("--topic", default=None, help="only rows with this `topic`; !TOPIC: all but it")
     p.add_argument("--show", action="store_true", help="print each document: [missed] {false flag} hit*")
     args = p.parse_args(argv)
     annotators = {name: SpacyFactAnnotator(**kw) for name, kw in RULES.items()}
     lines = ["| source | documents | fact words / words | rules | precision | recall |", "|---" * 6 + "|"]
     for source in args.sources:
-        docs = read_source(source, args.split)
+        docs = read_source(source, args.split, args.topic)
+        rows = ", ".join(x for x in (args.split, args.topic) if x)
         for name, ann in annotators.items():
             r = measure(ann, docs)
-            lines.append(f"| {source}{f' ({args.split})' if args.split else ''} | {len(docs)} | {r['facts']} / "
+            lines.append(f"| {source}{f' ({rows})' if rows else ''} | {len(docs)} | {r['facts']} / "
                          f"{r['words']} | {name} | {r['precision']:.3f} | {r['recall']:.3f} |")
             if args.show:
                 print(f"## {source}: {name}")

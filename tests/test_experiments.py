@@ -219,10 +219,12 @@ def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys)
 
     labelled = tmp_path / "labels.jsonl"
     text = "She was a physicist and a chemist."
-    labelled.write_text(json.dumps({"split": "test", "text": text, "facts": [[10, 19, "fact"], [26, 33, "fact"]]})
-                        + "\n" + json.dumps({"split": "dev", "text": "x", "facts": []}) + "\n")
+    labelled.write_text(json.dumps({"split": "test", "topic": "People", "text": text,
+                                    "facts": [[10, 19, "fact"], [26, 33, "fact"]]}) + "\n"
+                        + json.dumps({"split": "dev", "topic": "Arts", "text": "x", "facts": []}) + "\n")
     docs = read_source(labelled, "test")
-    assert docs == [(text, [(10, 19), (26, 33)])]
+    assert docs == [(text, [(10, 19), (26, 33)])] == read_source(labelled, topic="People")
+    assert read_source(labelled, topic="!People") == [("x", [])] and len(read_source(labelled)) == 2
     only_physicist = SpacyFactAnnotator(entity_labels=[], pos_tags=[], keywords=["physicist"], relation_nouns=False)
     got = measure(only_physicist, docs)
     assert (got["precision"], got["recall"], got["facts"], got["flagged"], got["words"]) == (1.0, 0.5, 2, 1, 7)
