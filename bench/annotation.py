@@ -64,11 +64,12 @@ def main():
           f"{runs[1][1] / runs[2][1]:.2f}x")
 
     # Flagged fraction per rule (GPT-2 tokens), each rule alone and combined, with/without occurrence tracking.
-    rules = {k: [] for k in ("entity", "pos", "keyword", "any rule", "any rule, no repeats (default)")}
+    rules = {k: [] for k in ("entity", "pos", "keyword", "relation", "any rule", "any rule, no repeats (default)")}
     for doc, off in zip(ann.nlp.pipe(texts, batch_size=64, n_process=args.n_process), offsets):
         r = ann.rule_flags(doc)
-        union = r["entity"] | r["pos"] | r["keyword"]
-        for k, f in (("entity", r["entity"]), ("pos", r["pos"]), ("keyword", r["keyword"]), ("any rule", union),
+        union = r["entity"] | r["pos"] | r["keyword"] | r["relation"]
+        for k, f in (("entity", r["entity"]), ("pos", r["pos"]), ("keyword", r["keyword"]),
+                     ("relation", r["relation"]), ("any rule", union),
                      ("any rule, no repeats (default)", union & ~r["repeat"])):
             rules[k].append(subword_flags(doc, f, off))
     print("flagged fraction of tokens (paper: 25% on Wikipedia):")

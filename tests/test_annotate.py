@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,3 +126,92 @@ def test_data_does_not_import_the_annotate_command_and_the_command_runs_cleanly(
     run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "lacy.annotate", "--help"],
                          capture_output=True, text=True)
     assert run.returncode == 0 and "--num-shards" in run.stdout and "RuntimeWarning" not in run.stderr
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
+    """`kill -9` of `python -m lacy.annotate` with spaCy's n_process: 2: its worker processes end too."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import alive, make_bios
+
+    bios = tmp_path / "bios.jsonl"  # enough text to keep two spaCy workers busy for a while
+    bios.write_text("\n".join(json.dumps({"text": " ".join(make_bios(8, seed=i))}) for i in range(400)) + "\n")
+    config = yaml.safe_load(open("configs/lacy.yaml"))
+    config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios)}},
+                          bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    config["data"]["annotators"][0]["init_args"].update(n_process=2, batch_size=4)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "log.txt", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "lacy.annotate", "--config", str(path)], stdout=log, stderr=log,
+                            cwd=Path(__file__).parents[1])
+    try:
+        deadline, workers = time.monotonic() + 120, set()
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2, (tmp_path / "log.txt").read_text()[-2000:]
+        proc.send_signal(signal.SIGKILL)  # at once: a worker that has not seen a document yet must end too
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if alive(w)]
+        for w in left:  # clean up after a failing run
+            os.kill(w, signal.SIGKILL)
+        assert not left, f"worker processes {left} outlived their killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def test_a_corpus_document_over_spacys_limit_annotates(tmp_path):
+    """A 1.1M-character document (spaCy's max_length is 1M) goes through tokenizing and the runner; its flags
+    are the keyword rule's, in both of its spaCy pieces (keywords only: spaCy's tokenizer, seconds)."""
+    import json
+    import re
+
+    from lacy.corpus import JsonlCorpus
+    from lacy.data import TokenizedSplit
+    from lacy.facts import SpacyFactAnnotator
+    from tests.conftest import make_bios
+
+    filler = "The cat sat on the mat and looked at the garden for a while. " * 200
+    long_doc = "She was a physicist.\n\n" + "\n\n".join([filler] * 90) + "\n\nHe was a chemist."
+    assert len(long_doc) > 1_000_000
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"text": d}) for d in [long_doc] + make_bios(30)) + "\n")
+    root = CorpusDataModule(corpus=JsonlCorpus(str(path)), bpe_vocab_size=300, block_size=32, batch_size=4,
+                            val_fraction=0.1, cache_dir=str(tmp_path / "cache")).prepare()
+    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)
+    for split in ("train", "val"):
+        arr, data = annotate_split(ann, root, split, progress=False), TokenizedSplit(root / split)
+        for d in range(data.n_docs):
+            text = data.texts(range(d, d + 1))[0]
+            if text == long_doc:
+                s = data.doc_slice(d)
+                chars = {i for (a, b), f in zip(data.offsets[s], arr[s]) if f for i in range(a, b)}
+                assert [m.group() for m in re.finditer(r"\w+", text) if m.start() in chars] == ["physicist", "chemist"]
+                return
+    pytest.fail("the long document is in neither split")

@@ -224,3 +224,45 @@ def test_report_leaves_out_what_was_not_scored(tmp_path):
     assert "| lacy | 2 | 0.700 |" in text  # the other seed's value alone, not (0 + 0.7) / 2
     assert "| lacy | 0.500 (0.38) |" in text  # the sweep: seed 1's unscored rows have no point
     assert (tmp_path / "factscore_vs_leakage.png").exists()
+
+
+def test_fact_flags_gold_words_drop_repeats():
+    from experiments.fact_flags import gold_words
+
+    text = "Ann Lee met Ann in Paris."
+    offsets, fact = gold_words(text, [(0, 7), (12, 15), (19, 24)])
+    assert [text[a:b] for a, b in offsets] == ["Ann", "Lee", "met", "Ann", "in", "Paris"]
+    assert fact.tolist() == [True, True, False, False, False, True]  # the second "Ann" can be copied
+
+
+def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys):
+    from experiments.fact_flags import main, measure, read_source
+    from lacy.facts import SpacyFactAnnotator
+    from lacy.kb import Attribute, Entity, KnowledgeBase
+
+    labelled = tmp_path / "labels.jsonl"
+    text = "She was a physicist and a chemist."
+    labelled.write_text(json.dumps({"split": "test", "topic": "People", "text": text,
+                                    "facts": [[10, 19, "fact"], [26, 33, "fact"]]}) + "\n"
+                        + json.dumps({"split": "dev", "topic": "Arts", "text": "x", "facts": []}) + "\n")
+    docs = read_source(labelled, "test")
+    assert docs == [(text, [(10, 19), (26, 33)])] == read_source(labelled, topic="People")
+    assert read_source(labelled, topic="!People") == [("x", [])] and len(read_source(labelled)) == 2
+    only_physicist = SpacyFactAnnotator(entity_labels=[], pos_tags=[], keywords=["physicist"], relation_nouns=False)
+    got = measure(only_physicist, docs)
+    assert (got["precision"], got["recall"], got["facts"], got["flagged"], got["words"]) == (1.0, 0.5, 2, 1, 7)
+
+    world = tmp_path / "world"
+    world.mkdir()
+    KnowledgeBase({"instrument": Attribute(["plays the"])},
+                  {"Ann Lee": Entity("Ann Lee", ["Ann Lee"], {"instrument": "cello"})}).save(world / "kb.json")
+    rows = [{"entity": "Ann Lee", "text": "Ann Lee plays the cello. Ann Lee was happy."},  # facts from the KB checker
+            {"entity": "Ann Lee", "text": "She plays the cello.", "facts": [[14, 19, "instrument"]]}]
+    (world / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = read_source(world)
+    assert docs[0][1] == [(18, 23), (0, 7), (25, 32)] and docs[1][1] == [(14, 19)]
+    got = measure(SpacyFactAnnotator(), docs)
+    assert (got["facts"], got["flagged"], got["precision"], got["recall"]) == (4, 4, 1.0, 1.0)  # Ann Lee cello, cello
+    main([str(labelled), "--split", "test"])
+    table = capsys.readouterr().out
+    assert f"| {labelled} (test) | 1 | 2 / 7 | before (entities, PROPN/NUM, keywords) | 1.000 | 1.000 |" in table

