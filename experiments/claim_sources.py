@@ -33,7 +33,7 @@ def claim_sources(gens, prompts, kb, tokenizer, relation: str) -> tuple[Counter,
 def main(argv=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from experiments.closed_world import PARTNER
+    from experiments.closed_world import STUDIES
     from lacy.cascade import Cascade, CallPolicy, ModelPartner
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +45,7 @@ def main(argv=None):
     world = ClosedWorld()  # the study's world: same seed and people (configs/world/slm.yaml)
     export = latest_export(Path(args.run))
     slm, tok = AutoModelForCausalLM.from_pretrained(export).eval(), AutoTokenizer.from_pretrained(export)
-    partner = ModelPartner(AutoModelForCausalLM.from_pretrained(PARTNER).eval(), tok, "word")
+    partner = ModelPartner(AutoModelForCausalLM.from_pretrained(STUDIES["default"]["partner"]).eval(), tok, "word")
     score = "uncertainty" if Path(args.run).name.startswith("vanilla") else "call"
     prompts = world.prompts()[::args.every]
     gens = Cascade(slm, tok, partner, CallPolicy("budget", rate=args.rate, score=score)).generate(

@@ -2,6 +2,14 @@
 
     python -m experiments.closed_world [--jobs 2] [--only lacy,vanilla] [--out runs/study]
     python -m experiments.closed_world --report           # tables + plots from the finished runs
+    python -m experiments.closed_world --world dense      # the paper's regime (issue 14): runs/study-dense
+
+Two studies. ``default`` (configs/world/slm.yaml, 3 seeds; docs/results.md "Closed world") and ``dense``
+(configs/world/dense.yaml: fact values on 27% of tokens, more than any call budget, as in the paper): five seeds
+(1-5) for Vanilla, loss-only, spaCy-only, LaCy, LaCy with the true fact mask and LaCy under the full-softmax
+objective (model.noncall_softmax: full, [ours]); one seed for random calls, Rho-1, spaCy + reference and the
+KB-oracle judge; the call-rate sweep on seed 1; the cascade rows at 22% (budget) and the paper's own rule
+(argmax: call where <CALL> is the top token); runs ordered seed by seed, so rows land comparable.
 
 Each run is `main.py fit` then `main.py test` with the strategy's config, the world overlay
 (configs/world/slm.yaml) and a generated overlay: TokenBudget equalising the tokens that get a ground-truth
@@ -19,7 +27,6 @@ from experiments.report import report
 from experiments.runner import fit_and_test, latest_export, write_run_configs
 from lacy.errors import UsageError, entry_point
 
-PARTNER = "runs/world/partner/hf"
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
 # A fact_fraction budget calls a varying share of each batch, so TokenBudget cannot plan its gradient tokens;
 # those runs see BASE / (1 - fraction x FLAGGED) tokens, FLAGGED being the share of training targets spaCy flags
@@ -30,7 +37,7 @@ SWEEP = [0.05, 0.1, 0.4, 0.8]  # with the budget row's 0.22: the FactScore-vs-ca
 
 def run_specs() -> list[dict]:
     """(name, strategy config, extra configs, substitutions, seed, sweep, fact_fraction) of every run of the
-    study. The call-rate sweep runs on each method's seed-1 run; the LaCy budget variants report the 22% row."""
+    default study. The call-rate sweep runs on each method's seed-1 run; the LaCy budget variants report the 22% row."""
     oracle = ["configs/world/kb_oracle.yaml"]
     rate = lambda r: ({"        call_rate: 0.15 ": f"        call_rate: {r} "}, None)
     facts = lambda f: ({"        fact_fraction: null ": f"        fact_fraction: {f} "}, f)
@@ -52,6 +59,33 @@ def run_specs() -> list[dict]:
     return specs
 
 
+def dense_specs() -> list[dict]:
+    """Every run of the dense study (module docstring), seed by seed."""
+    oracle = ["configs/world/kb_oracle.yaml"]
+    five = (("lacy", "lacy", [], {}), ("vanilla", "vanilla", [], {}),  # the headline pair first in each seed
+            ("lacy_full", "lacy", [], {"  noncall_softmax: renormalised ": "  noncall_softmax: full "}),
+            ("spacy_only", "spacy_only", [], {}), ("loss_only", "loss_only", [], {}),
+            ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}))
+    one = (("random_calls", "random_calls", [], {}), ("rho1", "rho1", [], {}), ("spacy_ref", "spacy_ref", [], {}),
+           ("llm_judge_oracle", "llm_judge", oracle, {}))
+    specs = []
+    for seed in (1, 2, 3, 4, 5):
+        for name, cfg, extra, subs in five + (one if seed == 1 else ()):
+            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, subs=subs, seed=seed,
+                              sweep=seed == 1 and (name, cfg, extra, subs) in five, fact_fraction=None))
+    return specs
+
+
+# world overlay, trained partner, flagged share (for fact_fraction budgets), modes, runs
+STUDIES = {
+    "default": dict(overlay="configs/world/slm.yaml", partner="runs/world/partner/hf", flagged=FLAGGED,
+                    modes="modes: [never, budget] ", specs=run_specs, out="runs/study", make="make partner"),
+    "dense": dict(overlay="configs/world/dense.yaml", partner="runs/world/dense-partner/hf", flagged=None,
+                  modes="modes: [never, budget, argmax] ", specs=dense_specs, out="runs/study-dense",
+                  make="make dense-partner"),
+}
+
+
 def vanilla_export(out: Path, seed: int) -> str:
     """The same seed's Vanilla model (its HF export), the reference of the Fig. 5 losses; null before it is fitted."""
     if not (out / f"vanilla-s{seed}" / "fit.done").exists():
@@ -59,53 +93,56 @@ def vanilla_export(out: Path, seed: int) -> str:
     return str(latest_export(out / f"vanilla-s{seed}"))
 
 
-def write_configs(spec: dict, folder: Path) -> list[str]:
+def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
     """The run's configs (strategy, extras, the world overlay), written into its folder."""
-    subs = {"runs/reference/hf": PARTNER,  # Rho-1's and spacy_ref's reference: the partner
+    partner = study["partner"]
+    subs = {"runs/reference/hf": partner,  # Rho-1's and spacy_ref's reference: the partner
             **spec["subs"], "out: null ": f"out: {folder / 'kb_eval.json'} ",
             "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} ",
             "reference: null ": f"reference: {vanilla_export(folder.parent, spec['seed'])} ",
             # calling always = the partner alone (reported once, cached with the partner)
-            "modes: [never, always, budget] ": "modes: [never, budget] "}
+            "modes: [never, always, budget] ": study["modes"]}
     fraction = spec["fact_fraction"]
-    budget = ({"max_tokens": round(BASE_STEPS * BATCH * BLOCK / (1 - fraction * FLAGGED)), "count": "seen"}
+    budget = ({"max_tokens": round(BASE_STEPS * BATCH * BLOCK / (1 - fraction * study["flagged"])), "count": "seen"}
               if fraction else {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
-    sources = [f"configs/{spec['config']}.yaml", *spec["extra"], "configs/world/slm.yaml"]
+    sources = [f"configs/{spec['config']}.yaml", *spec["extra"], study["overlay"]]
     return write_run_configs(folder, sources, subs, spec["seed"], budget)
 
 
-def run_one(spec: dict, out: Path, fit_only: bool = False) -> str:
+def run_one(spec: dict, out: Path, study: dict, fit_only: bool = False) -> str:
     folder = out / spec["name"]
     if (folder / "kb_eval.json").exists():  # before write_configs: a finished run keeps the configs it ran with
         return f"{spec['name']}: cached"
-    return fit_and_test(folder, write_configs(spec, folder), "kb_eval.json", fit_only)
+    return fit_and_test(folder, write_configs(spec, folder, study), "kb_eval.json", fit_only)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/study")
+    p.add_argument("--world", choices=sorted(STUDIES), default="default", help="which study (module docstring)")
+    p.add_argument("--out", default=None, help="results folder (default: runs/study, runs/study-dense)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", default=None, help="comma-separated run-name prefixes")
     p.add_argument("--report", action="store_true", help="only write the tables and plots")
     p.add_argument("--fit-only", action="store_true",
                    help="train the runs that need no partner (no evaluation), e.g. while the partner trains")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    specs = [s for s in run_specs() if not args.only or any(s["name"].startswith(o) for o in args.only.split(","))]
+    study = STUDIES[args.world]
+    out, partner = Path(args.out or study["out"]), Path(study["partner"])
+    specs = [s for s in study["specs"]() if not args.only or any(s["name"].startswith(o) for o in args.only.split(","))]
     if args.fit_only:
-        if not (Path(PARTNER) / "config.json").is_file():  # Rho-1's and spacy_ref's reference is the partner
+        if not (partner / "config.json").is_file():  # Rho-1's and spacy_ref's reference is the partner
             specs = [s for s in specs if s["config"] not in ("rho1", "spacy_ref")]
         with ThreadPoolExecutor(args.jobs) as pool:
-            for msg in pool.map(lambda s: run_one(s, out, fit_only=True), specs):
+            for msg in pool.map(lambda s: run_one(s, out, study, fit_only=True), specs):
                 print(msg, flush=True)
         return
     if not args.report:
-        check = json.loads((Path(PARTNER) / "partner_eval.json").read_text())["metrics"] if (
-            Path(PARTNER) / "partner_eval.json").exists() else None
+        check = json.loads((partner / "partner_eval.json").read_text())["metrics"] if (
+            partner / "partner_eval.json").exists() else None
         if check is None or check["leakage"] < 0.7:
-            raise UsageError(f"the partner {PARTNER} must answer >= 70% of probes alone first: run `make partner`")
+            raise UsageError(f"the partner {partner} must answer >= 70% of probes alone first: run `{study['make']}`")
         with ThreadPoolExecutor(args.jobs) as pool:
-            for msg in pool.map(lambda s: run_one(s, out), specs):
+            for msg in pool.map(lambda s: run_one(s, out, study), specs):
                 print(msg, flush=True)
     report(out)
 

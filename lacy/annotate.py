@@ -18,7 +18,7 @@ from lacy.data import Annotator, BlockAnnotator, CorpusDataModule, annotate_spli
 
 from lacy.errors import UsageError, entry_point
 
-__all__ = ["Annotator", "BlockAnnotator", "annotate_split", "main"]  # the interfaces, also importable from here
+__all__ = ["Annotator", "BlockAnnotator", "annotate_split", "data_from_configs", "main"]  # the interfaces, also importable from here
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -30,6 +30,28 @@ def _merge(base: dict, over: dict) -> dict:
             None, out[k].get("class_path"))
         out[k] = _merge(out[k], v) if same_class else v
     return out
+
+
+def data_from_configs(configs: list[str]) -> CorpusDataModule:
+    """The DataModule a training config (and its overlays, in order) describes: their ``data`` sections merged as
+    ``main.py`` merges them; nothing is tokenized yet. UsageError for a missing file or a bad data section."""
+    import argparse
+
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    section: dict = {}
+    for path in configs:
+        if not Path(path).is_file():
+            raise UsageError(f"--config {path}: no such file; give a training YAML, e.g. configs/lacy.yaml")
+        section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
+    data_parser = ArgumentParser(exit_on_error=False)
+    data_parser.add_class_arguments(CorpusDataModule, "data")
+    try:
+        parsed = data_parser.parse_object({"data": section})
+    except argparse.ArgumentError as e:
+        raise UsageError(f"--config {' '.join(configs)}: {e}") from e
+    return data_parser.instantiate_classes(parsed).data
 
 
 def main(argv=None) -> None:
@@ -46,21 +68,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not 0 <= args.shard < args.num_shards:
         parser.error(f"--shard {args.shard} must be in [0, --num-shards={args.num_shards})")
-    import yaml
-    from jsonargparse import ArgumentParser
-
-    section: dict = {}
-    for path in args.config:
-        if not Path(path).is_file():
-            raise UsageError(f"--config {path}: no such file; give a training YAML, e.g. configs/lacy.yaml")
-        section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
-    data_parser = ArgumentParser(exit_on_error=False)
-    data_parser.add_class_arguments(CorpusDataModule, "data")
-    try:
-        parsed = data_parser.parse_object({"data": section})
-    except argparse.ArgumentError as e:
-        raise UsageError(f"--config {' '.join(args.config)}: {e}") from e
-    data = data_parser.instantiate_classes(parsed).data
+    data = data_from_configs(args.config)
     root = data.prepare()
     print(f"tokenized corpus: {root}")
     if args.prepare_only:

@@ -431,10 +431,13 @@ def format_table(res: dict, cols: list[str] = KB_COLUMNS) -> str:
 
 def main(argv=None):
     """Check a trained partner on a closed world before training SLMs against it (issue 3: >= 70% of probes)."""
-    from lacy.world import ClosedWorld
+    from lacy.world import ClosedWorld, world_from_configs
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("partner", help="the partner's Hugging Face folder (e.g. runs/world/partner/hf)")
+    p.add_argument("--config", action="append",
+                   help="the partner's training config (its data.corpus is the world, e.g. configs/world/dense-partner.yaml); "
+                        "else --people/--seed")
     p.add_argument("--people", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-probe-accuracy", type=float, default=0.7)
@@ -443,7 +446,7 @@ def main(argv=None):
                                 "runs/world/partner/hf (`make partner` trains it)")
     tok = load_tokenizer(folder, option=f"partner {args.partner!r}")
     model = load_partner(args.partner, tok)
-    world = ClosedWorld(people=args.people, seed=args.seed)
+    world = world_from_configs(args.config)[0] if args.config else ClosedWorld(people=args.people, seed=args.seed)
     m = partner_alone(args.partner, model, tok, world.kb(), world.prompts(), world.kb().probes())
     print(json.dumps(m, indent=1))
     if m["leakage"] < args.min_probe_accuracy:

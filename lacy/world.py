@@ -405,14 +405,51 @@ def _source_digest() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
+def world_from_configs(configs: list[str]) -> tuple[ClosedWorld, int]:
+    """The ClosedWorld (and the BPE size) a training config and its overlays describe, e.g. ``configs/lacy.yaml``
+    + ``configs/world/dense.yaml``. UsageError when their data.corpus is not a ClosedWorld."""
+    from lacy import world as this  # under `python -m lacy.world` this file is also __main__: one class to test
+    from lacy.annotate import data_from_configs
+
+    data = data_from_configs(configs)
+    if not isinstance(data.corpus, this.ClosedWorld):
+        raise UsageError(f"--config {' '.join(configs)}: data.corpus is {type(data.corpus).__name__}, not "
+                         "lacy.world.ClosedWorld; give a world overlay such as configs/world/slm.yaml")
+    return data.corpus, data.bpe_vocab_size
+
+
+def fact_share(world: ClosedWorld, bpe_vocab_size: int = 2048) -> float:
+    """Share of the validation documents' target tokens that are fact values (the KB checker's claims, every
+    attribute), with the BPE the SLM trains on this world: the quantity every call budget is compared with."""
+    import numpy as np
+
+    from lacy.evaluate import PlacementDocs
+    from lacy.tokenizer import train_bpe
+
+    tok = train_bpe(world.bpe_documents(), bpe_vocab_size)
+    docs = PlacementDocs.build(world.kb(), tok, [(p.name, d) for p, d in world.val_documents()])
+    return float(np.concatenate([f[1:] for f in docs.fact]).mean())  # targets: every token but the first (EOS)
+
+
 def main(argv=None):
+    """Write a closed world's files (--out) and print its fact-value share of validation tokens."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="write kb.json, prompts.jsonl, probes.jsonl, train.jsonl, val.jsonl here")
+    p.add_argument("--config", action="append",
+                   help="take the world from a training config's data.corpus (repeat for overlays, as with main.py: "
+                        "--config configs/lacy.yaml --config configs/world/dense.yaml); else --people/--seed/--rounds")
     p.add_argument("--people", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args(argv)
-    print(ClosedWorld(people=args.people, seed=args.seed, rounds=args.rounds).write(args.out))
+    if args.config:
+        world, vocab = world_from_configs(args.config)
+    else:
+        world, vocab = ClosedWorld(people=args.people, seed=args.seed, rounds=args.rounds), 2048
+    if args.out:
+        print(world.write(args.out))
+    print(f"fact-value tokens: {fact_share(world, vocab):.1%} of validation targets ({world.n_people} people, "
+          f"{world.val_docs} documents, BPE {vocab}, attributes: {', '.join(world.templates)})")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ import json
 import pytest
 import yaml
 
-from experiments.closed_world import PARTNER, SWEEP, run_specs, write_configs
+from experiments.closed_world import STUDIES, SWEEP, dense_specs, run_specs, write_configs
+
+DEFAULT = STUDIES["default"]
+PARTNER = DEFAULT["partner"]
 from experiments.report import report
 from lacy.cli import cli_main
 
 
-def resolved(spec, tmp_path, capsys) -> dict:
-    paths = write_configs(spec, tmp_path / spec["name"])
+def resolved(spec, tmp_path, capsys, study=DEFAULT) -> dict:
+    paths = write_configs(spec, tmp_path / spec["name"], study)
     with pytest.raises(SystemExit):
         cli_main(["fit", *[a for p in paths for a in ("--config", p)], "--print_config"])
     return yaml.safe_load(capsys.readouterr().out)
@@ -43,11 +46,34 @@ def test_study_configs(name, tmp_path, capsys):
     assert SWEEP
 
 
+@pytest.mark.parametrize("name", ["lacy_full-s3", "lacy_true_mask-s1", "vanilla-s5"])
+def test_dense_study_configs(name, tmp_path, capsys):
+    """Issue 14: the dense world, five seeds of the main methods, the full-softmax objective variant, the
+    paper's argmax rule next to the 22% budget, the sweep on seed 1, the same gradient tokens for every run."""
+    specs = dense_specs()
+    assert len(specs) == 5 * 6 + 4 and [s["seed"] for s in specs] == sorted(s["seed"] for s in specs)
+    assert sorted(s["name"] for s in specs if s["sweep"]) == sorted(
+        f"{m}-s1" for m in ("vanilla", "loss_only", "spacy_only", "lacy", "lacy_true_mask", "lacy_full"))
+    spec = next(s for s in specs if s["name"] == name)
+    cfg = resolved(spec, tmp_path, capsys, STUDIES["dense"])
+    callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
+    assert cfg["seed_everything"] == spec["seed"]
+    assert callbacks["lacy.budget.TokenBudget"] == dict(max_tokens=600 * 8 * 256, count="gradient",
+                                                        global_batch_size=None)
+    world = cfg["data"]["corpus"]["init_args"]
+    assert (world["mentor"], world["pronoun_facts"], world["compound"], world["filler"]) == (True, 0.5, 0.8, 0)
+    ev = callbacks["lacy.evaluate.KBEvaluation"]
+    assert ev["partner"] == "runs/world/dense-partner/hf" and ev["modes"] == ["never", "budget", "argmax"]
+    assert cfg["model"]["noncall_softmax"] == ("full" if name == "lacy_full-s3" else "renormalised")
+    if name == "lacy_true_mask-s1":
+        assert [a["init_args"]["key"] for a in cfg["data"]["annotators"]] == ["fact"] and ev["sweep"] == SWEEP
+
+
 def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):
     hf = tmp_path / "vanilla-s2" / "lightning_logs" / "version_0" / "hf"
     hf.mkdir(parents=True)
     spec = next(s for s in run_specs() if s["name"] == "lacy-s2")
-    write_configs(spec, tmp_path / "lacy-s2")
+    write_configs(spec, tmp_path / "lacy-s2", DEFAULT)
     assert "reference: null " in (tmp_path / "lacy-s2" / "slm.yaml").read_text()  # not fitted yet: no reference
     (tmp_path / "vanilla-s2" / "fit.done").touch()
     cfg = resolved(spec, tmp_path, capsys)
