@@ -86,6 +86,50 @@ TRAINING = [("train/gradient_tokens", "last", "tokens with a ground-truth gradie
             ("train/cap_binds", "mean", "batches where the budget binds")]
 
 
+VALIDATION = [("val/p_call_at_calls", "last", "p(<CALL>) at call targets (val)"),
+              ("val/p_call_at_noncalls", "last", "p(<CALL>) elsewhere (val)"),
+              ("val/loss_noncall", "last", "non-call loss, nats (val)")]
+OBJECTIVE_ROWS = [("trained_budget", "factscore", "FactScore @22% budget"),
+                  ("trained_argmax", "call_rate", "argmax rule: call rate"),
+                  ("trained_argmax", "factscore", "argmax rule: FactScore")]
+# paired comparisons (A - B, same seed and prompts): the paper's claims against the simplest rivals, and the
+# objective switch against the paper's objective
+PAIRS = [("lacy", "vanilla"), ("lacy", "spacy_only"), ("lacy_full", "lacy")]
+PAIRED_ROWS = [("trained_budget", "trained partner, 22%"), ("lookup_budget", "lookup partner, 22%")]
+
+
+def paired_lines(out: Path) -> list[str]:
+    """The paired-difference table from the runs' ``kb_eval_bios.json`` (experiments/stats.py says how)."""
+    from experiments.stats import paired_difference
+
+    bios: dict[str, dict[int, dict]] = {}
+    for f in sorted(out.glob("*/kb_eval_bios.json")):
+        method, seed = f.parent.name.rsplit("-s", 1)
+        bios.setdefault(method, {})[int(seed)] = json.loads(f.read_text())
+    lines = []
+    for a, b in PAIRS:
+        for row, label in PAIRED_ROWS:
+            seeds = sorted(s for s in set(bios.get(a, {})) & set(bios.get(b, {}))
+                           if row in bios[a][s] and row in bios[b][s])
+            if not seeds:
+                continue
+            pairs = {s: ([x["factscore"] for x in bios[a][s][row]], [x["factscore"] for x in bios[b][s][row]])
+                     for s in seeds}
+            d = paired_difference(pairs)
+            per_seed = ", ".join(f"{d['per_seed'][s]:+.3f}" for s in seeds)
+            sd = "" if math.isnan(d["sd"]) else f" ± {d['sd']:.3f}"
+            lines.append(f"| {a} - {b} | {label} | {len(seeds)} | {per_seed} | {d['mean']:+.3f}{sd} | "
+                         f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_sign_flip']:.3f} |")
+    if not lines:
+        return []
+    return ["## Paired differences in FactScore (same seed, same prompts)", "",
+            "Per seed d = A - B; the interval resamples seeds, then prompts within each seed (hierarchical bootstrap, "
+            "2,000 draws); p: exact sign-flip test over the per-seed differences (with 5 seeds it cannot go below "
+            "0.0625). experiments/stats.py.", "",
+            "| comparison | cascade | seeds | per seed | mean ± sd | 95% interval | sign-flip p |",
+            "|---|---|---|---|---|---|---|", *lines, ""]
+
+
 def training_scalars(folder: Path, spec: list[tuple[str, str, str]] = TRAINING) -> dict[str, float]:
     """TensorBoard scalars of a run's fit (all its Lightning versions: a resumed fit continues the curve):
     the last value or the mean over logged steps, as ``spec`` (tag, last | mean, header) says."""
@@ -153,6 +197,16 @@ def report(out: Path) -> Path:
     trained = {m: trained[m] for m in runs}
     lines += ["## Training (means over logged steps; the budget equalises tokens with a ground-truth gradient)", "",
               *_table(trained, [("train", tag, h) for tag, how, h in TRAINING]), ""]
+    lines += paired_lines(out)
+    if any("trained_argmax" in r for res in runs.values() for r in res):  # the objective question (issue 14.4)
+        val = {}
+        for f in sorted(out.glob("*/kb_eval.json")):
+            res = json.loads(f.read_text())
+            val.setdefault(f.parent.name.rsplit("-s", 1)[0], []).append(
+                {"val": training_scalars(f.parent, VALIDATION), **res})
+        val = {m: val[m] for m in runs}
+        lines += ["## Where <CALL> is likely: the paper's objective and the full-softmax switch (end of training)", "",
+                  *_table(val, [("val", tag, h) for tag, _, h in VALIDATION] + OBJECTIVE_ROWS), ""]
     swept = {m: _sweep_points(res[0]) for m, res in runs.items() if any("@" in row for row in res[0])}
     if swept:
         targets = sorted({t for pts in swept.values() for t in pts})

@@ -40,11 +40,22 @@ def bucket(popularity: int) -> str:
     return next(name for lo, hi, name in BUCKETS if lo <= popularity <= hi)
 
 
+def bio_claims(kb: KnowledgeBase, gens: list[Generation], subjects: list[str]) -> list[list]:
+    """Each bio's claims (``lacy.kb.Claim``) read with its subject; the prompt's own words are not claims."""
+    return [[c for c in kb.claims(g.prompt + g.text, subject=subject) if c.start >= len(g.prompt)]
+            for g, subject in zip(gens, subjects)]
+
+
+def bio_scores(kb: KnowledgeBase, gens: list[Generation], subjects: list[str]) -> list[dict]:
+    """Per bio: ``factscore`` (share of its claims supported; None without a claim, left out of FActScore's mean)
+    and ``claims``: what a paired comparison of two models on the same prompts needs (experiments/stats.py)."""
+    return [{"entity": subject, "claims": len(cl), "factscore": sum(c.supported for c in cl) / len(cl) if cl else None}
+            for subject, cl in zip(subjects, bio_claims(kb, gens, subjects))]
+
+
 def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str], gamma: int = 10) -> dict:
     scores, penalised, n_claims, ambiguous, by_attribute = [], [], [], 0, {}
-    for g, subject in zip(gens, subjects):
-        claims = kb.claims(g.prompt + g.text, subject=subject)
-        claims = [c for c in claims if c.start >= len(g.prompt)]  # the prompt's own words are not claims
+    for claims in bio_claims(kb, gens, subjects):
         n_claims.append(len(claims))
         ambiguous += sum(c.ambiguous for c in claims)
         for c in claims:
@@ -286,6 +297,7 @@ class KBEvaluation(L.Callback):
         self.results: dict = {}
         self._files: WorldFiles | None = None  # the world, read at setup (before the test loop)
         self.bios: dict[str, list[dict]] = {}  # row -> the first bios, partner pieces in [brackets] (TensorBoard)
+        self.bio_scores: dict[str, list[dict]] = {}  # row -> every bio's score (``<out>_bios.json``)
 
     def _world(self, trainer) -> WorldFiles:
         if self.world is not None:
@@ -332,22 +344,23 @@ class KBEvaluation(L.Callback):
                           CallPolicy(mode=mode, rate=self.rate, score=self.score))
                 res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy,
                                                   self.max_new_tokens, self.gamma)
-                self._keep_bios(row, prompts, gens, tokenizer)
+                self._keep_bios(row, prompts, gens, tokenizer, kb)
         name = "trained" if "trained" in partners else "lookup"  # the sweep's partner: the realistic one
         for rate in self.sweep:
             policy = CallPolicy(mode="budget", rate=rate, score=self.score)
             row = f"{name}_budget@{rate:g}"
             res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
                                               self.max_new_tokens, self.gamma)
-            self._keep_bios(row, prompts, gens, tokenizer)
+            self._keep_bios(row, prompts, gens, tokenizer, kb)
         self.results = res
         return res
 
-    def _keep_bios(self, row: str, prompts: list[dict], gens: list[Generation], tokenizer) -> None:
+    def _keep_bios(self, row: str, prompts: list[dict], gens: list[Generation], tokenizer, kb) -> None:
         from lacy.monitor import BIOS_SHOWN
 
         self.bios[row] = [{"prompt": p["prompt"], "text": g.marked(tokenizer)}
                           for p, g in zip(prompts[:BIOS_SHOWN], gens)]
+        self.bio_scores[row] = bio_scores(kb, gens, [p["entity"] for p in prompts])
 
     def _calibrated(self, slm, tokenizer, partner, probes) -> CallPolicy:
         budget = CallPolicy(mode="budget", rate=self.rate, score=self.score)
@@ -359,6 +372,8 @@ class KBEvaluation(L.Callback):
         self.score = resolve_score(self.score, trainer)
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, trainer)
         path = report(trainer, pl_module, res, "world", self.out or "kb_eval.json", KB_COLUMNS)
+        if path is not None:  # every bio's score, for paired comparisons between runs (same prompts, same order)
+            path.with_name(f"{path.stem}_bios.json").write_text(json.dumps(self.bio_scores))
         log_text(trainer, "world/table", format_table(res, KB_COLUMNS))
         log_bios(trainer, "world", self.bios)
         if path is not None and self.sweep:

@@ -230,6 +230,13 @@ def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
     assert {"slm", "slm_alone", "lookup_always", "lookup_budget", "lookup_budget@0", "lookup_budget@0.5"} == set(res)
     assert res["lookup_budget@0"]["call_rate"] == 0.0
     assert (Path(test.trainer.log_dir) / "kb_eval.png").stat().st_size > 1000  # the FactScore-vs-call-rate plot
+    # every bio's score next to the JSON (paired comparisons): FActScore's mean is the mean over bios with a claim
+    bios = json.loads((Path(test.trainer.log_dir) / "kb_eval_bios.json").read_text())
+    assert set(bios) == set(res) - {"slm"} and all(len(b) == 4 for b in bios.values())
+    for row, per_bio in bios.items():
+        scored = [b["factscore"] for b in per_bio if b["factscore"] is not None]
+        assert res[row]["factscore"] == (pytest.approx(sum(scored) / len(scored)) if scored else None)
+        assert res[row]["claims_per_bio"] == pytest.approx(sum(b["claims"] for b in per_bio) / 4)
     # readable in TensorBoard: the plot as an image, the table and a few bios per row (partner in [brackets]) as text
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

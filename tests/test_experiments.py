@@ -97,6 +97,28 @@ def test_report_aggregates_seeds(tmp_path):
     assert (tmp_path / "factscore_vs_call_rate.png").exists() and (tmp_path / "factscore_vs_leakage.png").exists()
 
 
+def test_report_pairs_methods_by_seed_and_prompt(tmp_path):
+    """LaCy - Vanilla from the bios' scores: per seed by hand, the interval around it, the argmax rows' table."""
+    bios = {("lacy", 1): [1.0, 0.5, None], ("vanilla", 1): [0.5, 0.5, 0.0],
+            ("lacy", 2): [1.0, 1.0, 1.0], ("vanilla", 2): [0.5, 0.5, 0.5]}
+    for (method, seed), scores in bios.items():
+        folder = tmp_path / f"{method}-s{seed}"
+        folder.mkdir()
+        mean = sum(x for x in scores if x is not None) / sum(x is not None for x in scores)
+        res = {"slm": {"leakage": 0.1}, "trained_budget": {"factscore": mean, "call_rate": 0.22},
+               "trained_argmax": {"factscore": 0.4, "call_rate": 0.9 if method == "lacy" else 0.0}}
+        (folder / "kb_eval.json").write_text(json.dumps(res))
+        (folder / "kb_eval_bios.json").write_text(json.dumps(
+            {"trained_budget": [{"entity": f"p{i}", "claims": 1, "factscore": x} for i, x in enumerate(scores)]}))
+    text = report(tmp_path).read_text()
+    # seed 1: 0.75 - 1/3; seed 2: 1.0 - 0.5; mean 0.458; 2 seeds -> sign-flip p = 2/4
+    line = next(l for l in text.splitlines() if l.startswith("| lacy - vanilla | trained partner, 22% |"))
+    assert "| 2 | +0.417, +0.500 | +0.458 ± 0.059 |" in line and line.endswith("| 0.500 |")
+    lo, hi = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
+    assert 0.2 < lo <= 0.458 <= hi <= 0.75
+    assert "| lacy | 2 |  |  |  | 0.875 ± 0.177 | 0.900 ± 0.000 | 0.400 ± 0.000 |" in text  # no TensorBoard here
+
+
 @pytest.mark.parametrize("method", ["rho1", "lacy"])
 def test_real_text_configs(method, tmp_path, capsys):
     from experiments import real_text
