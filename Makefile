@@ -36,11 +36,13 @@ partner: install runs/world/partner/hf/partner_eval.json  ## the closed world's 
 dense-partner: install runs/world/dense-partner/hf/partner_eval.json  ## the same for the dense world (configs/world/dense.yaml)
 # runs/world/NAME is trained by configs/world/NAME.yaml in two passes over its 30 rounds: the second resumes the
 # first with max_steps 2000, so its cosine restarts at mid-height (the recipe that was measured: docs/world.md).
-# Each step is skipped once its output exists, so an interrupted run resumes from the next step.
-LAST_CKPT = $$(ls -td runs/world/$*/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
+# Every step resumes from the newest last.ckpt, so an interrupted run goes on where it stopped (a pass already
+# past its max_steps ends at once); a finished export is not trained again.
+LAST_CKPT = $$(ls -t runs/world/$*/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+RESUME = $$(c=$(LAST_CKPT); test -n "$$c" && echo --ckpt_path $$c)
 runs/world/%/hf/partner_eval.json:
-	test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$*
-	test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$* --trainer.max_steps 2000 --ckpt_path $(LAST_CKPT)
+	test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$* $(RESUME)
+	test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$* --trainer.max_steps 2000 $(RESUME)
 	test -f runs/world/$*/hf/config.json || $(PY) -m lacy.export $(LAST_CKPT) runs/world/$*/hf
 	$(PY) -m lacy.evaluate runs/world/$*/hf --config configs/world/$*.yaml
 
