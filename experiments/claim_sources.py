@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from experiments.runner import latest_export
-from lacy.errors import entry_point
+from lacy.errors import ArgumentParser, entry_point
 from lacy.world import ClosedWorld
 
 
@@ -36,7 +36,7 @@ def main(argv=None):
     from experiments.closed_world import STUDIES
     from lacy.cascade import Cascade, CallPolicy, ModelPartner
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a study run folder (its newest HF export is the SLM)")
     p.add_argument("--relation", default="field")
     p.add_argument("--every", type=int, default=2, help="every n-th person of the world's prompts")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from experiments.report import report
 from experiments.runner import fit_and_test, latest_export, write_run_configs
-from lacy.errors import UsageError, entry_point
+from lacy.errors import ArgumentParser, UsageError, entry_point
 
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
 # A fact_fraction budget calls a varying share of each batch, so TokenBudget cannot plan its gradient tokens;
@@ -117,7 +117,7 @@ def run_one(spec: dict, out: Path, study: dict, fit_only: bool = False) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", choices=sorted(STUDIES), default="default", help="which study (module docstring)")
     p.add_argument("--out", default=None, help="results folder (default: runs/study, runs/study-dense)")
     p.add_argument("--jobs", type=int, default=2)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lacy.errors import ArgumentParser, entry_point
 from lacy.facts import SpacyFactAnnotator, span_flags
 
 WORD = re.compile(r"\w+")
@@ -105,7 +106,7 @@ def show(text: str, offsets: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> 
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", default=["experiments/data/wiki_fact_words.jsonl"],
                    help="labelled JSONL files and/or world folders")
     p.add_argument("--split", default=None, help="only rows with this `split` (labelled files: dev / test)")
@@ -129,4 +130,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)()

@@ -14,7 +14,7 @@ import torch
 
 from baselines.kb_oracle import KBOracleAnnotator
 from experiments.runner import latest_export
-from lacy.errors import entry_point
+from lacy.errors import ArgumentParser, entry_point
 from lacy.evaluate import PlacementDocs, _target_losses, call_placement
 from lacy.facts import SpacyFactAnnotator, span_flags
 from lacy.tokenizer import train_bpe
@@ -65,7 +65,7 @@ def first_token_loss(model, docs: PlacementDocs) -> dict[str, float]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=200)
     p.add_argument("--bpe-vocab-size", type=int, default=2048)  # configs/world/slm.yaml
     p.add_argument("--models", nargs="*", default=[], help="study run folders whose call masks to measure too")

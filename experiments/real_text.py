@@ -24,7 +24,7 @@ from pathlib import Path
 from experiments.closed_world import BASE_STEPS, BATCH, BLOCK
 from experiments.report import training_scalars
 from experiments.runner import fit_and_test, last_checkpoint, write_run_configs
-from lacy.errors import entry_point
+from lacy.errors import ArgumentParser, entry_point
 
 PARTNER = "runs/wiki/partner/hf"
 METHODS = ["vanilla", "loss_only", "random_calls", "rho1", "spacy_only", "lacy", "spacy_ref", "llm_judge"]
@@ -127,7 +127,7 @@ def report(out: Path) -> Path:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/wiki_study")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seeds", default="1", help="comma-separated seeds")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lacy.data import Annotator, BlockAnnotator, CorpusDataModule, annotate_split
 
-from lacy.errors import UsageError, entry_point
+from lacy.errors import ArgumentParser, UsageError, entry_point
 
 __all__ = ["Annotator", "BlockAnnotator", "annotate_split", "data_from_configs", "main"]  # the interfaces, also importable from here
 
@@ -44,7 +44,15 @@ def data_from_configs(configs: list[str]) -> CorpusDataModule:
     for path in configs:
         if not Path(path).is_file():
             raise UsageError(f"--config {path}: no such file; give a training YAML, e.g. configs/lacy.yaml")
-        section = _merge(section, yaml.safe_load(Path(path).read_text()).get("data") or {})
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else path
+            raise UsageError(f"--config {where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--config {path}: a YAML mapping (data:, model:, trainer:) was expected")
+        section = _merge(section, loaded.get("data") or {})
     data_parser = ArgumentParser(exit_on_error=False)
     data_parser.add_class_arguments(CorpusDataModule, "data")
     try:
@@ -58,7 +66,7 @@ def main(argv=None) -> None:
     """Annotate the corpus of a training config, or one shard of it."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, action="append",
                         help="the training YAML (its data section is used); repeat for overlays, as with main.py")
     parser.add_argument("--shard", type=int, default=0, help="this machine's shard index, 0-based")

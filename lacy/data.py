@@ -346,6 +346,12 @@ class CorpusDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise UsageError(f"data.val_fraction={val_fraction}: must be in [0, 1); e.g. 0.02")
+        for option, value in (("block_size", block_size), ("batch_size", batch_size)):
+            if value < 1:
+                raise UsageError(f"data.{option}={value}: must be a whole number >= 1 (tokens per block / blocks per "
+                                 "batch), e.g. 256 / 8")
+        if num_workers < 0:
+            raise UsageError(f"data.num_workers={num_workers}: must be >= 0 (0 = load in the training process)")
         if tokenizer is None and bpe_vocab_size < MIN_BPE_VOCAB:
             raise UsageError(f"data.bpe_vocab_size={bpe_vocab_size}: a byte-level BPE has at least {MIN_BPE_VOCAB} ids "
                              f"(256 bytes + {EOS_TOKEN}); use {MIN_BPE_VOCAB} or more (the default is 8192)")

@@ -8,6 +8,7 @@ environment (or ``--traceback`` on the command line) shows the full traceback in
 
 Raise ``UsageError`` as early as possible: before any long work (annotation, training, a test loop).
 """
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,18 @@ TRACEBACK_FLAG = "--traceback"
 class UsageError(ValueError):
     """An error the user can act on; ``str(err)`` is the one line shown (path or option, then the fix).
     A ``ValueError`` (a bad value was given), so callers that catch those keep working."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for lacy's commands: a bad or missing option is a :class:`UsageError` (one line, exit 2), not
+    argparse's usage dump."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+# Lightning's own name for a configuration a user can fix (e.g. a LearningRateMonitor without a logger)
+_LIBRARY_USAGE = ("MisconfigurationException",)
 
 
 def want_traceback(argv: list[str] | None = None) -> bool:
@@ -49,11 +62,14 @@ def entry_point(main: Callable[[], object]) -> Callable[[], None]:
 
 
 def find_usage_error(err: BaseException | None) -> UsageError | None:
-    """The first ``UsageError`` in ``err``'s cause/context chain (jsonargparse and Lightning wrap errors)."""
+    """The first ``UsageError`` in ``err``'s cause/context chain (jsonargparse and Lightning wrap errors); a
+    library's configuration error (Lightning's ``MisconfigurationException``) counts as one."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UsageError):
             return err
+        if type(err).__name__ in _LIBRARY_USAGE:
+            return UsageError(str(err))
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None

@@ -11,7 +11,6 @@
   against the true fact-value tokens (precision, recall; recall split into derived and non-derived facts);
   and for the cascade's own calls, the share that wrote fact-value tokens.
 """
-import argparse
 import hashlib
 import json
 import math
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, call_scores
-from lacy.errors import UsageError, entry_point
+from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.kb import KnowledgeBase
 from lacy.model import local_model_folder
 from lacy.tokenizer import load_tokenizer
@@ -448,7 +447,7 @@ def main(argv=None):
     """Check a trained partner on a closed world before training SLMs against it (issue 3: >= 70% of probes)."""
     from lacy.world import ClosedWorld, world_from_configs
 
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = ArgumentParser(description=main.__doc__)
     p.add_argument("partner", help="the partner's Hugging Face folder (e.g. runs/world/partner/hf)")
     p.add_argument("--config", action="append",
                    help="the partner's training config (its data.corpus is the world, e.g. configs/world/dense-partner.yaml); "

@@ -14,7 +14,6 @@ An export only ever replaces a folder lacy wrote: each export holds a marker (``
 files); an existing folder without it, or with files it does not list, is refused, never deleted. An empty
 folder is used as is.
 """
-import argparse
 import copy
 import inspect
 import json
@@ -28,7 +27,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lacy.checkpoint_io import follow_umask, read_checkpoint
-from lacy.errors import UsageError, entry_point
+from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.tokenizer import CALL_TOKEN, check_call_token, load_tokenizer
 
 TOKENIZER_KEY = "lacy_tokenizer_files"
@@ -41,17 +40,18 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def _marker_files(folder: Path) -> set[str] | None:
-    """The files an export's marker lists, or None when ``folder`` holds no readable lacy marker."""
+def _marker_files(folder: Path, marker_name: str = MARKER) -> set[str] | None:
+    """The files a lacy folder's marker lists, or None when ``folder`` holds no readable lacy marker."""
     try:
-        marker = json.loads((folder / MARKER).read_text())
+        marker = json.loads((folder / marker_name).read_text())
         return set(marker["files"]) if marker.get("written_by") == "lacy" else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def check_replaceable(out_dir: Path) -> None:
-    """Raise UsageError unless ``out_dir`` is absent, an empty folder, or a lacy export holding only its own files."""
+def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
+    """Raise UsageError unless ``out_dir`` is absent, an empty folder, or a folder lacy wrote (its ``marker`` file
+    lists what it wrote: an export's, or a world folder's) holding only those files."""
     if not out_dir.exists() and not out_dir.is_symlink():
         return
     if not out_dir.is_dir() or out_dir.is_symlink():
@@ -59,11 +59,11 @@ def check_replaceable(out_dir: Path) -> None:
     present = {p.name for p in out_dir.iterdir()}
     if not present:
         return
-    listed = _marker_files(out_dir)
+    listed = _marker_files(out_dir, marker)
     if listed is None:
-        raise UsageError(f"{out_dir}: exists and was not written by lacy (no {MARKER}); refusing to replace it: "
+        raise UsageError(f"{out_dir}: exists and was not written by lacy (no {marker}); refusing to replace it: "
                          "choose a new or empty folder, or move it away yourself")
-    foreign = sorted(present - listed - {MARKER})
+    foreign = sorted(present - listed - {marker})
     if foreign:
         raise UsageError(f"{out_dir}: holds files lacy did not write ({', '.join(foreign[:5])}); refusing to replace "
                          "it: move them out, or choose a new folder")
@@ -77,8 +77,8 @@ def _remove_leftovers(out_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _write_marker(folder: Path, files: list[str]) -> None:
-    (folder / MARKER).write_text(json.dumps({"written_by": "lacy", "files": sorted(files)}, indent=1) + "\n")
+def write_marker(folder: Path, files: list[str], marker: str = MARKER) -> None:
+    (folder / marker).write_text(json.dumps({"written_by": "lacy", "files": sorted(files)}, indent=1) + "\n")
 
 
 def without_call(model, files: dict[str, bytes]):
@@ -121,7 +121,7 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = 
     suppresses it in ``generation_config.json``. Raises UsageError, before writing anything, when ``out_dir`` is
     not replaceable (see the module docstring).
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # "." has no parent to swap it in; symlinks are not followed
     check_replaceable(out_dir)
     if not call:
         model, files = without_call(model, files)
@@ -130,7 +130,7 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = 
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
         follow_umask(tmp, directory=True)
-        _write_marker(tmp, [])  # first, so an interrupted export's leftover is recognisably lacy's
+        write_marker(tmp, [])  # first, so an interrupted export's leftover is recognisably lacy's
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         tokenizer = _check_tokenizer(tmp, call, out_dir)
@@ -138,7 +138,7 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = 
             raise ValueError(f"tokenizer has {len(tokenizer)} ids but the model {model.config.vocab_size} rows")
         model.save_pretrained(tmp)
         _generation_config(model, tokenizer, len(tokenizer) - 1 if call else None).save_pretrained(tmp)
-        _write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER])
+        write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER])
         for p in tmp.iterdir():  # some writers (safetensors via transformers) create 0600 files
             follow_umask(p, directory=p.is_dir())
     except BaseException:
@@ -247,7 +247,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, call: bool = T
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Export a lacy checkpoint to a Hugging Face folder.")
+    parser = ArgumentParser(description="Export a lacy checkpoint to a Hugging Face folder.")
     parser.add_argument("ckpt", help="a .ckpt written by `python main.py fit` (or a run folder: its last.ckpt)")
     parser.add_argument("out_dir", help="folder for AutoModelForCausalLM / AutoTokenizer.from_pretrained; "
                                         "new, empty, or an earlier lacy export")

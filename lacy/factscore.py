@@ -145,15 +145,23 @@ def factscore(generations: list[str], entities: list[str], source: KnowledgeSour
         results.append(FactScoreResult(ent, "no_facts", [], []))
         jobs += [(len(results) - 1, s) for s in _SENT.split(gen.strip()) if len(_WORD.findall(s)) >= 3]
     answers = judge.answer([atomic_prompt(s) for _, s in jobs]) if jobs else []
+    refused = 0  # a judge may refuse a prompt (None: HTTP 400/413/422): that sentence gives no facts
     for (i, _), ans in zip(jobs, answers):
-        results[i].facts += parse_facts(ans)
+        refused += ans is None
+        results[i].facts += parse_facts(ans) if ans is not None else []
     checks = [(r, f) for r in results for f in r.facts]
     prompts = []
     for r, f in checks:
         context = "\n\n".join(f"Title: {r.entity}\nText: {p}" for p in source.retrieve(r.entity, f, k))
         prompts.append(VERIFY.format(topic=r.entity, context=context, fact=f))
-    for (r, _), ans in zip(checks, judge.answer(prompts) if prompts else []):
-        r.supported.append(is_true(ans))
+    verdicts = judge.answer(prompts) if prompts else []
+    for r in results:
+        r.facts = []
+    for (r, f), ans in zip(checks, verdicts):  # a refused verification leaves its fact out (neither verdict)
+        refused += ans is None
+        if ans is not None:
+            r.facts.append(f)
+            r.supported.append(is_true(ans))
     scored = [r for r in results if r.facts]
     for r in scored:
         r.status = "scored"
@@ -164,7 +172,7 @@ def factscore(generations: list[str], entities: list[str], source: KnowledgeSour
     return {"factscore": float(np.mean(pen)) if pen else None, "init_score": float(np.mean(init)) if init else None,
             "respond_ratio": len(scored) / max(1, len(in_source)),
             "facts_per_response": float(np.mean([len(r.facts) for r in scored])) if scored else None,
-            "not_in_knowledge_source": len(results) - len(in_source)}, results
+            "not_in_knowledge_source": len(results) - len(in_source), "refused_prompts": refused}, results
 
 
 def ne_precision(generations: list[str], entities: list[str], source: KnowledgeSource, nlp) -> dict:

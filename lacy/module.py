@@ -67,6 +67,15 @@ class CallLM(L.LightningModule):
         super().__init__()
         if noncall_softmax not in NONCALL_FORMS:
             raise UsageError(f"model.noncall_softmax: {noncall_softmax!r} is not one of {NONCALL_FORMS}")
+        for option, value, ok, need in (("lr", lr, lr > 0, "> 0"), ("dropout", dropout, 0 <= dropout < 1, "in [0, 1)"),
+                                        ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+                                        ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+                                        ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+                                        ("fig5_call_rate", fig5_call_rate, 0 < fig5_call_rate <= 1, "in (0, 1]"),
+                                        ("finite_check_interval", finite_check_interval, finite_check_interval >= 1,
+                                         ">= 1")):
+            if not ok:
+                raise UsageError(f"model.{option}={value}: must be {need}")
         self.save_hyperparameters()
         self.model = build_slm(preset, vocab_size, block_size, dropout)
         self.call_id = vocab_size - 1

@@ -17,7 +17,6 @@ scores the 2,376-item test split, which the package ships only as request files 
 ``main.py test`` runs it through the :class:`NLUEvaluation` callback. Results: ``acc``, ``acc_norm``, their
 standard errors and ``items`` per task, to JSON, a printed table and TensorBoard (``nlu/<task>/<metric>``).
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -30,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import lightning as L  # noqa: E402
 
-from lacy.errors import UsageError, entry_point  # noqa: E402
+from lacy.errors import ArgumentParser, UsageError, entry_point  # noqa: E402
 from lacy.monitor import log_text  # noqa: E402
 from lacy.tokenizer import CALL_TOKEN  # noqa: E402
 
@@ -230,7 +229,7 @@ class NLUEvaluation(L.Callback):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Zero-shot NLU (ARC-Easy, HellaSwag, PIQA, SIQA) of a model's "
+    p = ArgumentParser(description="Zero-shot NLU (ARC-Easy, HellaSwag, PIQA, SIQA) of a model's "
                                 "no-<CALL> distribution with lm-eval, offline.")
     p.add_argument("model", help="a lacy checkpoint (.ckpt), a Hugging Face folder, or smollm2")
     p.add_argument("--gguf-file", default=None, help="a GGUF file inside the model folder")

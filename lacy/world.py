@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lacy.corpus import Corpus
-from lacy.errors import UsageError, entry_point
+from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.kb import Attribute, Entity, KnowledgeBase
 
 FIRST = """Alma Bruno Cyra Dario Elin Fabian Greta Hugo Ilse Jonas Kaia Lorenz Mirela Niko Odile Pavel Quinta Rafael
@@ -66,6 +66,7 @@ EMPLOYERS = {  # employer -> its city
     "Driftwood Press": "Ghent", "Ironleaf": "Turin", "Calloway Energy": "Nantes", "Nimbus Air": "Leiden",
     "Harbor Mutual": "Galway", "Zephyr Motors": "Bilbao",
 }
+WORLD_MARKER = "lacy_world.json"  # in a folder ClosedWorld.write wrote: the files it may replace
 MONTHS = "January February March April May June July August September October November December".split()
 
 # Fact sentences: the first template of each attribute is its probe form (the text up to the value).
@@ -316,8 +317,15 @@ class ClosedWorld(Corpus):
         return [{"entity": p.name, "prompt": p.name, "popularity": p.docs} for p in self.people]
 
     def write(self, out: str | Path) -> Path:
+        """The world as files (docs/world.md) in ``out``: new, empty, or a world folder lacy wrote (its marker,
+        ``lacy_world.json``, lists the files); anything else is refused (UsageError), never overwritten."""
+        from lacy.export import check_replaceable, write_marker
+
         out = Path(out)
+        check_replaceable(out, WORLD_MARKER)
         out.mkdir(parents=True, exist_ok=True)
+        files = ["kb.json", "prompts.jsonl", "probes.jsonl", "train.jsonl", "val.jsonl"]
+        write_marker(out, files, WORLD_MARKER)  # first: a write that stops halfway is still recognisably lacy's
         self.kb().save(out / "kb.json")
         _write_jsonl(out / "prompts.jsonl", self.prompts())
         _write_jsonl(out / "probes.jsonl", self.kb().probes())
@@ -433,7 +441,7 @@ def fact_share(world: ClosedWorld, bpe_vocab_size: int = 2048) -> float:
 
 def main(argv=None):
     """Write a closed world's files (--out) and print its fact-value share of validation tokens."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="write kb.json, prompts.jsonl, probes.jsonl, train.jsonl, val.jsonl here")
     p.add_argument("--config", action="append",
                    help="take the world from a training config's data.corpus (repeat for overlays, as with main.py: "

@@ -43,7 +43,8 @@ def data_kwargs(bios_path, tmp_path):
 
 
 class Endpoint:
-    """A real OpenAI-compatible chat-completions server on 127.0.0.1 whose 'model' is ``answer(prompt)``.
+    """A real OpenAI-compatible chat-completions server on 127.0.0.1 whose 'model' is ``answer(prompt)`` (an int:
+    that HTTP status, a refusal of that prompt).
     ``script`` makes the next requests misbehave, one entry per request: an HTTP status ("500", "400", "401",
     ...: that status with an OpenAI-style error message), "slow", "malformed" (200 with a body that is not
     JSON), "not-a-completion" (200 with JSON of another shape), "garbage" (bytes that are not an HTTP
@@ -71,6 +72,9 @@ class Endpoint:
                 if behaviour == "slow":
                     time.sleep(0.6)
                 reply = answer(body["messages"][0]["content"])
+                if isinstance(reply, int):  # the model refuses this prompt with that HTTP status
+                    self.reply(reply, json.dumps({"error": {"message": "refused: prompt too long"}}).encode())
+                    return
                 payload = {"malformed": b"{not json", "not-a-completion": b'{"object": "list", "data": []}'}.get(
                     behaviour, json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode())
                 self.reply(200, payload, extra=100 if behaviour == "truncated" else 0)

@@ -4,6 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lacy.errors import UsageError
+
 from lacy.annotate import Annotator, annotate_split
 from lacy.data import CorpusDataModule
 
@@ -91,7 +93,7 @@ def test_annotate_command_shards_and_prepare_only(tmp_path, bios_path, capsys):
     assert "fact train: shard done; other shards pending" in out  # 108 documents = chunks 0, 1, 2; shard 1 did 1
     main(["--config", str(path), "--shard", "0", "--num-shards", "2"])
     assert "fact train: complete" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--shard 2 must be in"):
         main(["--config", str(path), "--shard", "2", "--num-shards", "2"])
 
 

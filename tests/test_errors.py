@@ -104,12 +104,33 @@ def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_pat
     (["-m", "lacy.export", "missing.ckpt", "out"], ["missing.ckpt", "main.py fit"]),
     (["-m", "lacy.evaluate", "no/such/partner"], ["partner 'no/such/partner' is not a local folder", "make partner"]),
     (["-m", "lacy.world", "--out", "never_written", "--people", "100000"], ["people=100000", "unique names"]),
+    # siblings: a YAML that does not parse (file and line), argparse's own errors, a file where a folder goes
+    (["-m", "lacy.world", "--config", "{tmp}/broken.yaml"], ["--config {tmp}/broken.yaml:3: not valid YAML"]),
+    (["-m", "lacy.evaluate", "x", "--config", "{tmp}/broken.yaml"], ["partner 'x' is not a local folder"]),
+    (["-m", "lacy.export"], ["the following arguments are required: ckpt, out_dir", "--help"]),
+    (["-m", "lacy.annotate", "--config", "{tmp}/bad.yaml", "--shard", "3"], ["--shard 3 must be in [0, --num-shards=1)"]),
+    (["-m", "lacy.world", "--out", "{tmp}/bad.yaml"], ["{tmp}/bad.yaml: exists and is not a folder"]),
 ])
 def test_module_entry_points_print_one_line(args, needles, tmp_path):
     (tmp_path / "bad.yaml").write_text("data:\n  block_size: lots\n")
+    (tmp_path / "broken.yaml").write_text("data:\n  corpus: [unclosed\n")
     before = set(Path.cwd().iterdir())
     one_line(run([a.replace("{tmp}", str(tmp_path)) for a in args]), *[n.replace("{tmp}", str(tmp_path)) for n in needles])
     assert set(Path.cwd().iterdir()) == before  # nothing written
+
+
+def test_bad_numbers_and_library_configuration_errors_are_one_line(tmp_path, bios_path):
+    """Values no run can use fail when the config is built, naming the option; a configuration Lightning refuses
+    (a LearningRateMonitor without a logger, as every shipped config has) is one line too."""
+    base = ["main.py", "fit", "--config", "configs/vanilla.yaml", "--data.corpus.class_path", "lacy.corpus.JsonlCorpus",
+            "--data.corpus.init_args.path", str(bios_path), "--data.bpe_vocab_size", "300", "--data.block_size", "32",
+            "--data.cache_dir", str(tmp_path / "c"), "--model.preset", "micro", "--trainer.max_steps", "2",
+            "--trainer.default_root_dir", str(tmp_path / "runs")]
+    for option, needle in (("--data.block_size=-5", "data.block_size=-5: must be a whole number >= 1"),
+                           ("--data.batch_size=0", "data.batch_size=0: must be a whole number >= 1"),
+                           ("--model.dropout=2", "model.dropout=2.0: must be in [0, 1)")):
+        one_line(run(base + [option]), needle)
+    one_line(run(base + ["--trainer.logger", "false"]), "LearningRateMonitor", "no logger")
 
 
 def test_annotate_names_a_missing_config_file():

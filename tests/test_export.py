@@ -145,6 +145,17 @@ def test_truncated_checkpoint_names_the_newest_readable_one(checkpoint, tmp_path
     export_checkpoint(good, tmp_path / "out")  # the one it names exports
 
 
+def test_export_into_the_current_folder(small, tmp_path, monkeypatch):
+    """`python -m lacy.export CKPT .` from an empty folder: "." is swapped like any other path."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    model, files = small
+    out = export_hf(model, files, ".")
+    assert out == here and (here / "config.json").is_file() and (here / MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]  # no hidden leftovers next to it
+
+
 def test_check_replaceable_accepts_absent_and_empty(tmp_path):
     check_replaceable(tmp_path / "absent")
     check_replaceable(tmp_path)  # empty

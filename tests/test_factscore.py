@@ -88,6 +88,27 @@ def test_factscore_through_a_real_endpoint(source, tmp_path):
         endpoint.close()
 
 
+def test_a_refused_prompt_is_left_out_not_a_crash(source, tmp_path):
+    """Issue 16.5 on real text: the judge refuses (HTTP 400) one sentence's atomic-fact prompt and one fact's
+    verification. That sentence gives no facts, that fact gets no verdict; both are counted, the rest is scored."""
+    def model(prompt):
+        if "Leeds" in prompt and prompt.rstrip().endswith("Output:"):
+            return 400  # the verification of "taught at Leeds"
+        if "Paris" in prompt:
+            return 413  # the atomic-fact prompt of the sentence about Paris
+        return reader_model(prompt)
+
+    endpoint = Endpoint(model)
+    try:
+        judge = OpenAIJudge(endpoint.url, "reader", cache=str(tmp_path / "c.sqlite"), backoff=0.01)
+        scores, results = factscore(["Ada Brandt was born in Lyon and taught at Leeds. She was born in Paris."],
+                                    ["Ada Brandt"], source, judge, k=2)
+    finally:
+        endpoint.close()
+    assert results[0].facts == ["Ada Brandt was born in Lyon."] and results[0].supported == [True]
+    assert scores["refused_prompts"] == 2 and scores["init_score"] == 1.0
+
+
 def test_factscore_with_nothing_to_score_is_no_score(source, tmp_path):
     """Every generation too short or without an atomic fact: no score (None, JSON null), not 0; respond ratio 0.
     The same for NE precision of text without named entities."""

@@ -150,6 +150,24 @@ def test_datamodule_uses_the_worlds_own_validation_split(tmp_path):
     assert dm.tokenizer(name)["input_ids"] == dm.tokenizer(" " + name)["input_ids"]
 
 
+def test_write_never_replaces_what_lacy_did_not_write(tmp_path):
+    """Issue 16.1's rule for world folders: a folder with a user's file (or a file in the way) is refused with
+    one line; lacy's own world folder is rewritten."""
+    w = ClosedWorld(people=4, val_docs=2)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "kb.json").write_text("my own")
+    with pytest.raises(UsageError, match="not written by lacy"):
+        w.write(mine)
+    assert (mine / "kb.json").read_text() == "my own"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UsageError, match="is not a folder"):
+        w.write(tmp_path / "a_file")
+    ours = w.write(tmp_path / "ours")
+    w.write(ours)  # its own folder: rewritten
+    assert read_world(ours).kb == w.kb()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unique names"):
         ClosedWorld(people=10**6)
