@@ -42,6 +42,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lacy.corpus import read_utf8
 from lacy.errors import UsageError
 
 FORMAT = "lacy-kb/1"
@@ -97,10 +98,7 @@ def _read_json(path: Path, what: str) -> tuple[object, str]:
     if not path.is_file():
         raise UsageError(f"{path}: {what} does not exist; write a world with `python -m lacy.world --out DIR` "
                          "or fix the path (format: docs/world.md)")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: byte {e.start} is not UTF-8; re-encode the file as UTF-8") from None
+    raw = read_utf8(path)  # a byte that is not UTF-8: UsageError naming the line
     try:
         return json.loads(raw), raw
     except json.JSONDecodeError as e:

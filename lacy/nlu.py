@@ -104,7 +104,8 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
 
     ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. Returns
     task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items}. Raises UsageError on a model that still has
-    ``<CALL>``. lm-eval shows a progress bar over the scored answer choices.
+    ``<CALL>`` or whose context is shorter than an answer choice. lm-eval shows a progress bar over the scored
+    answer choices.
     """
     if CALL_TOKEN in tokenizer.get_vocab():
         raise UsageError(f"lacy.nlu: the model still has {CALL_TOKEN}; score its no-call form (lacy.nlu.no_call)")
@@ -119,9 +120,14 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
         names = write_task_yamls(folder, list(tasks))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)  # context: the model's config
         samples = {name: subset(task, limit) for task, name in names.items()}
-        out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=False,
-                              samples={k: v for k, v in samples.items() if v is not None} or None,
-                              task_manager=TaskManager(include_path=folder, include_defaults=False))
+        try:
+            out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=False,
+                                  samples={k: v for k, v in samples.items() if v is not None} or None,
+                                  task_manager=TaskManager(include_path=folder, include_defaults=False))
+        except AssertionError as err:  # lm-eval asserts that an answer choice fits the context
+            raise UsageError(f"lacy.nlu: an answer choice of {', '.join(tasks)} is longer than the model's context "
+                             f"({getattr(model.config, 'n_positions', '?')} tokens): zero-shot NLU needs a model "
+                             "trained with a longer data.block_size (256 is enough)") from err
     res = {}
     for task, name in names.items():
         r = out["results"][name]

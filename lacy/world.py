@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lacy.corpus import Corpus
+from lacy.corpus import Corpus, read_utf8
 from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.kb import Attribute, Entity, KnowledgeBase
 
@@ -352,10 +352,7 @@ class WorldFiles:
 def _read_rows(path: Path, fields: dict[str, type], kb: KnowledgeBase) -> list[dict]:
     """The objects of a JSONL file with the required ``fields`` (name -> type; a ``popularity`` missing from
     a row is the entity's in the KB), checked line by line: a ``UsageError`` names the file, line and field."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: byte {e.start} is not UTF-8; re-encode the file as UTF-8") from None
+    lines = read_utf8(path).splitlines()  # a byte that is not UTF-8: UsageError naming the line
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

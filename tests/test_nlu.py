@@ -13,6 +13,7 @@ from baselines import Vanilla
 from lacy.data import CorpusDataModule
 from lacy.errors import UsageError
 from lacy.export import export_hf, tokenizer_files
+from lacy.model import build_slm
 from lacy.module import CallLM
 from lacy.nlu import TASKS, NLUEvaluation, evaluate, load, main, subset, write_task_yamls
 from lacy.tokenizer import CALL_TOKEN, train_bpe
@@ -94,6 +95,11 @@ def test_bad_inputs_fail_early_with_one_line(hf_with_call, tmp_path):
     with pytest.raises(UsageError, match="still has <CALL>"):  # scoring with <CALL> would not be p_noCALL
         evaluate(AutoModelForCausalLM.from_pretrained(hf_with_call), AutoTokenizer.from_pretrained(hf_with_call),
                  ["piqa"], limit=1)
+    tok = train_bpe(make_bios(60), 300)  # a 32-token context: PIQA's answers (near character level) do not fit
+    export_hf(build_slm("micro", len(tok), 32), tokenizer_files(tok), tmp_path / "short", call=False)
+    with pytest.raises(UsageError, match=r"longer than the model's context \(32 tokens\).*data.block_size"):
+        evaluate(AutoModelForCausalLM.from_pretrained(tmp_path / "short"),
+                 AutoTokenizer.from_pretrained(tmp_path / "short"), ["piqa"], limit=2)
 
 
 def test_nlu_callback_under_trainer_test(data_kwargs, tmp_path):
