@@ -162,8 +162,13 @@ class CallLM(L.LightningModule):
         step = int(self.first_bad_step)
         if step >= 0:
             found = self._checkpoint_before(step)
-            advice = (f"Last good checkpoint: {found[0]} (step {found[1]}); resume from it with a lower --model.lr"
-                      if found else "No checkpoint was saved before it: start again with a lower --model.lr")
+            resumed = self.trainer.ckpt_path
+            held = (f"the checkpoint this run resumed from ({resumed}) already gives it, as does every checkpoint "
+                    f"from step {step} on" if resumed and int(read_checkpoint(resumed, mmap=True)["global_step"]) >= step
+                    else f"checkpoints from step {step} on (last.ckpt included) hold the weights that gave it")
+            advice = (f"Last good checkpoint: {found[0]} (step {found[1]}); resume from it with a lower --model.lr "
+                      f"({held})" if found else f"No checkpoint was saved before it ({held}): start a new run, "
+                      "without --ckpt_path, with a lower --model.lr")
             raise NonFiniteLossError(f"non-finite training loss at step {step}; stopping. {advice}, or check the data")
 
     def _checkpoint_before(self, bad_step: int) -> tuple[str, int] | None:

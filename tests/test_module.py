@@ -129,8 +129,15 @@ def test_non_finite_loss_names_a_checkpoint_from_before_the_bad_step(data_kwargs
     trainer, model = fit(data_kwargs, tmp_path, [Vanilla()], max_steps=4, ckpt_path=named)
     assert trainer.global_step == 4 and all(torch.isfinite(p).all() for p in model.parameters())
     # resuming the diverged last.ckpt fails at step 2 again: the message names its folder's step-1 checkpoint
-    with pytest.raises(NonFiniteLossError, match=r"at step 2.*c/epoch=0-step=1.ckpt \(step 1\); resume from it"):
+    with pytest.raises(NonFiniteLossError, match=r"at step 2.*c/epoch=0-step=1.ckpt \(step 1\); resume from it") as err:
         fit(data_kwargs, tmp_path / "again", [Vanilla()], max_steps=4, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    assert "the checkpoint this run resumed from" in str(err.value)  # it says why last.ckpt failed again
+    # the step-1 checkpoint gone too: nothing to resume, and the message says not to pass --ckpt_path
+    for p in (tmp_path / "c").glob("epoch=0-step=1*.ckpt"):
+        p.unlink()
+    with pytest.raises(NonFiniteLossError, match=r"No checkpoint was saved before it \(the checkpoint this run "
+                                                 r"resumed from .* already gives it.*without --ckpt_path"):
+        fit(data_kwargs, tmp_path / "third", [Vanilla()], max_steps=4, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
 
 
 def test_checkpoint_with_another_vocabulary_is_refused(data_kwargs, tmp_path):
