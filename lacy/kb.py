@@ -21,7 +21,8 @@ templates. Rules (text, not a parse: fast and the same on every machine):
   possessor in "the <relation word> of <name>" ("The birthplace of Bo Dahl is ..."). A name that is the object
   of a relation ("a student of Bo Dahl", "worked with Bo Dahl") never takes over. A clause no name opens
   (pronouns: "She works at Acme") belongs to the last entity that opened one, else to the bio's ``subject``
-  (None: the first entity the text names);
+  (None: the first entity the text names). A relative clause (``, who|whose|whom ...``) is about the name just
+  before it ("trained under Bo Dahl, who was born in 1930") and leaves the sentence's owner as it was;
 - **a value** is any string that is some entity's value of some attribute, or matches an attribute's pattern;
   overlapping candidates resolve to the leftmost, then longest. Its candidate attributes are every attribute
   that has the value for some entity **and** every attribute whose pattern it matches;
@@ -48,7 +49,7 @@ from lacy.errors import UsageError
 FORMAT = "lacy-kb/1"
 KINDS = ("text", "entity")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+")
+_CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+|(?P<relative>,\s+(?=(?:who|whose|whom)\s))")
 # a name right after one of these is an object ("worked with Bo Dahl"), never the clause's owner
 _OBJECT_MARKER = re.compile(r"\b(?:of|with|to|by|from|under|for|and|or|about|alongside|than|like|beside|"
                             r"besides|between|among|against|at|in|on|into|as)\s+$", re.IGNORECASE)
@@ -248,9 +249,14 @@ class KnowledgeBase:
         """(sentence start, sentence end, clause start, clause end, owner, entity values) per clause."""
         current = self.subject(text) if subject is None else subject
         for s, e in self._sentences(text):
-            cuts = [s + m.end() for m in _CLAUSE_END.finditer(text[s:e])]
-            for a, b in zip([s] + cuts, cuts + [e]):
+            found = list(_CLAUSE_END.finditer(text[s:e]))
+            cuts, relative = [s + m.end() for m in found], [False] + [m.group("relative") is not None for m in found]
+            for (a, b), rel in zip(zip([s] + cuts, cuts + [e]), relative):
                 opener, values = self._read_clause(text[a:b])
+                if rel:  # ", who ...": about the name just before it; the sentence's owner stays who it was
+                    named = list(self.index["names"].finditer(text, s, a))
+                    yield s, e, a, b, (self.index["alias"][named[-1].group()] if named else current), values
+                    continue
                 current = opener or current
                 yield s, e, a, b, current, values
 

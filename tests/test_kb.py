@@ -249,3 +249,22 @@ def test_second_world_files_are_what_the_generator_writes(tmp_path):
     make.write(tmp_path)
     for f in SECOND.glob("*.json*"):
         assert (tmp_path / f.name).read_text() == f.read_text(), f"{f.name}: run python {SECOND / 'make.py'}"
+
+
+def test_a_relative_clause_is_about_the_name_before_it():
+    """"..., who was born in 1930" after an object name is that person's fact; the sentence and the pronoun
+    sentences after it stay the bio's subject's."""
+    A = lambda *w, **k: Attribute(relation_words=list(w), **k)
+    kb = KnowledgeBase({"mentor": A("trained under", kind="entity"), "birth_year": A("born", pattern=r"\d{4}"),
+                        "city": A("lives in")},
+                       {"Mara Voss": Entity("Mara Voss", ["Mara Voss"], {"mentor": "Ilya Brenner", "birth_year": "1961",
+                                                                         "city": "Graz"}),
+                        "Ilya Brenner": Entity("Ilya Brenner", ["Ilya Brenner"], {"birth_year": "1930", "city": "Brno"})})
+    got = [(c.entity, c.attribute, c.value, c.supported) for c in kb.claims(
+        "Mara Voss trained under Ilya Brenner, who was born in 1930, and lives in Graz. She was born in 1961.",
+        subject="Mara Voss")]
+    assert got == [("Mara Voss", "mentor", "Ilya Brenner", True), ("Ilya Brenner", "birth_year", "1930", True),
+                   ("Mara Voss", "city", "Graz", True), ("Mara Voss", "birth_year", "1961", True)]
+    got = [(c.entity, c.value, c.supported) for c in kb.claims("Mara Voss, who was born in 1930, lives in Brno.",
+                                                                subject="Mara Voss")]
+    assert got == [("Mara Voss", "1930", False), ("Mara Voss", "Brno", False)]
