@@ -12,8 +12,8 @@ from lacy.checkpoint_io import AtomicCheckpointIO, last_checkpoint, read_checkpo
 from lacy.data import CorpusDataModule
 from lacy.errors import UsageError
 from lacy.module import CallLM
-from lacy.strategy import one_strategy
 from lacy.monitor import use_monitor
+from lacy.strategy import one_strategy
 
 
 class LaCyCLI(LightningCLI):
