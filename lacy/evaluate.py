@@ -45,24 +45,27 @@ def bio_claims(kb: KnowledgeBase, gens: list[Generation], subjects: list[str]) -
             for g, subject in zip(gens, subjects)]
 
 
-def bio_scores(kb: KnowledgeBase, gens: list[Generation], subjects: list[str]) -> list[dict]:
-    """Per bio: ``factscore`` (share of its claims supported; None without a claim, left out of FActScore's mean)
-    and ``claims``: what a paired comparison of two models on the same prompts needs (experiments/stats.py)."""
+def bio_scores(subjects: list[str], claims: list[list]) -> list[dict]:
+    """Per bio (``claims``: :func:`bio_claims`): ``factscore`` (share of its claims supported; None without a claim,
+    left out of FActScore's mean) and ``claims``: what a paired comparison of two models on the same prompts needs
+    (experiments/stats.py)."""
     return [{"entity": subject, "claims": len(cl), "factscore": sum(c.supported for c in cl) / len(cl) if cl else None}
-            for subject, cl in zip(subjects, bio_claims(kb, gens, subjects))]
+            for subject, cl in zip(subjects, claims)]
 
 
-def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str], gamma: int = 10) -> dict:
+def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str], gamma: int = 10,
+                 claims: list[list] | None = None) -> dict:
+    """KB FActScore of the bios (``claims``: their :func:`bio_claims`, when already read)."""
     scores, penalised, n_claims, ambiguous, by_attribute = [], [], [], 0, {}
-    for claims in bio_claims(kb, gens, subjects):
-        n_claims.append(len(claims))
-        ambiguous += sum(c.ambiguous for c in claims)
-        for c in claims:
+    for bio in (bio_claims(kb, gens, subjects) if claims is None else claims):
+        n_claims.append(len(bio))
+        ambiguous += sum(c.ambiguous for c in bio)
+        for c in bio:
             by_attribute.setdefault(c.attribute, []).append(c.supported)
-        if claims:
-            s = sum(c.supported for c in claims) / len(claims)
+        if bio:
+            s = sum(c.supported for c in bio) / len(bio)
             scores.append(s)
-            penalised.append(s * (math.exp(1 - gamma / len(claims)) if len(claims) < gamma else 1.0))
+            penalised.append(s * (math.exp(1 - gamma / len(bio)) if len(bio) < gamma else 1.0))
     return {"factscore": float(np.mean(scores)) if scores else None,  # no bio with a claim: nothing to score
             "factscore_penalised": float(np.mean(penalised)) if penalised else None,
             "respond_ratio": len(scores) / max(1, len(gens)),
@@ -191,8 +194,10 @@ def cascade_placement(kb: KnowledgeBase, tokenizer, gens: list[Generation], subj
 
 
 def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], partner, policy: CallPolicy,
-                     max_new_tokens: int = 96, gamma: int = 10, batch_size: int = 32) -> tuple[dict, list[Generation]]:
-    """Bios from the cascade, scored by the KB; with the cascade's cost and realised call rate."""
+                     max_new_tokens: int = 96, gamma: int = 10,
+                     batch_size: int = 32) -> tuple[dict, list[Generation], list[dict]]:
+    """Bios from the cascade, scored by the KB; with the cascade's cost and realised call rate. Returns (metrics,
+    generations, every bio's score: :func:`bio_scores`)."""
     cascade = Cascade(slm, tokenizer, partner, policy, batch_size=batch_size)
     gens = cascade.generate([p["prompt"] for p in prompts], max_new_tokens=max_new_tokens)
     subjects = [p["entity"] for p in prompts]
@@ -202,16 +207,18 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
         sel = [g for g, p in zip(gens, prompts) if "popularity" in p and bucket(p["popularity"]) == name]
         if sel:
             by_bucket[f"call_rate_{name}"] = sum(g.spent for g in sel) / max(1, sum(len(g.tokens) for g in sel))
-    return {**kb_factscore(kb, gens, subjects, gamma), **cascade_placement(kb, tokenizer, gens, subjects),
+    claims = bio_claims(kb, gens, subjects)  # read once: the mean and the per-bio scores
+    return {**kb_factscore(kb, gens, subjects, gamma, claims), **cascade_placement(kb, tokenizer, gens, subjects),
             "call_rate": st.call_rate, **by_bucket, "calls": st.calls, "empty_calls": st.empty_calls,
             "slm_gflops": st.slm_flops / 1e9, "partner_gflops": st.partner_flops / 1e9,
-            "partner_tokens_processed": st.partner_tokens_processed}, gens
+            "partner_tokens_processed": st.partner_tokens_processed}, gens, bio_scores(subjects, claims)
 
 
 def model_folder(path: str, role: str = "partner") -> Path:
     """``path`` as a local Hugging Face model folder (:func:`lacy.model.local_model_folder`), with the fix for a
     partner or a reference model in the one-line error."""
-    return local_model_folder(path, role, PARTNER_HINT if role == "partner" else "point it at a run's <log_dir>/hf export")
+    hint = PARTNER_HINT if role == "partner" else "point it at a run's <log_dir>/hf export"
+    return local_model_folder(path, role, hint)
 
 
 def load_partner(path: str, tokenizer, role: str = "partner"):
@@ -341,25 +348,24 @@ class KBEvaluation(L.Callback):
                 row = "slm_alone" if mode == "never" else f"{name}_{mode}"
                 policy = (self._calibrated(slm, tokenizer, partner, probes) if mode == "calibrated" else
                           CallPolicy(mode=mode, rate=self.rate, score=self.score))
-                res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partner, policy,
-                                                  self.max_new_tokens, self.gamma)
-                self._keep_bios(row, prompts, gens, tokenizer, kb)
+                res[row], gens, self.bio_scores[row] = evaluate_cascade(
+                    kb, slm, tokenizer, prompts, partner, policy, self.max_new_tokens, self.gamma)
+                self._keep_bios(row, prompts, gens, tokenizer)
         name = "trained" if "trained" in partners else "lookup"  # the sweep's partner: the realistic one
         for rate in self.sweep:
             policy = CallPolicy(mode="budget", rate=rate, score=self.score)
             row = f"{name}_budget@{rate:g}"
-            res[row], gens = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name], policy,
-                                              self.max_new_tokens, self.gamma)
-            self._keep_bios(row, prompts, gens, tokenizer, kb)
+            res[row], gens, self.bio_scores[row] = evaluate_cascade(kb, slm, tokenizer, prompts, partners[name],
+                                                                     policy, self.max_new_tokens, self.gamma)
+            self._keep_bios(row, prompts, gens, tokenizer)
         self.results = res
         return res
 
-    def _keep_bios(self, row: str, prompts: list[dict], gens: list[Generation], tokenizer, kb) -> None:
+    def _keep_bios(self, row: str, prompts: list[dict], gens: list[Generation], tokenizer) -> None:
         from lacy.monitor import BIOS_SHOWN
 
         self.bios[row] = [{"prompt": p["prompt"], "text": g.marked(tokenizer)}
                           for p, g in zip(prompts[:BIOS_SHOWN], gens)]
-        self.bio_scores[row] = bio_scores(kb, gens, [p["entity"] for p in prompts])
 
     def _calibrated(self, slm, tokenizer, partner, probes) -> CallPolicy:
         budget = CallPolicy(mode="budget", rate=self.rate, score=self.score)
@@ -450,8 +456,8 @@ def main(argv=None):
     p = ArgumentParser(description=main.__doc__)
     p.add_argument("partner", help="the partner's Hugging Face folder (e.g. runs/world/partner/hf)")
     p.add_argument("--config", action="append",
-                   help="the partner's training config (its data.corpus is the world, e.g. configs/world/dense-partner.yaml); "
-                        "else --people/--seed")
+                   help="the partner's training config (its data.corpus is the world, e.g. "
+                        "configs/world/dense-partner.yaml); else --people/--seed")
     p.add_argument("--people", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-probe-accuracy", type=float, default=0.7)

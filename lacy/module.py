@@ -163,8 +163,9 @@ class CallLM(L.LightningModule):
         if step >= 0:
             found = self._checkpoint_before(step)
             resumed = self.trainer.ckpt_path
+            resumed_bad = resumed and int(read_checkpoint(resumed, mmap=True)["global_step"]) >= step
             held = (f"the checkpoint this run resumed from ({resumed}) already gives it, as does every checkpoint "
-                    f"from step {step} on" if resumed and int(read_checkpoint(resumed, mmap=True)["global_step"]) >= step
+                    f"from step {step} on" if resumed_bad
                     else f"checkpoints from step {step} on (last.ckpt included) hold the weights that gave it")
             advice = (f"Last good checkpoint: {found[0]} (step {found[1]}); resume from it with a lower --model.lr "
                       f"({held})" if found else f"No checkpoint was saved before it ({held}): start a new run, "

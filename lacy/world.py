@@ -176,9 +176,9 @@ class ClosedWorld(Corpus):
             pronoun ("She studied physics."), as in Wikipedia; 0 keeps the full name in every fact sentence.
         compound: probability that each group of ``COMPOUND`` is one sentence ("She was born in Lyon on 5 May
             1950 and holds French citizenship.") instead of one sentence per fact.
-        The dense world (configs/world/dense.yaml) uses ``filler: 0``, ``mentor``, ``pronoun_facts`` and ``compound`` to put
-        fact values on more tokens than any call budget (issue 14; docs/world.md). With the defaults the world
-        is the one every earlier result used, draw for draw.
+        The dense world (configs/world/dense.yaml) uses ``filler: 0``, ``mentor``, ``pronoun_facts`` and
+        ``compound`` to put fact values on more tokens than any call budget (issue 14; docs/world.md). With the
+        defaults the world is the one every earlier result used, draw for draw.
     """
 
     def __init__(self, people: int = 300, seed: int = 0, max_docs: int = 16, zipf: float = 1.0, head: float = 0.05,
@@ -245,7 +245,8 @@ class ClosedWorld(Corpus):
             order.insert(at, derived)
         sentences = [rng.choice(self.templates[a]).format(n=person.name, v=person.facts[a]) for a in order]
         for g in groups:
-            sentences.insert(rng.randint(0, len(sentences)), rng.choice(COMPOUND[g]).format(n=person.name, **person.facts))
+            at = rng.randint(0, len(sentences))  # drawn before the template, as the measured dense world was
+            sentences.insert(at, rng.choice(COMPOUND[g]).format(n=person.name, **person.facts))
         if self.pronoun_facts:  # a pronoun subject never opens the bio: the reader must know who "she" is
             sentences[1:] = [person.pronoun[0] + s[len(person.name):]
                              if s.startswith(person.name + " ") and rng.random() < self.pronoun_facts else s
