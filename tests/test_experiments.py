@@ -2,14 +2,15 @@
 import json
 
 import pytest
+import torch
 import yaml
 
 from experiments.closed_world import STUDIES, SWEEP, dense_specs, run_specs, write_configs
+from experiments.report import report
+from lacy.cli import cli_main
 
 DEFAULT = STUDIES["default"]
 PARTNER = DEFAULT["partner"]
-from experiments.report import report
-from lacy.cli import cli_main
 
 
 def resolved(spec, tmp_path, capsys, study=DEFAULT) -> dict:
@@ -314,3 +315,24 @@ def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys)
     main([str(labelled), "--split", "test"])
     table = capsys.readouterr().out
     assert f"| {labelled} (test) | 1 | 2 / 7 | before (entities, PROPN/NUM, keywords) | 1.000 | 1.000 |" in table
+
+
+def test_plain_generate_counts_call_tokens_when_let_through(tmp_path):
+    """experiments.plain_generate lets <CALL> through the export's suppression: a model whose <CALL> is the top
+    token everywhere writes only <CALL> (share 1); the same export with a vocabulary whose <CALL> row is turned
+    away from every hidden state never writes it (share 0)."""
+    from experiments.plain_generate import call_share
+    from lacy.export import export_hf, tokenizer_files
+    from lacy.tokenizer import train_bpe
+    from tests.conftest import make_bios
+    from tests.test_export import call_saturated_model
+
+    tok = train_bpe(make_bios(60), 300)
+    model = call_saturated_model(len(tok))
+    export_hf(model, tokenizer_files(tok), tmp_path / "always")
+    got = call_share(tmp_path / "always", ["Anna Novak", "Bo Dahl was"], max_new_tokens=6)
+    assert got["call_share"] == 1.0 and got["first_call"] == 1.0 and got["example"].startswith("Anna Novak<CALL>")
+    with torch.no_grad():
+        model.transformer.wte.weight[-1] *= -1  # <CALL> now has the lowest logit everywhere
+    export_hf(model, tokenizer_files(tok), tmp_path / "never")
+    assert call_share(tmp_path / "never", ["Anna Novak"], max_new_tokens=6)["call_share"] == 0.0
