@@ -9,7 +9,8 @@ The paper's exact rules are unpublished; ours [ours], each a switch:
     in any domain (an instrument, a sport, a species, a product) and its classifying modifiers; see
     :func:`relation_values`;
   * trimmed entities: the article, adverb or preposition opening an entity ("the United States", "over 1.3
-    million"), a possessive ending ("'s") and the pronoun "one" of "one of the ..." are not facts;
+    million"), a possessive ending ("'s") and the pronoun "one" of "one of the ..." are not facts; with
+    trimmed dates, neither are a date's relation words ("for years", "the year 1957");
   * occurrence tracking: a word whose exact text already occurred earlier in the document is not a fact:
     it can be copied from context, and flagging it wastes the call budget (design.md: precision 0.25 -> 0.90).
 A subword is a fact token when its non-whitespace characters overlap a flagged spaCy token, so every
@@ -83,7 +84,8 @@ def relation_values(doc, rules=()) -> np.ndarray:
     ``rules`` names optional rules of ``RELATION_RULES`` that widen (or, ``demonstratives``, narrow) this;
     their measured effects are in :class:`SpacyFactAnnotator`'s docstring:
       * of_values: the "of" object of any value is a value ("an actress of [film]"), not only a container's;
-      * compound_nouns: a noun compounded onto a noun says which kind, a value ("the [strings] section");
+      * compound_nouns: a noun compounded onto a noun says which kind, a value ("the [strings] section"; a
+        compound that places is a known false flag: "the [front] row");
       * participle_values: a participle clause ("a band formed in 1968", "a country located in ...") tells
         of the noun's history, not its content: it no longer makes the noun a container;
       * defined_subjects: the bare noun subject of "is a <noun>" is the concept being defined ("[Radiocarbon]
@@ -143,7 +145,7 @@ def relation_values(doc, rules=()) -> np.ndarray:
     out = heads.copy()
     for t in doc:
         if (t.dep_ in MODIFIER_DEPS and t.pos_ in ("NOUN", "ADJ", "VERB", "PROPN")
-                and (heads[t.head.i] or (named[t.head.i] and t.ent_type_ == ""))
+                and (heads[t.head.i] or (named[t.head.i] and t.ent_type_ == "" and t.pos_ != "PROPN"))
                 and t.tag_ not in ("JJR", "JJS") and not any(c.dep_ == "advmod" for c in t.children)):
             out[t.i] = True
     return out
@@ -203,8 +205,8 @@ class SpacyFactAnnotator(Annotator):
                  relation_nouns: bool = True, trim_entities: bool = True, of_values: bool = True,
                  compound_nouns: bool = True, participle_values: bool = True, defined_subjects: bool = True,
                  quantity_units: bool = True, entity_modifiers: bool = True, demonstratives: bool = True,
-                 trim_dates: bool = True, occurrence_tracking: bool = True, ner_sentences: bool = True, n_process: int = 1,
-                 batch_size: int = 64, chunk_docs: int = 2000):
+                 trim_dates: bool = True, occurrence_tracking: bool = True, ner_sentences: bool = True,
+                 n_process: int = 1, batch_size: int = 64, chunk_docs: int = 2000):
         self.spacy_model = spacy_model or default_spacy_model()
         self.entity_labels = set(ENTITY_LABELS if entity_labels is None else entity_labels)
         self.pos_tags = set(POS_TAGS if pos_tags is None else pos_tags)
