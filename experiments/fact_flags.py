@@ -10,6 +10,7 @@ guide's rule, the same as occurrence tracking's); a word is flagged when the ann
 it (the same projection as for subwords). Each rule set of ``RULES`` is measured on each source:
 
     python -m experiments.fact_flags [experiments/data/wiki_fact_words.jsonl] [tests/data/second_world]
+        [experiments/data/second_world_fact_words.jsonl]
         [--split test] [--topic People | --topic '!People'] [--show]
 """
 import argparse
@@ -20,13 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from lacy.errors import ArgumentParser, entry_point
-from lacy.facts import SpacyFactAnnotator, span_flags
+from lacy.facts import RELATION_RULES, SpacyFactAnnotator, span_flags
 
 WORD = re.compile(r"\w+")
-# rule sets compared: the flags before this rule, each new rule added, the default without the keyword list
-RULES = {"before (entities, PROPN/NUM, keywords)": dict(relation_nouns=False, trim_entities=False),
-         "+ trimmed entities": dict(relation_nouns=False), "+ relation nouns (default)": {},
-         "default without keywords": dict(keywords=[])}
+ITEM7 = dict.fromkeys([*RELATION_RULES, "trim_dates"], False)  # issue 15, item 7's rules, all off
+# rule sets compared: the flags before each step, each rule of item 7 alone on the step before it, the default
+# (all of them) and the default without the keyword list
+RULES = {"before (entities, PROPN/NUM, keywords)": dict(relation_nouns=False, trim_entities=False, **ITEM7),
+         "+ trimmed entities": dict(relation_nouns=False, **ITEM7), "+ relation nouns": ITEM7,
+         **{f"+ relation nouns + {rule}": {**ITEM7, rule: True} for rule in ITEM7},
+         "default (all of item 7)": {}, "default without keywords": dict(keywords=[])}
 
 
 def read_source(path: str | Path, split: str | None = None,
@@ -109,7 +113,7 @@ def main(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", default=["experiments/data/wiki_fact_words.jsonl"],
                    help="labelled JSONL files and/or world folders")
-    p.add_argument("--split", default=None, help="only rows with this `split` (labelled files: dev / test)")
+    p.add_argument("--split", default=None, help="only rows with this `split` (labelled files: dev / test / test2)")
     p.add_argument("--topic", default=None, help="only rows with this `topic`; !TOPIC: all but it")
     p.add_argument("--show", action="store_true", help="print each document: [missed] {false flag} hit*")
     args = p.parse_args(argv)

@@ -63,6 +63,64 @@ def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, value
     assert set(values) <= set(flagged_words(annotator, text))
 
 
+@pytest.mark.parametrize("rule, text, off, on", [
+    ("of_values", "She was an American actress of film.", ["American", "actress"], ["American", "actress", "film"]),
+    ("of_values", "The top of the hill is green.", [], []),  # "top" is no value: nor is its "of" object
+    ("compound_nouns", "He sits in the strings section.", [], ["strings"]),
+    ("compound_nouns", "He sits in the large section.", [], []),  # an adjective is not a compound noun
+    ("participle_values", "They were a band formed in Birmingham.", [], ["band"]),
+    ("participle_values", "It is the position that there are no gods.", ["gods"], ["gods"]),  # still a container
+    ("defined_subjects", "Korean mythology is the group of myths.", ["myths"], ["Korean", "mythology", "myths"]),
+    ("defined_subjects", "The instrument of Ann Lee is the flute.", ["flute"], ["flute"]),  # a relation noun
+    ("quantity_units", "The island covers 113,729 km2.", [], ["km2"]),
+    ("quantity_units", "He was born in the year 1957.", [], []),  # a number after a noun names it
+    ("entity_modifiers", "He conquered southern India.", [], ["southern"]),
+    ("entity_modifiers", "He conquered more remote Siberia.", [], []),  # degree-marked: a judgement
+    ("demonstratives", "Those were busy seasons for him.", ["busy", "seasons"], []),
+    ("demonstratives", "She was a busy teacher.", ["busy", "teacher"], ["busy", "teacher"]),
+])
+def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text, off, on):
+    from lacy.facts import relation_values
+
+    doc = annotator.nlp(text)
+    assert [t.text for t, f in zip(doc, relation_values(doc)) if f] == off
+    assert [t.text for t, f in zip(doc, relation_values(doc, [rule])) if f] == on
+
+
+def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
+    from lacy.facts import RELATION_RULES
+
+    before = dict.fromkeys([*RELATION_RULES, "trim_dates"], False)
+    old = SpacyFactAnnotator(**before)
+    assert old.relation_rules == [] and not old.trim_dates
+    text = "He studied under Ann Lee for years. Those were busy seasons for him."
+    assert flagged_words(old, text) == ["Ann", "Lee", "years", "busy", "seasons"]
+    assert flagged_words(annotator, text) == ["Ann", "Lee"]
+    keys = {annotator.fingerprint(), old.fingerprint()} | {
+        SpacyFactAnnotator(**{**before, rule: True}).fingerprint() for rule in before}
+    assert len(keys) == len(before) + 2
+    # the key from before item 7 (its rules off): hashed exactly as the code before them did
+    import hashlib
+    import json
+
+    import spacy
+
+    meta = old.nlp.meta
+    rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(old.entity_labels),
+             sorted(old.pos_tags), sorted(old.keywords), True, True, {"relation_nouns": True, "trim_entities": True}]
+    assert old.fingerprint() == hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
+
+
+def test_trimmed_dates_leave_out_their_relation_words(annotator):
+    untrimmed = SpacyFactAnnotator(trim_dates=False)
+    for text, dropped in [("He studied under Ann Lee for years.", {"years"}),
+                          ("He was born in the year 1957.", {"year"}), ("She died at the age of 33.", {"age", "of"})]:
+        assert dropped <= set(flagged_words(untrimmed, text)) and not dropped & set(flagged_words(annotator, text))
+    for text, kept in [("It grew in the 19th century.", ["19th", "century"]),
+                       ("He led it for two decades.", ["two", "decades"])]:
+        assert flagged_words(annotator, text) == kept  # a number before the noun: a value
+
+
 def test_trimmed_entities_leave_out_their_function_words(annotator):
     untrimmed = SpacyFactAnnotator(trim_entities=False)
     for text, dropped in [("He moved to the United States in 1990.", "the"),
