@@ -26,6 +26,7 @@ from pathlib import Path
 from experiments.report import report
 from experiments.runner import fit_and_test, latest_export, write_run_configs
 from lacy.errors import ArgumentParser, UsageError, entry_point
+from lacy.facts import RELATION_RULES
 
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
 # A fact_fraction budget calls a varying share of each batch, so TokenBudget cannot plan its gradient tokens;
@@ -76,13 +77,17 @@ def dense_specs() -> list[dict]:
     return specs
 
 
-# world overlay, trained partner, flagged share (for fact_fraction budgets), modes, runs
+# The dense study's fact flags are the spaCy rules it started with (relation_nouns + trim_entities): the rules
+# added later for issue 15 (item 7) are switched off in its configs, so all its seeds share one annotation.
+DENSE_RULES = {f"        {rule}: true ": f"        {rule}: false " for rule in (*RELATION_RULES, "trim_dates")}
+# world overlay, trained partner, flagged share (for fact_fraction budgets), modes, config substitutions, runs
 STUDIES = {
     "default": dict(overlay="configs/world/slm.yaml", partner="runs/world/partner/hf", flagged=FLAGGED,
-                    modes="modes: [never, budget] ", specs=run_specs, out="runs/study", make="make partner"),
+                    modes="modes: [never, budget] ", subs={}, specs=run_specs, out="runs/study",
+                    make="make partner"),
     "dense": dict(overlay="configs/world/dense.yaml", partner="runs/world/dense-partner/hf", flagged=None,
-                  modes="modes: [never, budget, argmax] ", specs=dense_specs, out="runs/study-dense",
-                  make="make dense-partner"),
+                  modes="modes: [never, budget, argmax] ", subs=DENSE_RULES, specs=dense_specs,
+                  out="runs/study-dense", make="make dense-partner"),
 }
 
 
@@ -97,7 +102,7 @@ def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
     """The run's configs (strategy, extras, the world overlay), written into its folder."""
     partner = study["partner"]
     subs = {"runs/reference/hf": partner,  # Rho-1's and spacy_ref's reference: the partner
-            **spec["subs"], "out: null ": f"out: {folder / 'kb_eval.json'} ",
+            **study["subs"], **spec["subs"], "out: null ": f"out: {folder / 'kb_eval.json'} ",
             "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} ",
             "reference: null ": f"reference: {vanilla_export(folder.parent, spec['seed'])} ",
             # calling always = the partner alone (reported once, cached with the partner)
