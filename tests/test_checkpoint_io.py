@@ -4,7 +4,6 @@ import os
 import stat
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 

@@ -254,7 +254,7 @@ def test_cascade_placement_by_hand(world):
 
     w, tok = world
     a = w.people[0]
-    head, field, tail = f" studied", f" {a.facts['field']}", f". {a.name} was born in {a.facts['birth_city']}."
+    head, field, tail = " studied", f" {a.facts['field']}", f". {a.name} was born in {a.facts['birth_city']}."
     ids_head, ids_field, ids_tail = (tok(x, add_special_tokens=False)["input_ids"] for x in (head, field, tail))
     tokens = ids_head + ids_field + ids_tail
     from_partner = [False] * len(ids_head) + [True] * len(ids_field) + [False] * len(ids_tail)
