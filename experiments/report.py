@@ -41,7 +41,7 @@ TABLES = {  # title: [(row, metric, header)]
         ("slm", "fig5_ref_noncall_loss", "vanilla's loss off calls")],
 }
 RELATIONS = ("birth_date", "birth_city", "nationality", "university", "field", "profession", "employer",
-             "employer_city")
+             "employer_city", "mentor")  # mentor: the dense world's only (a column only where measured)
 
 
 def _fmt(values: list[float]) -> str:
@@ -185,12 +185,14 @@ def report(out: Path) -> Path:
             lines.append("| partner alone | 1 | " + " | ".join(
                 _fmt([cells[r, m]]) if (r, m) in cells else "" for r, m, _ in columns) + " | none |")
         lines.append("")
+    relations = [r for r in RELATIONS if any(f"claims_{r}" in x.get("trained_budget", {})
+                                             for res in runs.values() for x in res)]
     lines += ["## Per relation (trained partner, 22% calls): claims per bio", "",
-              *_table(runs, [("trained_budget", f"claims_{r}", r) for r in RELATIONS]), "",
+              *_table(runs, [("trained_budget", f"claims_{r}", r) for r in relations]), "",
               "## Per relation (trained partner, 22% calls): share of claims supported", "",
-              *_table(runs, [("trained_budget", f"supported_{r}", r) for r in RELATIONS]), "",
+              *_table(runs, [("trained_budget", f"supported_{r}", r) for r in relations]), "",
               "## Per relation: share of the bios' value tokens the partner wrote", "",
-              *_table(runs, [("trained_budget", f"by_partner_{r}", r) for r in RELATIONS]), ""]
+              *_table(runs, [("trained_budget", f"by_partner_{r}", r) for r in relations]), ""]
     trained = {}
     for f in sorted(out.glob("*/kb_eval.json")):
         trained.setdefault(f.parent.name.rsplit("-s", 1)[0], []).append({"train": training_scalars(f.parent)})
