@@ -76,4 +76,28 @@ def cli_main(args=None, run: bool = True) -> LaCyCLI:
             },
         )
     except ArgumentError as e:
-        raise UsageError(f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help") from e
+        raise UsageError(yaml_syntax_error(args) or
+                         f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help") from e
+
+
+def yaml_syntax_error(args: list[str] | None) -> str | None:
+    """jsonargparse reports a YAML syntax error in a ``--config`` file as one in "<unicode string>"; this names
+    the file, line and column (the first ``--config`` that does not parse), or None when all of them parse."""
+    import sys
+
+    import yaml
+
+    args = sys.argv[1:] if args is None else args
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [
+        a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except OSError:
+            continue  # a missing file: jsonargparse's own message names it
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+            return f"{where}: YAML syntax error: {e.problem or e.context}; fix the file"
+    return None

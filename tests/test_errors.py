@@ -83,6 +83,20 @@ def test_main_parse_errors_are_usage_errors_not_a_usage_dump(args, match, capsys
     assert "usage:" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, where, problem", [
+    ("trainer:\n  max_steps: [1\n", ":3:1", "expected ',' or ']'"),
+    ("model:\n  lr: 0.1\n   preset: tiny\n", ":3:10", "mapping values are not allowed here"),
+])
+def test_main_names_the_config_file_and_line_of_a_yaml_syntax_error(text, where, problem, tmp_path):
+    """jsonargparse calls every config "<unicode string>": the line names the file, its line and column."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(UsageError) as err:
+        cli_main(["fit", "--config", "configs/lacy.yaml", f"--config={bad}"])
+    assert str(err.value).startswith(f"{bad}{where}: YAML syntax error: ") and problem in str(err.value)
+    assert "unicode string" not in str(err.value)
+
+
 def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_path, bios_path):
     """jsonargparse wraps an error raised while building trainer.callbacks in a "Union subtypes" block; main.py
     prints lacy's own line instead; LACY_TRACEBACK=1 shows it all."""
