@@ -96,6 +96,15 @@ def is_readable(path: Path) -> bool:
         return False
 
 
+def loads_safely(path: Path) -> bool:
+    """``torch.load(weights_only=True)`` accepts it (tensors mapped, not read): a checkpoint worth naming."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return True
+    except Exception:  # noqa: BLE001 - any refusal (pickled code, a broken archive) means: do not name it
+        return False
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The ``.ckpt`` file ``path`` names: a file, or a run folder's ``last.ckpt`` (``DIR/last.ckpt`` or
     ``DIR/checkpoints/last.ckpt``). Raises UsageError for a missing, unreadable (truncated) or folder path."""
@@ -111,7 +120,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not is_readable(path):
         others = sorted((p for p in path.parent.glob("*.ckpt") if p != path and p.is_file()),
                         key=lambda p: p.stat().st_mtime, reverse=True)
-        good = next((p for p in others if is_readable(p)), None)
+        good = next((p for p in others if is_readable(p) and loads_safely(p)), None)
         where = (f"the newest readable checkpoint next to it is {good}" if good
                  else "no readable checkpoint is next to it")
         raise UsageError(f"{path} is not a readable checkpoint ({path.stat().st_size} bytes; truncated or not a "

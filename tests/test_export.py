@@ -3,6 +3,7 @@ two forms: with <CALL> (suppressed in plain generate()) and without it (exactly 
 import json
 import os
 import stat
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -143,6 +144,20 @@ def test_truncated_checkpoint_names_the_newest_readable_one(checkpoint, tmp_path
                               f"checkpoint); the newest readable checkpoint next to it is {good}")
     assert "weights_only" not in str(err.value) and "central directory" not in str(err.value)
     export_checkpoint(good, tmp_path / "out")  # the one it names exports
+
+
+def test_a_checkpoint_carrying_code_is_never_named_as_the_readable_one(checkpoint, tmp_path):
+    """Newer than the good checkpoint but refused by weights_only loading: the truncated file's message skips it."""
+    last = checkpoint / "last.ckpt"
+    good = next(p for p in checkpoint.glob("*.ckpt") if p.name != "last.ckpt")
+    crafted = torch.load(last, weights_only=True)
+    crafted["hyper_parameters"]["preset"] = SimpleNamespace()  # a pickled object: weights_only refuses it
+    torch.save(crafted, checkpoint / "crafted.ckpt")
+    os.utime(good, (1, 1))  # the oldest
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match=rf"the newest readable checkpoint next to it is {good}$"):
+        export_checkpoint(last, tmp_path / "out")
 
 
 def test_export_into_the_current_folder(small, tmp_path, monkeypatch):
