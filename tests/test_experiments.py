@@ -344,3 +344,29 @@ def test_plain_generate_counts_call_tokens_when_let_through(tmp_path):
         model.transformer.wte.weight[-1] *= -1  # <CALL> now has the lowest logit everywhere
     export_hf(model, tokenizer_files(tok), tmp_path / "never")
     assert call_share(tmp_path / "never", ["Anna Novak"], max_new_tokens=6)["call_share"] == 0.0
+
+
+def test_popularity_rule_calls_the_highest_loss_facts_per_bucket():
+    """experiments.popularity: per bucket, the mean loss at its fact tokens (as lacy.evaluate computes it) and
+    the share the rule calls: the rate x targets fact tokens of highest loss; all facts when the rate allows."""
+    import numpy as np
+
+    from experiments.popularity import by_popularity
+    from lacy.evaluate import PlacementDocs, _target_losses
+    from lacy.model import build_slm
+
+    torch.manual_seed(0)
+    model = build_slm("micro", 50, 32).eval()
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(0, 49, 20) for _ in range(3)]
+    fact = [np.arange(20) % 3 == 0 for _ in range(3)]  # 7 fact tokens a document
+    docs = PlacementDocs(ids, fact, [f & False for f in fact], [1, 12, 1], [{} for _ in ids])
+    with torch.no_grad():
+        losses = [_target_losses(model, i)[1].numpy() for i in ids]
+    got = by_popularity(model, docs, rate=1.0)  # k = every fact
+    assert {b: v["rule"] for b, v in got.items()} == {"1": 1.0, "10+": 1.0}
+    assert got["1"]["tokens"] == 14 and got["10+"]["tokens"] == 7  # fact[t] flags target t: 19 targets a doc
+    assert np.isclose(got["10+"]["loss"], losses[1][fact[1][:19]].mean())
+    one = by_popularity(model, docs, rate=1 / 57)  # k = round(57 / 57) = 1: the single highest-loss fact
+    top = max(range(3), key=lambda d: losses[d][fact[d][:19]].max())
+    assert one["10+" if top == 1 else "1"]["rule"] > 0 and sum(v["rule"] * v["tokens"] for v in one.values()) == 1
