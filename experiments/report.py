@@ -10,13 +10,13 @@ from pathlib import Path
 
 BUCKETS = ("1", "2-4", "5-9", "10+")
 LABELS = {"vanilla": "vanilla (confidence cascade)", "llm_judge_oracle": "llm_judge (KB oracle judge)",
-          "lacy_true_mask": "lacy, true fact mask (oracle)"}
+          "lacy_true_mask": "lacy, true fact mask (oracle)", "lacy_full": "lacy, full softmax [ours]"}
 LABELLING = {  # where each method's call labels come from, and what they cost
     "vanilla": "none (calls by uncertainty at inference)", "loss_only": "none (own loss in the batch)",
     "random_calls": "none", "rho1": "reference forward per training token",
     "spacy_only": "spaCy, once per corpus", "lacy": "spaCy, once per corpus",
     "spacy_ref": "spaCy once + reference forward per token", "llm_judge_oracle": "KB lookup (oracle judge)",
-    "lacy_true_mask": "KB lookup (oracle)"}
+    "lacy_true_mask": "KB lookup (oracle)", "lacy_full": "spaCy, once per corpus"}
 TABLES = {  # title: [(row, metric, header)]
     "Main comparison (paper Fig. 2 / Table 2): cascade at the paper's 22% call budget": [
         ("trained_budget", "factscore", "FactScore, trained partner"),
