@@ -36,7 +36,8 @@ partner: install runs/world/partner/hf/partner_eval.json  ## the closed world's 
 dense-partner: install runs/world/dense-partner/hf/partner_eval.json  ## the same for the dense world (configs/world/dense.yaml)
 # runs/world/NAME is trained by configs/world/NAME.yaml in PASSES_NAME passes over its 30 rounds (1,000 steps
 # each): pass n resumes the one before with max_steps n x 1000, so each cosine restarts at mid-height (the
-# recipe that was measured: docs/world.md; the dense world needs a third pass for 70% of the probes).
+# recipe that was measured: docs/world.md; the dense world needs a third pass for 70% of the probes; any other
+# world: two).
 # Every step resumes from the newest last.ckpt, so an interrupted run goes on where it stopped (a pass already
 # past its max_steps ends at once); a finished export is not trained again.
 PASSES_partner = 2
@@ -44,7 +45,7 @@ PASSES_dense-partner = 3
 LAST_CKPT = $$(ls -t runs/world/$*/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
 RESUME = $$(c=$(LAST_CKPT); test -n "$$c" && echo --ckpt_path $$c)
 runs/world/%/hf/partner_eval.json:
-	for n in $$(seq $(PASSES_$*)); do test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$* --trainer.max_steps $$((n * 1000)) $(RESUME) || exit 1; done
+	for n in $$(seq $(or $(PASSES_$*),2)); do test -f runs/world/$*/hf/config.json || $(PY) main.py fit --config configs/world/$*.yaml --trainer.default_root_dir runs/world/$* --trainer.max_steps $$((n * 1000)) $(RESUME) || exit 1; done
 	test -f runs/world/$*/hf/config.json || $(PY) -m lacy.export $(LAST_CKPT) runs/world/$*/hf
 	$(PY) -m lacy.evaluate runs/world/$*/hf --config configs/world/$*.yaml
 

@@ -4,8 +4,10 @@ main.py runs :func:`cli_main` inside ``lacy.errors.entry_point``: a lacy ``Usage
 classes are built, where jsonargparse wraps it, or later) prints as one line and exits 2.
 """
 import importlib
+import sys
 from argparse import ArgumentError
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from lacy.checkpoint_io import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
@@ -83,10 +85,6 @@ def cli_main(args=None, run: bool = True) -> LaCyCLI:
 def yaml_syntax_error(args: list[str] | None) -> str | None:
     """jsonargparse reports a YAML syntax error in a ``--config`` file as one in "<unicode string>"; this names
     the file, line and column (the first ``--config`` that does not parse), or None when all of them parse."""
-    import sys
-
-    import yaml
-
     args = sys.argv[1:] if args is None else args
     paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [
         a.split("=", 1)[1] for a in args if a.startswith("--config=")]
