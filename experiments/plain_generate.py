@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.runner import latest_export
+from experiments.runner import trained_world
 from lacy.errors import ArgumentParser, UsageError, entry_point
 
 
@@ -48,13 +48,8 @@ def main(argv=None):
     p.add_argument("--prompts", type=int, default=50, help="bio prompts, from the world's first (most popular)")
     p.add_argument("--max-new-tokens", type=int, default=40)
     args = p.parse_args(argv)
-    from lacy.world import world_from_configs
-
-    for run in map(Path, args.runs):
-        export = latest_export(run)
-        if export is None:
-            raise UsageError(f"{run}: no Hugging Face export (lightning_logs/version_*/hf); fit the run first")
-        world, _ = world_from_configs([str(export.parent / "config.yaml")])  # the fit's whole config
+    runs = [(run, *trained_world(Path(run))) for run in args.runs]  # every run checked before any generation
+    for run, export, world in runs:
         prompts = [q["prompt"] for q in world.prompts()[:args.prompts]]
         print(json.dumps({"run": str(run), **call_share(export, prompts, args.max_new_tokens)}), flush=True)
 

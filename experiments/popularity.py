@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.runner import latest_export
-from lacy.errors import ArgumentParser, UsageError, entry_point
+from experiments.runner import trained_world
+from lacy.errors import ArgumentParser, entry_point
 from lacy.evaluate import BUCKETS, PlacementDocs, _target_losses, bucket
 
 
@@ -56,22 +56,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lacy.world import world_from_configs
-
     rows, names = [], []
-    for run in map(Path, args.runs):
-        export = latest_export(run)
-        if export is None:
-            raise UsageError(f"{run}: no Hugging Face export (lightning_logs/version_*/hf); fit the run first")
-        world, _ = world_from_configs([str(export.parent / "config.yaml")])  # the fit's whole config
+    for run, export, world in [(Path(r), *trained_world(Path(r))) for r in args.runs]:  # all checked first
         tok = AutoTokenizer.from_pretrained(export)
         model = AutoModelForCausalLM.from_pretrained(export, local_files_only=True).eval()
         docs = PlacementDocs.build(world.kb(), tok, [(q.name, d) for q, d in world.val_documents()],
                                    {q.name: q.docs for q in world.people})
         got = by_popularity(model, docs, args.rate)
-        rows.append(f"| {run.name} | " + " | ".join(f"{got[b]['loss']:.2f}" for b in got) + " | " +
-                    " | ".join(f"{got[b]['rule']:.2f}" for b in got) + " |")
-        names = names or list(got)
+        names = names or list(got)  # the first run's buckets; a bucket another run lacks is an empty cell
+        cell = lambda b, key: f"{got[b][key]:.2f}" if b in got else ""
+        rows.append(f"| {run.name} | " + " | ".join(cell(b, "loss") for b in names) + " | " +
+                    " | ".join(cell(b, "rule") for b in names) + " |")
     print("| run | " + " | ".join(f"loss {b}" for b in names) + " | " + " | ".join(f"rule {b}" for b in names)
           + " |\n" + "|---" * (1 + 2 * len(names)) + "|\n" + "\n".join(rows))
 

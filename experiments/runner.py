@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from lacy.errors import UsageError
+
 
 def last_checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
@@ -22,6 +24,17 @@ def latest_export(folder: Path) -> Path | None:
     """The newest ``<log_dir>/hf`` export of a run folder."""
     found = sorted(folder.glob("lightning_logs/version_*/hf"), key=os.path.getmtime)
     return found[-1] if found else None
+
+
+def trained_world(folder: Path):
+    """(newest HF export, the ClosedWorld its fit trained on, read from the fit's saved config.yaml) of a study
+    run folder; UsageError when the run has no export yet or its config is not a closed world."""
+    from lacy.world import world_from_configs
+
+    export = latest_export(Path(folder))
+    if export is None:
+        raise UsageError(f"{folder}: no Hugging Face export (lightning_logs/version_*/hf); fit the run first")
+    return export, world_from_configs([str(export.parent / "config.yaml")])[0]
 
 
 def write_run_configs(folder: Path, sources: list[str], subs: dict[str, str], seed: int,

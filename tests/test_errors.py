@@ -83,16 +83,17 @@ def test_main_parse_errors_are_usage_errors_not_a_usage_dump(args, match, capsys
     assert "usage:" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, where, problem", [
-    ("trainer:\n  max_steps: [1\n", ":3:1", "expected ',' or ']'"),
-    ("model:\n  lr: 0.1\n   preset: tiny\n", ":3:10", "mapping values are not allowed here"),
+@pytest.mark.parametrize("text, where, problem, joined", [
+    ("trainer:\n  max_steps: [1\n", ":3:1", "expected ',' or ']'", True),
+    ("model:\n  lr: 0.1\n   preset: tiny\n", ":3:10", "mapping values are not allowed here", False),
 ])
-def test_main_names_the_config_file_and_line_of_a_yaml_syntax_error(text, where, problem, tmp_path):
-    """jsonargparse calls every config "<unicode string>": the line names the file, its line and column."""
+def test_main_names_the_config_file_and_line_of_a_yaml_syntax_error(text, where, problem, joined, tmp_path):
+    """jsonargparse calls every config "<unicode string>": the line names the file, its line and column, for
+    ``--config=FILE`` and ``--config FILE`` alike."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     with pytest.raises(UsageError) as err:
-        cli_main(["fit", "--config", "configs/lacy.yaml", f"--config={bad}"])
+        cli_main(["fit", "--config", "configs/lacy.yaml", *([f"--config={bad}"] if joined else ["--config", str(bad)])])
     assert str(err.value).startswith(f"{bad}{where}: YAML syntax error: ") and problem in str(err.value)
     assert "unicode string" not in str(err.value)
 

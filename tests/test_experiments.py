@@ -370,3 +370,17 @@ def test_popularity_rule_calls_the_highest_loss_facts_per_bucket():
     one = by_popularity(model, docs, rate=1 / 57)  # k = round(57 / 57) = 1: the single highest-loss fact
     top = max(range(3), key=lambda d: losses[d][fact[d][:19]].max())
     assert one["10+" if top == 1 else "1"]["rule"] > 0 and sum(v["rule"] * v["tokens"] for v in one.values()) == 1
+
+
+@pytest.mark.parametrize("module", ["experiments.plain_generate", "experiments.popularity"])
+def test_run_tools_refuse_a_run_without_an_export_before_any_work(module, tmp_path, capsys):
+    """Every run folder is checked first: one line naming the folder and the fix, exit 2."""
+    import importlib
+
+    from lacy.errors import entry_point
+
+    (tmp_path / "lacy-s1").mkdir()
+    with pytest.raises(SystemExit) as done:
+        entry_point(lambda: importlib.import_module(module).main([str(tmp_path / "lacy-s1")]))()
+    assert done.value.code == 2
+    assert capsys.readouterr().err.startswith(f"lacy: error: {tmp_path / 'lacy-s1'}: no Hugging Face export")
