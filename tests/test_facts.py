@@ -78,6 +78,12 @@ def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, value
     ("entity_modifiers", "He conquered more remote Siberia.", [], []),  # degree-marked: a judgement
     ("demonstratives", "Those were busy seasons for him.", ["busy", "seasons"], []),
     ("demonstratives", "She was a busy teacher.", ["busy", "teacher"], ["busy", "teacher"]),
+    ("rare_arguments", "The organ injects venom into its prey.", [], ["organ", "venom"]),  # "its prey": possessed
+    ("rare_arguments", "The puppeteer speaks in a recorded soundtrack.", [], ["puppeteer", "recorded", "soundtrack"]),
+    ("rare_arguments", "She has painted landscapes since childhood.", ["landscapes"], ["landscapes"]),  # time
+    ("rare_arguments", "He is remembered for his asceticism.", [], []),  # a pronoun's: a relation of him
+    ("rare_arguments", "These pamphlets were printed.", [], []),  # after a demonstrative
+    ("rare_arguments", "He played a role in the movement.", ["role"], ["role"]),  # "movement" is not rare
 ])
 def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text, off, on):
     from lacy.facts import relation_values
@@ -109,6 +115,17 @@ def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
     rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(old.entity_labels),
              sorted(old.pos_tags), sorted(old.keywords), True, True, {"relation_nouns": True, "trim_entities": True}]
     assert old.fingerprint() == hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
+
+
+def test_rare_arguments_threshold_is_the_zipf_frequency_and_enters_the_cache_key(annotator):
+    from lacy.facts import relation_values, zipf
+
+    assert zipf("role") > 5.0 > zipf("movement") > 4.8 > zipf("soundtrack") > 0 == zipf("qzxv")
+    doc = annotator.nlp("He played a role in the movement.")
+    assert [t.text for t, f in zip(doc, relation_values(doc, ["rare_arguments"], 5.0)) if f] == ["role", "movement"]
+    keys = {SpacyFactAnnotator(rare_zipf=z).fingerprint() for z in (4.8, 5.0)}
+    keys |= {SpacyFactAnnotator(rare_arguments=False, rare_zipf=z).fingerprint() for z in (4.8, 5.0)}
+    assert len(keys) == 3  # the threshold counts only while the rule is on
 
 
 def test_trimmed_dates_leave_out_their_relation_words(annotator):
