@@ -94,9 +94,9 @@ def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text,
 
 
 def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
-    from lacy.facts import RELATION_RULES
+    from lacy.facts import ITEM7_SWITCHES
 
-    before = dict.fromkeys([*RELATION_RULES, "trim_dates"], False)
+    before = dict.fromkeys(ITEM7_SWITCHES, False)
     old = SpacyFactAnnotator(**before)
     assert old.relation_rules == [] and not old.trim_dates
     text = "He studied under Ann Lee for years. Those were busy seasons for him."
@@ -115,6 +115,19 @@ def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
     rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(old.entity_labels),
              sorted(old.pos_tags), sorted(old.keywords), True, True, {"relation_nouns": True, "trim_entities": True}]
     assert old.fingerprint() == hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("switch, text, off, on", [
+    ("coordinated_values", "His music extends into rock, funk and hip-hop.", ["music", "funk", "hip", "hop"],
+     ["music", "rock", "funk", "hip", "hop"]),  # "rock" is common, but listed with values
+    ("coordinated_values", "He played with his friends and his brother.", [], []),  # a pronoun's: relations
+    ("title_words", "She wrote the novel The Bell Jar in 1963.", ["novel", "Bell", "Jar", "1963"],
+     ["novel", "The", "Bell", "Jar", "1963"]),
+    ("title_words", "He wrote: The end came in 1990.", ["1990"], ["1990"]),  # a quoted sentence's start
+])
+def test_coordination_and_title_words_each_add_only_their_words(annotator, switch, text, off, on):
+    assert flagged_words(SpacyFactAnnotator(**{switch: False}), text) == off
+    assert flagged_words(annotator, text) == on
 
 
 def test_rare_arguments_threshold_is_the_zipf_frequency_and_enters_the_cache_key(annotator):

@@ -1,15 +1,16 @@
-"""Fresh held-out sample `test3` of Wikipedia lead-summary sentences for fact-word labelling.
+"""A fresh held-out split of Wikipedia lead-summary sentences for fact-word labelling (test3, test4, ...).
 
-    python experiments/data/sample_test3.py > draws.jsonl
+    python experiments/data/sample_split.py --seed 3117 --split test3 --exclude dev,test,test2 > draws.jsonl
+    python experiments/data/sample_split.py --seed 4231 --split test4 --exclude dev,test,test2,test3 > draws.jsonl
 
 prints the draws, one JSON line each (source, topic, split, text; no labels), to be labelled by hand with the
-guide (wiki_fact_words.md). random.Random(3117); the articles of the earlier splits (dev, test, test2 of
-wiki_fact_words.jsonl) excluded.
+guide (wiki_fact_words.md). The articles of the ``--exclude`` splits of wiki_fact_words.jsonl are left out.
 Order of random calls: rng.sample(people, len(people)); one rng.choice per People article (skipping articles
 without an eligible sentence, which draw nothing) until 25 are kept; then rng.sample(others, len(others)) and
 one rng.choice per other-topic article until 21 are kept. A drawn sentence listed in DROPPED (an obvious
 fragment) is discarded and drawing continues with the next article.
 """
+import argparse
 import json
 import random
 import re
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from lacy.corpus import WikiSummaries
 
-SEED = 3117
 N_PEOPLE, N_OTHER = 25, 21
 LABELLED = Path("experiments/data/wiki_fact_words.jsonl")
 SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -47,7 +47,7 @@ def sentences(text: str) -> list[str]:
     return [s for s in SPLIT.split(text.strip()) if eligible(s)]
 
 
-def draw(rng, articles, n, label):
+def draw(rng, articles, n, label, split):
     chosen, dropped = [], []
     for r in articles:
         if len(chosen) == n:
@@ -59,22 +59,27 @@ def draw(rng, articles, n, label):
         if any(r["title"] == t and s.startswith(p) for t, p in DROPPED):
             dropped.append((r["title"], s))
             continue
-        chosen.append({"source": r["title"], "topic": r["topic"], "split": "test3", "text": s})
+        chosen.append({"source": r["title"], "topic": r["topic"], "split": split, "text": s})
     assert len(chosen) == n, (label, len(chosen))
     return chosen, dropped
 
 
 def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--split", required=True, help="the new split's name")
+    p.add_argument("--exclude", required=True, help="comma-separated splits whose articles are left out")
+    args = p.parse_args()
     rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
-    done = {r["source"] for r in rows if r["split"] in ("dev", "test", "test2")}
+    done = {r["source"] for r in rows if r["split"] in args.exclude.split(",")}
     recs = [r for r in WikiSummaries().records() if r.get("extract", "").strip() and r["title"] not in done]
     people = [r for r in recs if r.get("topic") == "People"]
     others = [r for r in recs if r.get("topic") != "People"]
     print(f"excluded {len(done)} labelled sources; {len(people)} People and {len(others)} other articles left",
           file=sys.stderr)
-    rng = random.Random(SEED)
-    p, pd = draw(rng, rng.sample(people, len(people)), N_PEOPLE, "People")
-    o, od = draw(rng, rng.sample(others, len(others)), N_OTHER, "other")
+    rng = random.Random(args.seed)
+    p, pd = draw(rng, rng.sample(people, len(people)), N_PEOPLE, "People", args.split)
+    o, od = draw(rng, rng.sample(others, len(others)), N_OTHER, "other", args.split)
     for t, s in pd + od:
         print("DROPPED", t, "|", s, file=sys.stderr)
     for r in p + o:
