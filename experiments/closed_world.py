@@ -26,7 +26,7 @@ from pathlib import Path
 from experiments.report import report
 from experiments.runner import fit_and_test, latest_export, write_run_configs
 from lacy.errors import ArgumentParser, UsageError, entry_point
-from lacy.facts import RELATION_RULES
+from lacy.facts import ITEM7_SWITCHES
 
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
 # A fact_fraction budget calls a varying share of each batch, so TokenBudget cannot plan its gradient tokens;
@@ -79,7 +79,7 @@ def dense_specs() -> list[dict]:
 
 # The dense study's fact flags are the spaCy rules it started with (relation_nouns + trim_entities): the rules
 # added later for issue 15 (item 7) are switched off in its configs, so all its seeds share one annotation.
-DENSE_RULES = {f"        {rule}: true ": f"        {rule}: false " for rule in (*RELATION_RULES, "trim_dates")}
+DENSE_RULES = {f"        {rule}: true ": f"        {rule}: false " for rule in ITEM7_SWITCHES}
 # world overlay, trained partner, flagged share (for fact_fraction budgets), modes, config substitutions, runs
 STUDIES = {
     "default": dict(overlay="configs/world/slm.yaml", partner="runs/world/partner/hf", flagged=FLAGGED,

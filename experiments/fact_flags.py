@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from lacy.errors import ArgumentParser, entry_point
-from lacy.facts import RELATION_RULES, SpacyFactAnnotator, span_flags
+from lacy.facts import ITEM7_SWITCHES, SpacyFactAnnotator, span_flags
 
 WORD = re.compile(r"\w+")
-ITEM7 = dict.fromkeys([*RELATION_RULES, "trim_dates"], False)  # issue 15, item 7's rules, all off
+ITEM7 = dict.fromkeys(ITEM7_SWITCHES, False)  # issue 15, item 7's rules, all off
 # rule sets compared: the flags before each step, each rule of item 7 alone on the step before it, the default
 # (all of them) and the default without the keyword list
 RULES = {"before (entities, PROPN/NUM, keywords)": dict(relation_nouns=False, trim_entities=False, **ITEM7),

@@ -8,7 +8,7 @@ import yaml
 from experiments.closed_world import STUDIES, SWEEP, dense_specs, run_specs, write_configs
 from experiments.report import report
 from lacy.cli import cli_main
-from lacy.facts import RELATION_RULES
+from lacy.facts import ITEM7_SWITCHES
 
 DEFAULT = STUDIES["default"]
 PARTNER = DEFAULT["partner"]
@@ -74,8 +74,8 @@ def test_dense_study_configs(name, tmp_path, capsys):
              if a["class_path"].endswith("SpacyFactAnnotator")]
     assert len(spacy) == (name in ("lacy_full-s3", "spacy_only-s2"))
     for rules in spacy:
-        assert rules["relation_nouns"] and rules["trim_entities"] and not rules["trim_dates"]
-        assert not any(rules[r] for r in RELATION_RULES)
+        assert rules["relation_nouns"] and rules["trim_entities"]
+        assert not any(rules[r] for r in ITEM7_SWITCHES)
 
 
 def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):

@@ -78,6 +78,12 @@ def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, value
     ("entity_modifiers", "He conquered more remote Siberia.", [], []),  # degree-marked: a judgement
     ("demonstratives", "Those were busy seasons for him.", ["busy", "seasons"], []),
     ("demonstratives", "She was a busy teacher.", ["busy", "teacher"], ["busy", "teacher"]),
+    ("rare_arguments", "The organ injects venom into its prey.", [], ["organ", "venom"]),  # "its prey": possessed
+    ("rare_arguments", "The puppeteer speaks in a recorded soundtrack.", [], ["puppeteer", "recorded", "soundtrack"]),
+    ("rare_arguments", "She has painted landscapes since childhood.", ["landscapes"], ["landscapes"]),  # time
+    ("rare_arguments", "He is remembered for his asceticism.", [], []),  # a pronoun's: a relation of him
+    ("rare_arguments", "These pamphlets were printed.", [], []),  # after a demonstrative
+    ("rare_arguments", "He played a role in the movement.", ["role"], ["role"]),  # "movement" is not rare
 ])
 def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text, off, on):
     from lacy.facts import relation_values
@@ -88,9 +94,9 @@ def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text,
 
 
 def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
-    from lacy.facts import RELATION_RULES
+    from lacy.facts import ITEM7_SWITCHES
 
-    before = dict.fromkeys([*RELATION_RULES, "trim_dates"], False)
+    before = dict.fromkeys(ITEM7_SWITCHES, False)
     old = SpacyFactAnnotator(**before)
     assert old.relation_rules == [] and not old.trim_dates
     text = "He studied under Ann Lee for years. Those were busy seasons for him."
@@ -109,6 +115,30 @@ def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
     rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(old.entity_labels),
              sorted(old.pos_tags), sorted(old.keywords), True, True, {"relation_nouns": True, "trim_entities": True}]
     assert old.fingerprint() == hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("switch, text, off, on", [
+    ("coordinated_values", "His music extends into rock, funk and hip-hop.", ["music", "funk", "hip", "hop"],
+     ["music", "rock", "funk", "hip", "hop"]),  # "rock" is common, but listed with values
+    ("coordinated_values", "He played with his friends and his brother.", [], []),  # a pronoun's: relations
+    ("title_words", "She wrote the novel The Bell Jar in 1963.", ["novel", "Bell", "Jar", "1963"],
+     ["novel", "The", "Bell", "Jar", "1963"]),
+    ("title_words", "He wrote: The end came in 1990.", ["1990"], ["1990"]),  # a quoted sentence's start
+])
+def test_coordination_and_title_words_each_add_only_their_words(annotator, switch, text, off, on):
+    assert flagged_words(SpacyFactAnnotator(**{switch: False}), text) == off
+    assert flagged_words(annotator, text) == on
+
+
+def test_rare_arguments_threshold_is_the_zipf_frequency_and_enters_the_cache_key(annotator):
+    from lacy.facts import relation_values, zipf
+
+    assert zipf("role") > 5.0 > zipf("movement") > 4.8 > zipf("soundtrack") > 0 == zipf("qzxv")
+    doc = annotator.nlp("He played a role in the movement.")
+    assert [t.text for t, f in zip(doc, relation_values(doc, ["rare_arguments"], 5.0)) if f] == ["role", "movement"]
+    keys = {SpacyFactAnnotator(rare_zipf=z).fingerprint() for z in (4.8, 5.0)}
+    keys |= {SpacyFactAnnotator(rare_arguments=False, rare_zipf=z).fingerprint() for z in (4.8, 5.0)}
+    assert len(keys) == 3  # the threshold counts only while the rule is on
 
 
 def test_trimmed_dates_leave_out_their_relation_words(annotator):
