@@ -140,18 +140,27 @@ class MalformedReply(ValueError):
     """A well-formed HTTP 200 whose body is not an OpenAI chat completion: a protocol failure, retried."""
 
 
+class CutBeforeAnswer(ValueError):
+    """A chat completion stopped at ``max_tokens`` (finish_reason "length") before any content: no answer, and
+    the same request gets the same reply (a reasoning model spends its tokens before answering): not retried."""
+
+
 REFUSED_STATUS = {400, 413, 422}  # this document only: its "no span"
 RETRIED_STATUS = {408, 429}  # and every 5xx
 
 
 def _completion(raw: bytes) -> str:
-    """``choices[0].message.content`` of a chat-completion body (null content: the empty answer)."""
+    """``choices[0].message.content`` of a chat-completion body (null content: the empty answer, unless the
+    reply was cut at max_tokens: :class:`CutBeforeAnswer`)."""
     try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
+        choice = json.loads(raw)["choices"][0]
+        content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise MalformedReply(f"a reply that is not a chat completion: {raw[:120]!r}") from None
     if content is not None and not isinstance(content, str):
         raise MalformedReply(f"a reply whose content is not text: {raw[:120]!r}")
+    if not content and choice.get("finish_reason") == "length":
+        raise CutBeforeAnswer
     return content or ""
 
 
@@ -206,7 +215,8 @@ class OpenAIJudge(Judge):
 
         Timeouts, connection errors, replies that are not well-formed HTTP, HTTP 5xx/408/429 and bodies that are
         not a chat completion are retried with backoff, then raise :class:`UsageError`; so do 401, 403, 404 and
-        any other refusal of every request. Never writes the cache, so no failure is ever kept as an answer.
+        any other refusal of every request; a reply cut at ``max_tokens`` before any content raises at once.
+        Never writes the cache, so no failure is ever kept as an answer.
         """
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
                            "temperature": 0, "max_tokens": self.max_tokens}).encode()
@@ -218,6 +228,11 @@ class OpenAIJudge(Judge):
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     return _completion(resp.read())
+            except CutBeforeAnswer:
+                raise UsageError(f"judge endpoint {self.base_url}: model {self.model!r} stopped at max_tokens="
+                                 f"{self.max_tokens} before any answer (finish_reason \"length\", empty content: a "
+                                 "reasoning model spends its tokens first); raise the judge's max_tokens. Nothing "
+                                 f"was cached for it, the cache {self.cache_path} is intact") from None
             except urllib.error.HTTPError as e:
                 error = f"HTTP {e.code}: {_server_message(e)}"
                 if e.code in REFUSED_STATUS:

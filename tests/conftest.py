@@ -48,7 +48,8 @@ class Endpoint:
     ``script`` makes the next requests misbehave, one entry per request: an HTTP status ("500", "400", "401",
     ...: that status with an OpenAI-style error message), "slow", "malformed" (200 with a body that is not
     JSON), "not-a-completion" (200 with JSON of another shape), "garbage" (bytes that are not an HTTP
-    response), "truncated" (a body shorter than its Content-Length), "hang-up" (closes without a reply)."""
+    response), "truncated" (a body shorter than its Content-Length), "hang-up" (closes without a reply),
+    "cut-off" (200: null content, finish_reason "length", as a reasoning model out of tokens)."""
 
     def __init__(self, answer):
         self.requests, self.script = [], []
@@ -75,8 +76,11 @@ class Endpoint:
                 if isinstance(reply, int):  # the model refuses this prompt with that HTTP status
                     self.reply(reply, json.dumps({"error": {"message": "refused: prompt too long"}}).encode())
                     return
-                payload = {"malformed": b"{not json", "not-a-completion": b'{"object": "list", "data": []}'}.get(
-                    behaviour, json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode())
+                payload = {"malformed": b"{not json", "not-a-completion": b'{"object": "list", "data": []}',
+                           "cut-off": json.dumps({"choices": [{"message": {"role": "assistant", "content": None},
+                                                               "finish_reason": "length"}]}).encode()}.get(
+                    behaviour, json.dumps({"choices": [{"message": {"role": "assistant", "content": reply},
+                                                        "finish_reason": "stop"}]}).encode())
                 self.reply(200, payload, extra=100 if behaviour == "truncated" else 0)
 
             def reply(self, status: int, payload: bytes, extra: int = 0):

@@ -80,6 +80,19 @@ def test_a_failure_is_never_cached_and_stops_with_the_cache_intact(endpoint, tmp
     assert all(np.array_equal(a, b) for a, b in zip(flags, expected)) and again.unparseable == 0
 
 
+def test_a_reply_cut_before_any_answer_is_no_span_never_cached_and_stops_at_once(endpoint, tmp_path):
+    """A reasoning model that spends max_tokens before answering sends null content: that is not "no span"."""
+    cache = tmp_path / "c.sqlite"
+    judge = OpenAIJudge(endpoint.url, "m", cache=str(cache), max_tokens=16, backoff=0.001)
+    endpoint.script = ["cut-off"]
+    with pytest.raises(UsageError, match=r"stopped at max_tokens=16 before any answer .* raise the judge's "
+                                         r"max_tokens\. Nothing was cached"):
+        judge.answer(["Text: Oslo"])
+    assert len(endpoint.requests) == 1  # the same request would get the same reply: no retry
+    assert judge.answer(["Text: Oslo"]) == ["Oslo"] and len(endpoint.requests) == 2  # asked again, then cached
+    assert judge.answer(["Text: Oslo"]) == ["Oslo"] and len(endpoint.requests) == 2
+
+
 @pytest.mark.parametrize("status", ["400", "413", "422"])
 def test_a_refused_document_is_its_no_span_logged_and_counted(endpoint, tmp_path, status, caplog):
     """Issue 16.5: one over-long prompt answered 400 stopped the whole annotation, on every re-run."""
