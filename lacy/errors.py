@@ -55,10 +55,19 @@ def entry_point(main: Callable[[], object]) -> Callable[[], None]:
             if usage is None or show:
                 raise
             line = " ".join(str(usage).split())  # one line, also for a library's multi-line message inside
+            close_progress_bars()
             print(f"lacy: error: {line} (traceback: {TRACEBACK_ENV}=1)", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
 
     return run
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar (ours or a library's), so a message printed next starts on its own line: an
+    unclosed bar leaves the cursor right after itself."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def find_usage_error(err: BaseException | None) -> UsageError | None:

@@ -55,6 +55,24 @@ def test_entry_point_prints_a_wrapped_usage_error_as_one_line(capsys, monkeypatc
         entry_point(bug)()
 
 
+def test_the_error_line_starts_on_its_own_line_after_an_open_progress_bar(capsys, monkeypatch):
+    """17.1: "lacy: error:" used to follow an annotation bar on the same terminal line."""
+    from tqdm import tqdm
+
+    def main():
+        bar = tqdm(total=10, desc="annotating", file=sys.stderr)
+        bar.update(3)
+        raise UsageError("judge endpoint failed")
+
+    monkeypatch.delenv("LACY_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    with pytest.raises(SystemExit):
+        entry_point(main)()
+    err = capsys.readouterr().err
+    assert "annotating:  30%" in err and "\nlacy: error: judge endpoint failed" in err
+    assert err.endswith("(traceback: LACY_TRACEBACK=1)\n")
+
+
 def no_strategy_config(tmp_path) -> Path:
     text = Path("configs/lacy.yaml").read_text()
     cut = text[text.index("    - class_path: lacy.LaCy"):text.index("    - class_path: lacy.ExportHF")]
