@@ -7,7 +7,10 @@ The paper's exact rules are unpublished; ours [ours], each a switch:
     which catch common-noun facts NER misses ("chemistry", "physicist");
   * relation nouns: from the dependency parse, the common noun that completes a relation about a subject,
     in any domain (an instrument, a sport, a species, a product) and its classifying modifiers; see
-    :func:`relation_values`;
+    :func:`relation_values` and its optional rules (issue 15, item 7), among them rare nouns in any argument
+    position (:func:`rare_arguments`, by wordfreq's English word frequencies);
+  * coordinated values: a noun listed with a flagged word (:func:`coordinated_values`); title words: a
+    capitalised "The" / "His" inside a name (:func:`title_words`);
   * trimmed entities: the article, adverb or preposition opening an entity ("the United States", "over 1.3
     million"), a possessive ending ("'s") and the pronoun "one" of "one of the ..." are not facts; with
     trimmed dates, neither are a date's relation words ("for years", "the year 1957");
@@ -91,9 +94,10 @@ _ZIPF: dict[str, float] = {}
 def rare_arguments(doc, rare_zipf: float = RARE_ZIPF) -> np.ndarray:
     """(len(doc),) bool: rare common nouns in an argument position and their rare classifying modifiers [ours].
 
-    A common noun (no entity) that is a subject, an object, a prepositional object or a conjunct and rarer in
-    English than ``rare_zipf`` (wordfreq's Zipf scale) is a value in any domain and any sentence ("injecting
-    [venom]", "a [recorded] [soundtrack]", "[pulsation] period"), also where no relation about a named subject
+    A common noun (no entity) in an argument position (``ARGUMENT_DEPS``: subject, object, dative,
+    prepositional object, conjunct, bare-noun adverbial) and rarer in English than ``rare_zipf`` (wordfreq's
+    Zipf scale, of the word as written: a plural is rarer than its singular) is a value in any domain and any
+    sentence ("injecting [venom]", "a [recorded] [soundtrack]"), also where no relation about a named subject
     marks it; frequent nouns in those positions are mostly generic or relational ("role", "terms", "period",
     "people"). Also not values: a noun a pronoun possesses ("his [fame]": a relation of him), one heading a
     relation preposition (``RELATION_PREPOSITIONS``: "the tradition of ...") or a clause ("the power that
@@ -142,7 +146,7 @@ def coordinated_values(doc, flags: np.ndarray, rare_zipf: float = RARE_ZIPF) -> 
         if flags[t.i] or t.pos_ != "NOUN" or relational(t):
             continue
         root = t
-        while root.dep_ == "conj" and root.head is not root:
+        while root.dep_ == "conj" and root.head.i != root.i:
             root = root.head
         group, stack = [], [root]
         while stack:
@@ -154,13 +158,17 @@ def coordinated_values(doc, flags: np.ndarray, rare_zipf: float = RARE_ZIPF) -> 
 
 
 def title_words(doc, flags: np.ndarray) -> np.ndarray:
-    """(len(doc),) bool: capitalised function words inside a sentence, before a flagged word: part of a name
-    ("his novel [The] Bell Jar", "[Every] Man in His Humour") [ours]. Not at a sentence start, after a quote
-    or colon (a quoted sentence starts there), nor "I". ``flags``: (len(doc),) bool, the other rules' flags."""
+    """(len(doc),) bool: a title-case function word (determiner, pronoun, conjunction, preposition, adverb)
+    inside a sentence of ordinary case, before a flagged word: part of a name ("his novel [The] Bell Jar",
+    "[Every] Man in [His] Humour") [ours]. Not at a sentence start or after a line break, a quote or a colon
+    (a new sentence may start there), not after a title-case or upper-case word (a headline, "Species Of
+    Frog"), not in upper case ("WITH"), nor "I". ``flags``: (len(doc),) bool, the other rules' flags."""
     out = np.zeros(len(doc), dtype=bool)
     for t in doc[1:-1]:
-        out[t.i] = (not t.is_sent_start and t.text[:1].isupper() and t.text != "I" and flags[t.i + 1]
-                    and t.pos_ in ("DET", "PRON", "CCONJ", "ADP", "ADV") and doc[t.i - 1].text not in QUOTES_COLON)
+        before = doc[t.i - 1]
+        out[t.i] = (t.is_title and not t.is_upper and t.text != "I" and not t.is_sent_start and flags[t.i + 1]
+                    and t.pos_ in ("DET", "PRON", "CCONJ", "ADP", "ADV") and before.text not in QUOTES_COLON
+                    and not (before.is_space or before.is_title or before.is_upper))
     return out
 
 
@@ -281,7 +289,7 @@ class SpacyFactAnnotator(Annotator):
             quantity_units +6 / 0, entity_modifiers +10 / 5; demonstratives drops 10 wrong flags of the
             second world ("Those were busy seasons") and none on Wikipedia.
         rare_arguments: a common noun in any argument position (subject, object, prepositional object,
-            conjunct) rarer in English than ``rare_zipf``, with its rare classifying modifiers
+            conjunct; effect only with relation_nouns) rarer in English than ``rare_zipf``, with its rare classifying modifiers
             (:func:`rare_arguments`; issue 15, item 7, second round): the values of concept sentences and of
             prepositions of verbs ("injecting [venom]", "the movement for women's [suffrage]"). Needs the
             ``wordfreq`` package's English list (installed with lacy, offline). On the 105 labelled Wikipedia
@@ -291,20 +299,20 @@ class SpacyFactAnnotator(Annotator):
             = 63 per million.
         coordinated_values: a common noun joined by "and"/"or" to a flagged word is a value too, however
             common ("into [rock], funk and hip-hop"; :func:`coordinated_values`).
-        title_words: a capitalised function word inside a sentence before a flagged word is part of a name
-            ("his novel [The] Bell Jar"; :func:`title_words`). Both: issue 15, item 7, third round, chosen on
+        title_words: a title-case function word inside an ordinary sentence before a flagged word is part of a
+            name ("his novel [The] Bell Jar"; :func:`title_words`). Both: issue 15, item 7, third round, chosen on
             151 sentences; with them the default is 0.926 / 0.851 on the held-out ``test4`` (0.931 / 0.720
             before ``rare_arguments``).
         trim_dates: a common noun or preposition in a date or time entity with no number or name before it
             is the relation, not the value ("for [years]", "the [year] 1957", "the [age] [of] 33"): not
             flagged. Costs 3 right flags on the 59 sentences ("thousands of years") for 3 wrong ones there and
-            9 in the second world. With all of item 7's rules (the default): 0.933 / 0.783 on the 59
+            9 in the second world. With the first round of item 7's rules: 0.933 / 0.783 on the 59
             sentences, 0.874 / 1.000 on the second world against its KB (0.775 / 0.912 without them);
-            docs/results.md, "Fact flags", has the held-out numbers.
+            docs/results.md, "Fact flags", has the later rounds and the held-out numbers.
         occurrence_tracking: drop words already seen earlier in the same document.
         ner_sentences: run the parser so NER sees its sentence starts, as in the full pipeline (identical
-            flags); false skips it (unless relation_nouns needs it): faster, and NER may then join a
-            sentence-initial word to an entity.
+            flags); false skips it (unless relation_nouns, coordinated_values or title_words needs it): faster,
+            and NER may then join a sentence-initial word to an entity.
         n_process: spaCy worker processes.
         batch_size: documents per spaCy batch.
         chunk_docs: documents per resumable chunk.
@@ -343,10 +351,10 @@ class SpacyFactAnnotator(Annotator):
         need = set()
         if self.entity_labels:
             need |= {"ner"} | ({"tok2vec", "parser"} if self.ner_sentences else set())
-        if self.pos_tags or self.relation_nouns:
+        if self.pos_tags:
             need |= {"tok2vec", "tagger", "attribute_ruler"}  # POS comes from tag -> attribute_ruler mapping
-        if self.relation_nouns:
-            need |= {"parser"}
+        if self.relation_nouns or self.coordinated or self.titles:  # rules that read the parse and POS
+            need |= {"tok2vec", "tagger", "attribute_ruler", "parser"}
         return need
 
     @property
@@ -379,7 +387,9 @@ class SpacyFactAnnotator(Annotator):
         # likewise the rules of issue 15, item 7: only those switched on enter the key
         rules += [self.relation_rules + ["trim_dates"] * self.trim_dates] if (
             self.relation_rules or self.trim_dates) else []
-        rules += [{"rare_zipf": self.rare_zipf}] if "rare_arguments" in self.relation_rules else []
+        # the threshold counts while a rule that reads it is on (rare_arguments needs relation_nouns)
+        uses_zipf = self.coordinated or (self.relation_nouns and "rare_arguments" in self.relation_rules)
+        rules += [{"rare_zipf": self.rare_zipf}] if uses_zipf else []
         rules += [["coordinated_values"] * self.coordinated + ["title_words"] * self.titles] if (
             self.coordinated or self.titles) else []
         return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]

@@ -28,7 +28,8 @@ def test_rules_flag_entities_numbers_keywords_and_skip_repeats(annotator):
 
 
 def test_each_rule_is_a_switch(annotator):
-    only_keywords = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)
+    only_keywords = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False, coordinated_values=False,
+                                       title_words=False)
     assert only_keywords.needed_components() == set()
     assert flagged_words(only_keywords, TEXT) == ["physics", "physicist"]
     only_relations = SpacyFactAnnotator(entity_labels=[], pos_tags=[], keywords=[])
@@ -124,6 +125,13 @@ def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
     ("title_words", "She wrote the novel The Bell Jar in 1963.", ["novel", "Bell", "Jar", "1963"],
      ["novel", "The", "Bell", "Jar", "1963"]),
     ("title_words", "He wrote: The end came in 1990.", ["1990"], ["1990"]),  # a quoted sentence's start
+    ("title_words", "DO NOT MIX BLEACH WITH AMMONIA IN LONDON.", ["BLEACH", "AMMONIA", "LONDON"],
+     ["BLEACH", "AMMONIA", "LONDON"]),  # upper case: no title word
+    ("title_words", "Scientists Find New Species Of Frog In The Amazon", ["Scientists", "New", "Species", "Frog",
+                                                                          "Amazon"],
+     ["Scientists", "New", "Species", "Frog", "Amazon"]),  # a headline's title case
+    ("title_words", "Ingredients\nThe flour must be sifted in Paris.", ["Ingredients", "flour", "Paris"],
+     ["Ingredients", "flour", "Paris"]),  # after a line break
 ])
 def test_coordination_and_title_words_each_add_only_their_words(annotator, switch, text, off, on):
     assert flagged_words(SpacyFactAnnotator(**{switch: False}), text) == off
@@ -138,7 +146,12 @@ def test_rare_arguments_threshold_is_the_zipf_frequency_and_enters_the_cache_key
     assert [t.text for t, f in zip(doc, relation_values(doc, ["rare_arguments"], 5.0)) if f] == ["role", "movement"]
     keys = {SpacyFactAnnotator(rare_zipf=z).fingerprint() for z in (4.8, 5.0)}
     keys |= {SpacyFactAnnotator(rare_arguments=False, rare_zipf=z).fingerprint() for z in (4.8, 5.0)}
-    assert len(keys) == 3  # the threshold counts only while the rule is on
+    keys |= {SpacyFactAnnotator(rare_arguments=False, coordinated_values=False, rare_zipf=z).fingerprint()
+             for z in (4.8, 5.0)}
+    assert len(keys) == 5  # the threshold counts while a rule that reads it is on (coordinated_values does too)
+    no_parse = SpacyFactAnnotator(relation_nouns=False, ner_sentences=False)  # the new rules still get the parse
+    assert {"parser", "tagger"} <= no_parse.needed_components()
+    assert flagged_words(no_parse, "He moved to Paris. The Beatles split in 1970.") == ["Paris", "Beatles", "1970"]
 
 
 def test_trimmed_dates_leave_out_their_relation_words(annotator):
@@ -197,7 +210,8 @@ def test_reduced_pipeline_gives_the_full_pipelines_flags(annotator):
 
     full = spacy.load(annotator.spacy_model)
     assert "lemmatizer" in full.pipe_names and "lemmatizer" not in annotator.nlp.pipe_names
-    assert "parser" not in SpacyFactAnnotator(ner_sentences=False, relation_nouns=False).nlp.pipe_names
+    assert "parser" not in SpacyFactAnnotator(ner_sentences=False, relation_nouns=False, coordinated_values=False,
+                                              title_words=False).nlp.pipe_names
     texts = [TEXT, "The Treaty of Versailles was signed on 28 June 1919 by 32 nations.",
              "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."]
     for text in texts:
