@@ -102,7 +102,8 @@ def rare_arguments(doc, rare_zipf: float = RARE_ZIPF) -> np.ndarray:
     "people"). Also not values: a noun a pronoun possesses ("his [fame]": a relation of him), one heading a
     relation preposition (``RELATION_PREPOSITIONS``: "the tradition of ...") or a clause ("the power that
     ..."), one after a demonstrative or quantifying determiner ("these pamphlets", "each member") and a time
-    adjunct ("since childhood"). Its classifying modifiers (amod, compound; not degree-marked) are values when rare too.
+    adjunct ("since childhood"). Its classifying modifiers (amod, compound; not degree-marked) are values when
+    rare too.
     Chosen on the 105 labelled Wikipedia sentences of dev, test and test2 and the second world
     (docs/results.md, "Fact flags"); measured on the fresh splits test3 and test4.
     """
@@ -289,9 +290,10 @@ class SpacyFactAnnotator(Annotator):
             quantity_units +6 / 0, entity_modifiers +10 / 5; demonstratives drops 10 wrong flags of the
             second world ("Those were busy seasons") and none on Wikipedia.
         rare_arguments: a common noun in any argument position (subject, object, prepositional object,
-            conjunct; effect only with relation_nouns) rarer in English than ``rare_zipf``, with its rare classifying modifiers
-            (:func:`rare_arguments`; issue 15, item 7, second round): the values of concept sentences and of
-            prepositions of verbs ("injecting [venom]", "the movement for women's [suffrage]"). Needs the
+            conjunct; effect only with relation_nouns) rarer in English than ``rare_zipf``, with its rare
+            classifying modifiers (:func:`rare_arguments`; issue 15, item 7, second round): the values of
+            concept sentences and of prepositions of verbs ("injecting [venom]", "the movement for women's
+            [suffrage]"). Needs the
             ``wordfreq`` package's English list (installed with lacy, offline). On the 105 labelled Wikipedia
             sentences it was chosen on: recall 0.765 -> 0.847 at precision 0.927 -> 0.918; held out (``test3``):
             0.717 -> 0.838 at 0.926 -> 0.912 (docs/results.md, "Fact flags").
