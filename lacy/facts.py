@@ -140,7 +140,8 @@ def coordinated_values(doc, flags: np.ndarray, rare_zipf: float = RARE_ZIPF) -> 
 
     Words joined by "and"/"or" share their role, so a noun in a list of values is a value, however common
     ("extends into [rock], funk and hip-hop", "the Russian Revolution, the civil [war]"); the exclusions of
-    :func:`relational` apply. ``flags``: (len(doc),) bool, the other rules' flags.
+    :func:`relational` apply. A generic noun listed with a name is a known false flag ("toured with Miles Davis
+    and friends"). ``flags``: (len(doc),) bool, the other rules' flags.
     """
     heads = np.zeros(len(doc), dtype=bool)
     for t in doc:
