@@ -11,7 +11,7 @@ it (the same projection as for subwords). Each rule set of ``RULES`` is measured
 
     python -m experiments.fact_flags [experiments/data/wiki_fact_words.jsonl] [tests/data/second_world]
         [experiments/data/second_world_fact_words.jsonl]
-        [--split test] [--topic People | --topic '!People'] [--show]
+        [--split test | --split dev,test,test2,test3] [--topic People | --topic '!People'] [--show]
 """
 import argparse
 import json
@@ -26,11 +26,13 @@ from lacy.facts import ITEM7_SWITCHES, SpacyFactAnnotator, span_flags
 WORD = re.compile(r"\w+")
 ITEM7 = dict.fromkeys(ITEM7_SWITCHES, False)  # issue 15, item 7's rules, all off
 # rule sets compared: the flags before each step, each rule of item 7 alone on the step before it, the default
-# (all of them) and the default without the keyword list
+# (all of them) and the default without the keyword list or without each rule of item 7's later rounds
 RULES = {"before (entities, PROPN/NUM, keywords)": dict(relation_nouns=False, trim_entities=False, **ITEM7),
          "+ trimmed entities": dict(relation_nouns=False, **ITEM7), "+ relation nouns": ITEM7,
          **{f"+ relation nouns + {rule}": {**ITEM7, rule: True} for rule in ITEM7},
-         "default (all of item 7)": {}, "default without keywords": dict(keywords=[])}
+         "default (all of item 7)": {}, "default without keywords": dict(keywords=[]),
+         **{f"default without {rule}": {rule: False} for rule in ("rare_arguments", "coordinated_values",
+                                                                  "title_words")}}
 
 
 def read_source(path: str | Path, split: str | None = None,
@@ -50,7 +52,8 @@ def read_source(path: str | Path, split: str | None = None,
 
 
 def _wanted(value: str | None, want: str | None) -> bool:
-    return want is None or (value != want[1:] if want.startswith("!") else value == want)
+    """``want``: None (any), "a,b" (one of them) or "!a" (anything but a)."""
+    return want is None or (value != want[1:] if want.startswith("!") else value in want.split(","))
 
 
 def _world_documents(folder: Path) -> list[tuple[str, list[tuple[int, int]]]]:
@@ -113,7 +116,8 @@ def main(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", default=["experiments/data/wiki_fact_words.jsonl"],
                    help="labelled JSONL files and/or world folders")
-    p.add_argument("--split", default=None, help="only rows with this `split` (labelled files: dev / test / test2)")
+    p.add_argument("--split", default=None, help="only rows with this `split` (labelled files: dev, test, test2, "
+                   "test3, test4; comma-separated: any of them)")
     p.add_argument("--topic", default=None, help="only rows with this `topic`; !TOPIC: all but it")
     p.add_argument("--show", action="store_true", help="print each document: [missed] {false flag} hit*")
     args = p.parse_args(argv)

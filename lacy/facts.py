@@ -295,9 +295,9 @@ class SpacyFactAnnotator(Annotator):
             classifying modifiers (:func:`rare_arguments`; issue 15, item 7, second round): the values of
             concept sentences and of prepositions of verbs ("injecting [venom]", "the movement for women's
             [suffrage]"). Needs the
-            ``wordfreq`` package's English list (installed with lacy, offline). On the 105 labelled Wikipedia
-            sentences it was chosen on: recall 0.765 -> 0.847 at precision 0.927 -> 0.918; held out (``test3``):
-            0.717 -> 0.838 at 0.926 -> 0.912 (docs/results.md, "Fact flags").
+            ``wordfreq`` package's English list (installed with lacy, offline). Held out (``test3``, before the
+            third round existed): recall 0.717 -> 0.838 at precision 0.926 -> 0.912; docs/results.md, "Fact
+            flags", has every round, and ``python -m experiments.fact_flags`` the default without each rule.
         rare_zipf: the Zipf frequency (log10 occurrences per billion words) under which a noun is rare; 4.8
             = 63 per million.
         coordinated_values: a common noun joined by "and"/"or" to a flagged word is a value too, however

@@ -20,7 +20,7 @@ from pathlib import Path
 from lacy.corpus import WikiSummaries
 
 N_PEOPLE, N_OTHER = 25, 21
-LABELLED = Path("experiments/data/wiki_fact_words.jsonl")
+LABELLED = Path(__file__).with_name("wiki_fact_words.jsonl")
 SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # (title, sentence start) of drawn sentences judged obvious fragments; filled in after reading the draws.
 DROPPED: set[tuple[str, str]] = set()
