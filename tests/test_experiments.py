@@ -305,7 +305,7 @@ def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys)
     docs = read_source(labelled, "test")
     assert docs == [(text, [(10, 19), (26, 33)])] == read_source(labelled, topic="People")
     assert read_source(labelled, topic="!People") == [("x", [])] and len(read_source(labelled)) == 2
-    assert read_source(labelled, "dev,test") == [("x", []), *docs] and read_source(labelled, "test2,test3") == []
+    assert read_source(labelled, "dev,test") == [*docs, ("x", [])] and read_source(labelled, "test2,test3") == []
     only_physicist = SpacyFactAnnotator(entity_labels=[], pos_tags=[], keywords=["physicist"], relation_nouns=False,
                                         coordinated_values=False)  # on, it would add "chemist" (listed with it)
     got = measure(only_physicist, docs)
