@@ -2,7 +2,10 @@
 import importlib
 
 _WHERE = {"CallStrategy": "lacy.strategy", "ExportHF": "lacy.export", "LaCy": "lacy.lacy_strategy",
-          "SpacyFactAnnotator": "lacy.facts"}
+          "SpacyFactAnnotator": "lacy.facts", "TokenBudget": "lacy.budget", "WikiSummaries": "lacy.corpus",
+          "JsonlCorpus": "lacy.corpus", "TextCorpus": "lacy.corpus", "ClosedWorld": "lacy.world",
+          "KBEvaluation": "lacy.evaluate", "WikiEvaluation": "lacy.factscore", "NLUEvaluation": "lacy.nlu",
+          "AtomicCheckpointIO": "lacy.checkpoint_io"}
 __all__ = sorted(_WHERE)
 
 
