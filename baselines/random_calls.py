@@ -3,8 +3,8 @@
 The model learns a constant ``<CALL>`` prior; at inference it calls where every other token's
 probability falls below it, i.e. it becomes a confidence cascade.
 """
-from lacy.selection import budget, select_top, uniform_scores
-from lacy.strategy import CallStrategy
+from lacy.selection.topk import budget, select_top, uniform_scores
+from lacy.selection.strategy import CallStrategy
 
 
 def random_calls(valid, rate: float, seed: int):

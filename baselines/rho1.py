@@ -13,18 +13,15 @@ Two modes, one selector reading ``batch["ref_loss"]``:
     blocks writes ``ref_loss`` as a side array (sharded and resumable like the spaCy annotation).
 Both see the same block context, so they select the same tokens (tests/test_rho1.py).
 """
-from pathlib import Path
-
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM
 
-from lacy.data import BlockAnnotator
+from lacy.data.annotation import BlockAnnotator
 from lacy.errors import UsageError
-from lacy.model import weights_digest
-from lacy.objective import token_losses
-from lacy.selection import budget, select_top
-from lacy.strategy import CallStrategy
+from lacy.model.loading import ModelSource, load_model, model_source
+from lacy.train.objective import token_losses
+from lacy.selection.topk import budget, select_top
+from lacy.selection.strategy import CallStrategy
 
 
 def rho1_select(loss, ref_loss, valid, k):
@@ -32,16 +29,16 @@ def rho1_select(loss, ref_loss, valid, k):
     return select_top(-(loss - ref_loss), valid, k)
 
 
-def reference_folder(path: str) -> Path:
-    if not (Path(path) / "config.json").is_file():
-        raise UsageError(f"reference model folder {path!r} does not exist; train one with `make reference` "
-                         "(a vanilla SLM exported to runs/reference/hf) or point `reference` at a HF folder")
-    return Path(path)
+REFERENCE_HINT = ("train one with `make reference` (a vanilla SLM exported to runs/reference/hf) or point "
+                  "`reference` at a Hugging Face folder")
+
+
+def reference_source(path: str) -> ModelSource:
+    return model_source(path, "reference model folder", REFERENCE_HINT)
 
 
 def load_reference(path: str, device) -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(reference_folder(path), local_files_only=True)
-    return model.to(device).eval().requires_grad_(False)
+    return load_model(reference_source(path)).to(device).eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -80,7 +77,8 @@ class Rho1(CallStrategy):
 
     def _attach(self, trainer, batch):
         """Runs in the trainer's precision context (bf16 autocast on GPUs), like the SLM's own forward:
-        callbacks sit outside it, and a full-precision reference cost 2.3x a vanilla step on an H200."""
+        callbacks sit outside it, and a full-precision reference forward costs more than the SLM's own step
+        (measured on a GPU in docs/scaling.md, section 3)."""
         if self.reference is not None:
             with trainer.precision_plugin.forward_context():
                 batch["ref_loss"] = reference_loss(self.reference, batch, self.has_call_row).float()
@@ -117,7 +115,7 @@ class ReferenceLoss(BlockAnnotator):
         self._model = None
 
     def fingerprint(self) -> str:
-        return f"{weights_digest(reference_folder(self.reference))}-{int(self.has_call_row)}"
+        return f"{reference_source(self.reference).digest()}-{int(self.has_call_row)}"
 
     def annotate_blocks(self, batch):
         if self._model is None:

@@ -1,6 +1,6 @@
 """spaCy-only ablation: a uniform sample of fact tokens, LaCy's budget, no loss signal."""
-from lacy.lacy_strategy import LaCy
-from lacy.selection import uniform_scores
+from lacy.selection.lacy_rule import LaCy
+from lacy.selection.topk import uniform_scores
 
 
 class SpacyOnly(LaCy):

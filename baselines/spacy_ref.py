@@ -1,6 +1,6 @@
 """spaCy + reference ablation (paper section 5.4): fact tokens ranked by a reference model's loss instead of
 the SLM's own. Two-stage, like Rho-1: needs ``ref_loss`` from :class:`baselines.rho1.ReferenceLoss`."""
-from lacy.lacy_strategy import LaCy
+from lacy.selection.lacy_rule import LaCy
 
 
 class SpacyRef(LaCy):

@@ -1,11 +1,13 @@
 """Vanilla: no calls. The plain next-token loss over the original vocabulary."""
 import torch
 
-from lacy.strategy import CallStrategy
+from lacy.selection.strategy import CallStrategy
 
 
 class Vanilla(CallStrategy):
     """No ``<CALL>`` targets; the ``<CALL>`` row is never trained. The no-call baseline."""
+
+    makes_calls = False  # a cascade over it calls where it is unsure (the confidence cascade)
 
     def __init__(self):
         super().__init__(call_rate=0.0)

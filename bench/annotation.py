@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import spacy
 
-from lacy.corpus import WikiSummaries
-from lacy.facts import SpacyFactAnnotator, subword_flags
-from lacy.tokenizer import gpt2_folder, load_tokenizer
+from lacy.data.corpus import WikiSummaries
+from lacy.annotators.spacy_facts import SpacyFactAnnotator, subword_flags
+from lacy.data.tokenizer import gpt2_folder, load_tokenizer
 
 PAPER_TOKENS_PER_S = 1e9 / (152 * 3600)
 

@@ -15,10 +15,12 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lacy.cascade import Cascade, CallPolicy, ModelPartner
-from lacy.model import build_slm
-from lacy.tokenizer import train_bpe
-from lacy.world import ClosedWorld
+from lacy.inference.cascade import CallPolicy, Cascade
+
+from lacy.inference.partners import ModelPartner
+from lacy.model.gpt2 import build_slm
+from lacy.data.tokenizer import train_bpe
+from lacy.worlds.closed_world import ClosedWorld
 
 
 def main(argv=None):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from baselines.llm_judge import HFJudge, JudgeAnnotator, OpenAIJudge
-from lacy.corpus import WikiSummaries
-from lacy.tokenizer import gpt2_folder, load_tokenizer
+from lacy.data.corpus import WikiSummaries
+from lacy.data.tokenizer import gpt2_folder, load_tokenizer
 
 
 def main():

@@ -22,12 +22,13 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 
 from baselines import LossOnly, RandomCalls, ReferenceLoss, Rho1, SpacyOnly, Vanilla
-from lacy.corpus import JsonlCorpus
-from lacy.data import CorpusDataModule
-from lacy.facts import SpacyFactAnnotator
-from lacy.lacy_strategy import LaCy
-from lacy.model import build_slm
-from lacy.module import CallLM
+from lacy.data.corpus import JsonlCorpus
+from lacy.data.datamodule import CorpusDataModule
+from lacy.annotators.spacy_facts import SpacyFactAnnotator
+from lacy.model.gpt2 import flops_per_token
+from lacy.selection.lacy_rule import LaCy
+from lacy.model.gpt2 import build_slm
+from lacy.train.module import CallLM
 
 STRATEGIES = {"vanilla": Vanilla, "lacy": LaCy, "loss_only": LossOnly, "random_calls": RandomCalls,
               "spacy_only": SpacyOnly}
@@ -109,12 +110,12 @@ def main(argv=None):
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (
         get_available_flops(timer.device, args.precision) if on_gpu else None)
     device = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"preset {args.preset} ({model.flops_per_token() / 6e6:.0f}M matmul params), batch {args.batch_size} x "
+    print(f"preset {args.preset} ({flops_per_token(model.model) / 6e6:.0f}M matmul params), batch {args.batch_size} x "
           f"{args.block_size}, vocab {dm.vocab_size}, {args.precision}, {args.rounds} rounds x {args.steps} steps, {device}")
     print(f"{'strategy':<14}{'median step ms':>16}{'tokens/s':>10}{'MFU':>7}{'ratio to vanilla':>18}{'SLM forwards/step':>19}")
     for n in names:
         m = statistics.median(times[n])
-        mfu = f"{tokens / m * model.flops_per_token() / peak:.1%}" if peak else "n/a"
+        mfu = f"{tokens / m * flops_per_token(model.model) / peak:.1%}" if peak else "n/a"
         print(f"{n:<14}{m * 1e3:>16.1f}{tokens / m:>10.0f}{mfu:>7}{m / base:>18.3f}{max(forwards[n]):>19}")
     if "rho1" in names:  # Rho-1's precomputed mode: the offline reference pass over training blocks
         ref = ReferenceLoss(args.reference, device="cuda" if args.accelerator == "gpu" else "cpu",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from experiments.runner import latest_export
 from lacy.errors import ArgumentParser, entry_point
-from lacy.world import ClosedWorld
+from lacy.worlds.closed_world import ClosedWorld
 
 
 def claim_sources(gens, prompts, kb, tokenizer, relation: str) -> tuple[Counter, Counter]:
@@ -34,7 +34,8 @@ def main(argv=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from experiments.closed_world import STUDIES
-    from lacy.cascade import Cascade, CallPolicy, ModelPartner
+    from lacy.inference.cascade import CallPolicy, Cascade
+    from lacy.inference.partners import ModelPartner
 
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a study run folder (its newest HF export is the SLM)")

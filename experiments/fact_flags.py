@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from lacy.errors import ArgumentParser, entry_point
-from lacy.facts import ITEM7_SWITCHES, SpacyFactAnnotator, span_flags
+from lacy.annotators.spacy_facts import LATER_RULES, SpacyFactAnnotator
+from lacy.annotators.spans import span_flags
 
 WORD = re.compile(r"\w+")
-ITEM7 = dict.fromkeys(ITEM7_SWITCHES, False)  # issue 15, item 7's rules, all off
+ITEM7 = dict.fromkeys(LATER_RULES, False)  # issue 15, item 7's rules, all off
 # rule sets compared: the flags before each step, each rule of item 7 alone on the step before it, the default
 # (all of them) and the default without the keyword list or without each rule of item 7's later rounds
 RULES = {"before (entities, PROPN/NUM, keywords)": dict(relation_nouns=False, trim_entities=False, **ITEM7),
@@ -57,7 +58,7 @@ def _wanted(value: str | None, want: str | None) -> bool:
 
 
 def _world_documents(folder: Path) -> list[tuple[str, list[tuple[int, int]]]]:
-    from lacy.kb import KnowledgeBase
+    from lacy.worlds.kb import KnowledgeBase
 
     kb_file = folder / "kb.json"
     names = [n for name, e in json.loads(kb_file.read_text(encoding="utf-8"))["entities"].items()

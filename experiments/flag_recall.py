@@ -15,10 +15,12 @@ import torch
 from baselines.kb_oracle import KBOracleAnnotator
 from experiments.runner import latest_export
 from lacy.errors import ArgumentParser, entry_point
-from lacy.evaluate import PlacementDocs, _target_losses, call_placement
-from lacy.facts import SpacyFactAnnotator, span_flags
-from lacy.tokenizer import train_bpe
-from lacy.world import ClosedWorld
+from lacy.worlds.fact_masks import PlacementDocs
+from lacy.eval.kb_metrics import _target_losses, call_placement
+from lacy.annotators.spacy_facts import SpacyFactAnnotator
+from lacy.annotators.spans import span_flags
+from lacy.data.tokenizer import train_bpe
+from lacy.worlds.closed_world import ClosedWorld
 
 
 def flag_recall(world: ClosedWorld, tokenizer, annotators: dict, docs: int) -> dict[str, dict[str, float]]:

@@ -23,7 +23,8 @@ import torch
 
 from experiments.runner import trained_world
 from lacy.errors import ArgumentParser, entry_point
-from lacy.evaluate import BUCKETS, PlacementDocs, _target_losses, bucket
+from lacy.eval.kb_metrics import BUCKETS, _target_losses, bucket
+from lacy.worlds.fact_masks import PlacementDocs
 
 
 @torch.no_grad()

@@ -3,19 +3,21 @@
 main.py runs :func:`cli_main` inside ``lacy.errors.entry_point``: a lacy ``UsageError`` (raised while the config's
 classes are built, where jsonargparse wraps it, or later) prints as one line and exits 2.
 """
-import importlib
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 
 import yaml
+from jsonargparse import ArgumentParser as ConfigParser
 from lightning.pytorch.cli import LightningCLI
 
-from lacy.checkpoint_io import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
-from lacy.data import CorpusDataModule
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.module import CallLM
-from lacy.monitor import use_monitor
-from lacy.strategy import one_strategy
+from lacy.io.checkpoints import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
+from lacy.io.monitor import use_monitor
+from lacy.selection.strategy import find_strategy
+from lacy.train.module import CallLM
+from lacy.worlds.closed_world import ClosedWorld
 
 
 class LaCyCLI(LightningCLI):
@@ -25,9 +27,10 @@ class LaCyCLI(LightningCLI):
         parser.link_arguments("data.block_size", "model.block_size")
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning parses a checkpoint's hyper-parameters over the config, so ``--model.lr`` on resume was
-        silently ignored. lacy keeps this run's config: :meth:`check_ckpt_path` refuses what a checkpoint cannot
-        change (architecture, tokenizer) and ``CallLM`` applies the rest (lr, schedule) on resume."""
+        """Lightning internal, overridden (LightningCLI has no switch for it): Lightning parses a checkpoint's
+        hyper-parameters over the config, so ``--model.lr`` on resume was silently ignored. lacy keeps this run's
+        config: :meth:`check_ckpt_path` refuses what a checkpoint cannot change (architecture, tokenizer) and
+        ``CallLM`` applies the rest (lr, schedule) on resume."""
 
     def check_ckpt_path(self) -> None:
         """Before ``fit|validate|test|predict`` (and so before data annotation): resolve ``--ckpt_path last`` and a
@@ -47,27 +50,48 @@ class LaCyCLI(LightningCLI):
         """Config checks that need no data, before any work (tokenizing, annotating, training, testing)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = config.trainer.callbacks or []
-        one_strategy([_class(cb) for cb in (callbacks if isinstance(callbacks, list) else [callbacks])])
+        find_strategy(callbacks if isinstance(callbacks, list) else [callbacks])
 
     def instantiate_trainer(self, **kwargs):
         return use_monitor(super().instantiate_trainer(**kwargs))  # TensorBoard without the empty cards
 
 
-def _class(callback) -> type:
-    """A callback's class, from its parsed config (``class_path``) or the object itself."""
-    path = getattr(callback, "class_path", None)
-    if path is None:
-        return type(callback)
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+class _DataOnly(LaCyCLI):
+    """The CLI's parse (every ``--config`` merged as ``main.py`` merges them), building only the DataModule."""
+
+    def instantiate_classes(self) -> None:
+        parser = ConfigParser(exit_on_error=False)
+        parser.add_class_arguments(CorpusDataModule, "data")
+        self.datamodule = parser.instantiate_classes(parser.parse_object({"data": self.config.data.as_dict()})).data
 
 
-def cli_main(args=None, run: bool = True) -> LaCyCLI:
+def data_from_configs(configs: list[str]) -> CorpusDataModule:
+    """The DataModule a training config and its overlays (in order) describe, e.g. ``configs/lacy.yaml`` +
+    ``configs/world/dense.yaml``; nothing is tokenized yet. UsageError for a missing file or a bad config."""
+    for path in configs:
+        if not Path(path).is_file():
+            raise UsageError(f"--config {path}: no such file; give a training YAML, e.g. configs/lacy.yaml")
+    args = [a for path in configs for a in ("--config", path)]
+    return cli_main(args, run=False, cli=_DataOnly, where=f"--config {' '.join(configs)}").datamodule
+
+
+def world_from_configs(configs: list[str]):
+    """The ClosedWorld (and the BPE size) a training config and its overlays describe. UsageError when their
+    data.corpus is not a ClosedWorld."""
+    data = data_from_configs(configs)
+    if not isinstance(data.corpus, ClosedWorld):
+        raise UsageError(f"--config {' '.join(configs)}: data.corpus is {type(data.corpus).__name__}, not "
+                         "lacy.ClosedWorld; give a world overlay such as configs/world/slm.yaml")
+    return data.corpus, data.bpe_vocab_size
+
+
+def cli_main(args=None, run: bool = True, cli: type[LaCyCLI] = LaCyCLI, where: str | None = None) -> LaCyCLI:
     """Parse, build and run. A parse error (unknown option, missing config file, a value of the wrong type) is a
-    ``UsageError`` carrying jsonargparse's message, not its usage dump."""
+    ``UsageError`` carrying jsonargparse's message, not its usage dump (after ``where``, when given: the configs
+    another command read)."""
     raise_errors = {"exit_on_error": False}
     try:
-        return LaCyCLI(
+        return cli(
             CallLM, CorpusDataModule, args=args, run=run,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={**raise_errors, **{c: raise_errors for c in LaCyCLI.subcommands()}},
@@ -78,8 +102,9 @@ def cli_main(args=None, run: bool = True) -> LaCyCLI:
             },
         )
     except ArgumentError as e:
-        raise UsageError(yaml_syntax_error(args) or
-                         f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help") from e
+        fix = f"{where}: {str(e).rstrip('.')}" if where else \
+            f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help"
+        raise UsageError(yaml_syntax_error(args) or fix) from e
 
 
 def yaml_syntax_error(args: list[str] | None) -> str | None:

@@ -6,8 +6,8 @@ import pytest
 
 from lacy.errors import UsageError
 
-from lacy.annotate import Annotator, annotate_split
-from lacy.data import CorpusDataModule
+from lacy.data.annotation import Annotator, annotate_split
+from lacy.data.datamodule import CorpusDataModule
 
 
 class WordLength(Annotator):
@@ -35,7 +35,7 @@ def root(data_kwargs):
 
 
 def test_values_align_with_tokens_and_eos_is_zero(root):
-    from lacy.data import TokenizedSplit
+    from lacy.data.store import TokenizedSplit
 
     arr = annotate_split(WordLength(), root, "train", progress=False)
     split = TokenizedSplit(root / "train")
@@ -80,7 +80,7 @@ def test_annotate_command_shards_and_prepare_only(tmp_path, bios_path, capsys):
     from lacy.annotate import main
 
     config = yaml.safe_load(open("configs/lacy.yaml"))
-    config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
+    config["data"].update(corpus={"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     config["data"]["annotators"][0]["init_args"].update(n_process=1, chunk_docs=50)
     config["model"]["preset"] = "micro"
@@ -98,16 +98,17 @@ def test_annotate_command_shards_and_prepare_only(tmp_path, bios_path, capsys):
 
 
 def test_annotate_command_merges_overlays_like_the_cli(tmp_path, capsys):
-    """Strategy config + world overlay + oracle overlay: the same data section main.py resolves."""
-    from lacy.annotate import _merge, main
+    """Strategy config + world overlay + oracle overlay: the same data section main.py resolves (the CLI's own
+    parser: a changed class_path replaces the object, init_args of the same class merge, lists replace)."""
+    from lacy.annotate import main
+    from lacy.cli import data_from_configs
 
-    base = {"corpus": {"class_path": "A", "init_args": {"topic": None}}, "block_size": 256,
-            "annotators": [{"class_path": "X"}]}
-    over = {"corpus": {"class_path": "B", "init_args": {"people": 3}}, "annotators": [{"class_path": "Y"}]}
-    assert _merge(base, over) == {"corpus": {"class_path": "B", "init_args": {"people": 3}}, "block_size": 256,
-                                  "annotators": [{"class_path": "Y"}]}
-    assert _merge(base, {"corpus": {"init_args": {"topic": "People"}}})["corpus"] == {
-        "class_path": "A", "init_args": {"topic": "People"}}
+    data = data_from_configs(["configs/lacy.yaml", "configs/world/slm.yaml"])
+    assert type(data.corpus).__name__ == "ClosedWorld" and data.corpus.n_people == 300  # class replaced
+    assert [type(a).__name__ for a in data.annotators] == ["SpacyFactAnnotator"] and data.block_size == 256
+    topic = tmp_path / "topic.yaml"
+    topic.write_text("data:\n  corpus:\n    init_args:\n      topic: People\n")
+    assert data_from_configs(["configs/lacy.yaml", str(topic)]).corpus.topic == "People"  # same class: merged
     small = tmp_path / "small.yaml"
     small.write_text(f"data:\n  corpus:\n    init_args:\n      people: 12\n      val_docs: 4\n"
                      f"  cache_dir: {tmp_path / 'cache'}\n")
@@ -118,12 +119,12 @@ def test_annotate_command_merges_overlays_like_the_cli(tmp_path, capsys):
 
 
 def test_data_does_not_import_the_annotate_command_and_the_command_runs_cleanly():
-    """The dependency goes one way (lacy.annotate -> lacy.data): no import circle, and `python -m lacy.annotate`
+    """The dependency goes one way (lacy.annotate -> lacy.data.datamodule): no import circle, and `python -m lacy.annotate`
     is not half-imported before it runs (runpy's 'found in sys.modules' warning)."""
     import subprocess
     import sys
 
-    code = "import sys, lacy.data, lacy.facts, baselines; print('lacy.annotate' in sys.modules)"
+    code = "import sys, lacy.data.datamodule, lacy.annotators.spacy_facts, baselines; print('lacy.annotate' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
     run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "lacy.annotate", "--help"],
                          capture_output=True, text=True)
@@ -154,12 +155,12 @@ def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
 
     import yaml
 
-    from tests.conftest import alive, make_bios
+    from tests.helpers import alive, make_bios
 
     bios = tmp_path / "bios.jsonl"  # enough text to keep two spaCy workers busy for a while
     bios.write_text("\n".join(json.dumps({"text": " ".join(make_bios(8, seed=i))}) for i in range(400)) + "\n")
     config = yaml.safe_load(open("configs/lacy.yaml"))
-    config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios)}},
+    config["data"].update(corpus={"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     config["data"]["annotators"][0]["init_args"].update(n_process=2, batch_size=4)
     path = tmp_path / "config.yaml"
@@ -194,10 +195,10 @@ def test_a_corpus_document_over_spacys_limit_annotates(tmp_path):
     import json
     import re
 
-    from lacy.corpus import JsonlCorpus
-    from lacy.data import TokenizedSplit
-    from lacy.facts import SpacyFactAnnotator
-    from tests.conftest import make_bios
+    from lacy.data.corpus import JsonlCorpus
+    from lacy.data.store import TokenizedSplit
+    from lacy.annotators.spacy_facts import SpacyFactAnnotator
+    from tests.helpers import make_bios
 
     filler = "The cat sat on the mat and looked at the garden for a while. " * 200
     long_doc = "She was a physicist.\n\n" + "\n\n".join([filler] * 90) + "\n\nHe was a chemist."

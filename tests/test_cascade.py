@@ -3,10 +3,12 @@ import math
 import pytest
 import torch
 
-from lacy.cascade import Cascade, CallPolicy, Generation, LookupPartner, ModelPartner, TextPartner, call_scores
-from lacy.model import build_slm
-from lacy.tokenizer import train_bpe
-from lacy.world import ClosedWorld
+from lacy.inference.cascade import CallPolicy, Cascade, Generation, call_scores
+
+from lacy.inference.partners import LookupPartner, ModelPartner, TextPartner
+from lacy.model.gpt2 import build_slm
+from lacy.data.tokenizer import train_bpe
+from lacy.worlds.closed_world import ClosedWorld
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +166,7 @@ def test_lookup_partner_writes_the_value_of_the_sentences_subject():
     import json
     from pathlib import Path
 
-    from lacy.kb import KnowledgeBase
+    from lacy.worlds.kb import KnowledgeBase
 
     root = Path(__file__).parent / "data" / "second_world"
     kb = KnowledgeBase.load(root / "kb.json")

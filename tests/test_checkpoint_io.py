@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from baselines import Vanilla
-from lacy.checkpoint_io import (AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint,
+from lacy.io.checkpoints import (AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint,
                                 tokenizer_difference)
 from lacy.errors import UsageError
-from lacy.tokenizer import train_bpe, with_call_token
+from lacy.data.tokenizer import train_bpe, with_call_token
 
 
 def test_checkpoints_follow_the_umask(tmp_path):
@@ -43,7 +43,7 @@ def test_an_interrupted_saves_temp_file_goes_at_the_next_save(tmp_path):
 
 def test_resume_refuses_a_checkpoint_carrying_code(data_kwargs, tmp_path):
     """Lightning's own restore (trainer.fit(ckpt_path=...)) reads through AtomicCheckpointIO: weights_only."""
-    from tests.test_module import fit
+    from tests.helpers import fit
 
     sentinel = tmp_path / "pwned"
 
@@ -60,7 +60,7 @@ def test_resume_refuses_a_checkpoint_carrying_code(data_kwargs, tmp_path):
 
 
 def test_resume_from_a_truncated_checkpoint_says_so(data_kwargs, tmp_path):
-    from tests.test_module import fit
+    from tests.helpers import fit
 
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "last.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 96)
@@ -94,7 +94,7 @@ def test_last_checkpoint_is_the_newest_runs(tmp_path):
 
 
 def test_tokenizer_difference_counts_changed_ids():
-    from tests.conftest import make_bios
+    from tests.helpers import make_bios
 
     a = with_call_token(train_bpe(make_bios(60, seed=0), vocab_size=280))
     b = with_call_token(train_bpe([d.upper() for d in make_bios(60, seed=1)], vocab_size=280))

@@ -4,18 +4,13 @@ from pathlib import Path
 import pytest
 
 from lacy.cli import cli_main
-from lacy.model import build_slm
-from lacy.tokenizer import train_bpe
+from lacy.model.gpt2 import build_slm
+from lacy.data.tokenizer import train_bpe
+from tests.helpers import small_run_args
 
 CONFIGS = sorted(p.stem for p in Path("configs").glob("*.yaml"))
 
 
-def small_run_args(bios_path, tmp_path):
-    return ["--data.corpus.class_path", "lacy.corpus.JsonlCorpus", "--data.corpus.init_args.path", str(bios_path),
-            "--data.bpe_vocab_size", "300", "--data.block_size", "32", "--data.batch_size", "4",
-            "--data.val_fraction", "0.1", "--data.cache_dir", str(tmp_path / "cache"), "--model.preset", "micro",
-            "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(tmp_path)]
 
 
 def test_every_strategy_has_a_config():

@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from lacy.corpus import JsonlCorpus, TextCorpus, WikiSummaries
-from lacy.data import CorpusDataModule, PackedBlocks, ResumableSampler, SplitWriter
+from lacy.data.corpus import JsonlCorpus, TextCorpus, WikiSummaries
+from lacy.data.datamodule import CorpusDataModule
+from lacy.data.packing import PackedBlocks, ResumableSampler
+from lacy.data.store import SplitWriter
 from lacy.errors import UsageError
-from lacy.objective import IGNORE_INDEX
-from lacy.tokenizer import check_call_token, load_tokenizer, train_bpe
-from tests.conftest import make_bios
+from lacy.train.objective import IGNORE_INDEX
+from lacy.data.tokenizer import check_call_token, load_tokenizer, train_bpe
+from tests.helpers import make_bios
 
 
 def test_blocks_align_side_arrays_with_labels_and_pad_the_tail():
@@ -118,7 +120,7 @@ def test_text_never_becomes_a_control_token_through_tokenizing_packing_and_a_fit
     import lightning as L
 
     from baselines import RandomCalls
-    from lacy.module import CallLM
+    from lacy.train.module import CallLM
 
     special = ["Anna wrote <CALL> and <|endoftext|> in her notes.", "<CALL>", "<|endoftext|><CALL>", "a<CALL>b"]
     docs = make_bios(100) + special * 5
@@ -154,7 +156,7 @@ def test_text_never_becomes_a_control_token_through_tokenizing_packing_and_a_fit
 def test_every_tokenizer_lacy_uses_keeps_text_apart_from_special_tokens(tmp_path, source):
     from transformers import AutoTokenizer
 
-    from lacy.tokenizer import gpt2_folder
+    from lacy.data.tokenizer import gpt2_folder
 
     tok = train_bpe(make_bios(20), vocab_size=300)
     if source == "saved":
@@ -218,7 +220,7 @@ def test_a_batch_larger_than_the_training_split_names_the_option(data_kwargs):
     import lightning as L
 
     from baselines import RandomCalls
-    from lacy.module import CallLM
+    from lacy.train.module import CallLM
 
     dm = CorpusDataModule(**dict(data_kwargs, batch_size=1000))
     model = CallLM(preset="micro", vocab_size=dm.vocab_size, block_size=dm.block_size)
@@ -227,3 +229,17 @@ def test_a_batch_larger_than_the_training_split_names_the_option(data_kwargs):
     with pytest.raises(UsageError, match=r"data.batch_size=1000: the training split has \d+ blocks, fewer than one "
                                          r"batch per device \(1 devices\)"):
         trainer.fit(model, dm)
+
+
+def test_annotators_are_bound_to_the_corpus_the_datamodule_uses_also_the_default_one():
+    """Binding the ``corpus`` argument gave annotators None when the default corpus (Wikipedia summaries) was used."""
+    from lacy.data.annotation import Annotator
+    from lacy.data.corpus import WikiSummaries
+
+    class Recorder(Annotator):
+        def bind(self, corpus):
+            self.bound = corpus
+
+    ann = Recorder()
+    data = CorpusDataModule(annotators=[ann])
+    assert isinstance(data.corpus, WikiSummaries) and ann.bound is data.corpus

@@ -8,7 +8,7 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.test_cli import small_run_args
+from tests.helpers import small_run_args
 
 
 def last_scalars(log_root):

@@ -121,7 +121,7 @@ def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_pat
     prints lacy's own line instead; LACY_TRACEBACK=1 shows it all."""
     config = tmp_path / "bad_rate.yaml"
     config.write_text(Path("configs/lacy.yaml").read_text().replace("call_rate: 0.15   ", "call_rate: 1.5   ", 1))
-    args = ["main.py", "fit", "--config", str(config), "--data.corpus.class_path", "lacy.corpus.JsonlCorpus",
+    args = ["main.py", "fit", "--config", str(config), "--data.corpus.class_path", "lacy.data.corpus.JsonlCorpus",
             "--data.corpus.init_args.path", str(bios_path), "--data.bpe_vocab_size", "300",
             "--data.cache_dir", str(tmp_path / "c"), "--trainer.default_root_dir", str(tmp_path / "runs")]
     done = run(args)
@@ -138,7 +138,7 @@ def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_pat
     (["-m", "lacy.evaluate", "no/such/partner"], ["partner 'no/such/partner' is not a local folder", "make partner"]),
     (["-m", "lacy.world", "--out", "never_written", "--people", "100000"], ["people=100000", "unique names"]),
     # siblings: a YAML that does not parse (file and line), argparse's own errors, a file where a folder goes
-    (["-m", "lacy.world", "--config", "{tmp}/broken.yaml"], ["--config {tmp}/broken.yaml:3: not valid YAML"]),
+    (["-m", "lacy.world", "--config", "{tmp}/broken.yaml"], ["{tmp}/broken.yaml:3:", "YAML syntax error", "fix the file"]),
     (["-m", "lacy.evaluate", "x", "--config", "{tmp}/broken.yaml"], ["partner 'x' is not a local folder"]),
     (["-m", "lacy.export"], ["the following arguments are required: ckpt, out_dir", "--help"]),
     (["-m", "lacy.annotate", "--config", "{tmp}/bad.yaml", "--shard", "3"], ["--shard 3 must be in [0, --num-shards=1)"]),
@@ -155,7 +155,7 @@ def test_module_entry_points_print_one_line(args, needles, tmp_path):
 def test_bad_numbers_and_library_configuration_errors_are_one_line(tmp_path, bios_path):
     """Values no run can use fail when the config is built, naming the option; a configuration Lightning refuses
     (a LearningRateMonitor without a logger, as every shipped config has) is one line too."""
-    base = ["main.py", "fit", "--config", "configs/vanilla.yaml", "--data.corpus.class_path", "lacy.corpus.JsonlCorpus",
+    base = ["main.py", "fit", "--config", "configs/vanilla.yaml", "--data.corpus.class_path", "lacy.data.corpus.JsonlCorpus",
             "--data.corpus.init_args.path", str(bios_path), "--data.bpe_vocab_size", "300", "--data.block_size", "32",
             "--data.cache_dir", str(tmp_path / "c"), "--model.preset", "micro", "--trainer.max_steps", "2",
             "--trainer.default_root_dir", str(tmp_path / "runs")]

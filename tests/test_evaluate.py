@@ -7,15 +7,17 @@ import pytest
 import torch
 
 from baselines.kb_oracle import KBOracleAnnotator
-from lacy.cascade import Generation
+from lacy.inference.cascade import Generation
 from lacy.cli import cli_main
-from lacy.data import CorpusDataModule
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.export import export_checkpoint
-from lacy.evaluate import KBEvaluation, PlacementDocs, bucket, call_placement, kb_factscore, leakage
-from lacy.model import build_slm
-from lacy.tokenizer import train_bpe
-from lacy.world import ClosedWorld
+from lacy.io.export import export_checkpoint
+from lacy.eval.kb_eval import KBEvaluation
+from lacy.worlds.fact_masks import PlacementDocs
+from lacy.eval.kb_metrics import bucket, call_placement, kb_factscore, leakage
+from lacy.model.gpt2 import build_slm
+from lacy.data.tokenizer import train_bpe
+from lacy.worlds.closed_world import ClosedWorld
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_report_logs_no_scalar_for_nothing_to_score(tmp_path, capsys):
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from lacy.evaluate import report
+    from lacy.eval.report import report
 
     class Reporter(L.LightningModule):
         def __init__(self):
@@ -250,7 +252,7 @@ def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
 
 def test_cascade_placement_by_hand(world):
     """A bio whose field value the partner wrote (one call at its first token) and whose birth city the SLM wrote."""
-    from lacy.evaluate import cascade_placement
+    from lacy.eval.kb_metrics import cascade_placement
 
     w, tok = world
     a = w.people[0]
@@ -268,7 +270,7 @@ def test_cascade_placement_by_hand(world):
 
 def test_a_world_folder_through_the_cli(tmp_path):
     """Issue 15: the second world (another domain, pronoun subjects, an entity-valued relation), written without
-    lacy.world: fit a few steps on its train.jsonl, then `main.py test` with `world: <folder>` and the lookup
+    lacy.worlds.closed_world: fit a few steps on its train.jsonl, then `main.py test` with `world: <folder>` and the lookup
     partner. A malformed folder fails at setup, before the test loop, with the file, line and field."""
     common = ["--config", "configs/lacy.yaml", "--config", "configs/world/folder.yaml", "--data.bpe_vocab_size", "400",
               "--data.block_size", "64", "--data.cache_dir", str(tmp_path / "cache"), "--model.preset", "micro",
@@ -297,7 +299,7 @@ def test_a_world_folder_through_the_cli(tmp_path):
 def test_kb_oracle_flags_the_second_worlds_facts_in_pronoun_sentences():
     """Each document's subject is passed: facts in sentences whose subject is a pronoun are flagged, the
     teacher's name (an entity-valued relation) too; the flags are exactly the generator's fact spans."""
-    from lacy.facts import span_flags
+    from lacy.annotators.spans import span_flags
 
     root = Path("tests/data/second_world")
     rows = [json.loads(x) for x in (root / "val.jsonl").read_text().splitlines()]
@@ -313,7 +315,7 @@ def test_kb_oracle_flags_the_second_worlds_facts_in_pronoun_sentences():
 def test_entity_valued_probes_leak_like_any_other():
     """Probes of an entity-valued relation ("<name> was a pupil of" -> the teacher's name) are scored by
     leakage like any probe: a model that memorised them leaks all, asked for other names it leaks none."""
-    from lacy.world import read_world
+    from lacy.worlds.folder import read_world
 
     files = read_world("tests/data/second_world")
     probes = [p for p in files.probes if p["attribute"] == "teacher"][:4]
@@ -329,10 +331,10 @@ def test_entity_valued_probes_leak_like_any_other():
 def test_world_null_needs_a_closed_world():
     from types import SimpleNamespace
 
-    from lacy.corpus import JsonlCorpus
+    from lacy.data.corpus import JsonlCorpus
 
     trainer = SimpleNamespace(datamodule=SimpleNamespace(corpus=JsonlCorpus("tests/data/second_world/train.jsonl")))
-    with pytest.raises(UsageError, match="KBEvaluation.world: null needs data.corpus lacy.world.ClosedWorld"):
+    with pytest.raises(UsageError, match="KBEvaluation.world: null needs data.corpus lacy.worlds.closed_world.ClosedWorld"):
         KBEvaluation(world=None, partner=None).setup(trainer, None, "test")
     KBEvaluation(world=None).setup(trainer, None, "fit")  # only the test reads the world
 
@@ -360,7 +362,7 @@ def no_network(monkeypatch):
 def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_path, monkeypatch, no_network):
     """Issue 16.14: `python -m lacy.evaluate <name>` tried the Hugging Face hub."""
     from lacy.evaluate import main
-    from lacy.factscore import load_partner_any
+    from lacy.inference.partners import partner_from as load_partner_any
 
     monkeypatch.chdir(tmp_path)
     slm_tok = train_bpe(["a tokenizer for the small model " * 20], 300)
@@ -385,7 +387,7 @@ def test_evaluation_inputs_are_checked_before_the_test_loop(tmp_path):
     """A wrong score or mode fails when the config is built; a missing partner / reference folder at setup,
     before the test loop (the evaluation itself reads them only at the loop's end). Fit does not need them."""
     from lacy.errors import UsageError
-    from lacy.factscore import WikiEvaluation
+    from lacy.eval.wiki_eval import WikiEvaluation
 
     with pytest.raises(UsageError, match="score 'calls': use call, uncertainty or auto"):
         KBEvaluation(score="calls")

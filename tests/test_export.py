@@ -1,4 +1,4 @@
-"""lacy.export: only ever replaces its own exports, swaps safely, follows the umask, reads checkpoints safely; the
+"""lacy.io.export: only ever replaces its own exports, swaps safely, follows the umask, reads checkpoints safely; the
 two forms: with <CALL> (suppressed in plain generate()) and without it (exactly p_noCALL)."""
 import json
 import os
@@ -11,14 +11,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from baselines import LossOnly, Vanilla
-from lacy.data import CorpusDataModule
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.export import MARKER, ExportHF, check_replaceable, export_checkpoint, export_hf, tokenizer_files
-from lacy.model import build_slm
-from lacy.module import CallLM
-from lacy.objective import token_losses
-from lacy.tokenizer import CALL_TOKEN, train_bpe, with_call_token
-from tests.conftest import make_bios
+from lacy.io.marker import MARKER, check_replaceable
+from lacy.io.export import ExportHF, export_checkpoint, export_hf, tokenizer_files
+from lacy.model.gpt2 import build_slm
+from lacy.train.module import CallLM
+from lacy.train.objective import token_losses
+from lacy.model.call_token import CALL_TOKEN
+from lacy.data.tokenizer import train_bpe, with_call_token
+from tests.helpers import call_saturated_model, make_bios
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def small():
 @pytest.fixture
 def checkpoint(data_kwargs, tmp_path):
     """A real lacy checkpoint folder (2 steps of a micro model): ``<tmp>/run/checkpoints/last.ckpt``."""
-    from tests.test_module import fit
+    from tests.helpers import fit
 
     folder = tmp_path / "run" / "checkpoints"
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, save_last=True)
@@ -181,7 +183,7 @@ def test_check_replaceable_accepts_absent_and_empty(tmp_path):
 
 def test_without_a_logger_the_export_goes_next_to_the_checkpoints(data_kwargs, tmp_path, monkeypatch):
     """``--trainer.logger false`` with the working directory as root: a user's ``./hf`` is not the export."""
-    from tests.test_module import fit
+    from tests.helpers import fit
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "hf").mkdir()
@@ -196,7 +198,7 @@ def test_without_a_logger_the_export_goes_next_to_the_checkpoints(data_kwargs, t
 
 
 def test_an_export_folder_lacy_did_not_write_refuses_the_run_at_its_start(data_kwargs, tmp_path):
-    from tests.test_module import fit
+    from tests.helpers import fit
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
@@ -215,7 +217,7 @@ def test_an_export_folder_lacy_did_not_write_refuses_the_run_at_its_start(data_k
 
 
 def test_an_export_failure_during_fit_is_a_warning_not_a_lost_checkpoint(data_kwargs, tmp_path):
-    from tests.test_module import fit
+    from tests.helpers import fit
 
     out = tmp_path / "hf"
     (tmp_path / ".hf-old" / "x").mkdir(parents=True)  # a stale leftover: made the first checkpoint die (Errno 39)
@@ -236,17 +238,6 @@ def test_an_export_failure_during_fit_is_a_warning_not_a_lost_checkpoint(data_kw
 TEXT = "Anna Novak was born in Paris in 1950."
 
 
-def call_saturated_model(vocab_size: int):
-    """A real GPT-2 whose p(<CALL>) is ~1 at every position, as CALL-trained models are (issue 18): ln_f maps
-    every hidden state to one vector b, and the tied <CALL> row points along b."""
-    torch.manual_seed(0)
-    model = build_slm("micro", vocab_size, 64).eval()
-    with torch.no_grad():
-        b = torch.randn(model.config.n_embd)
-        model.transformer.ln_f.weight.zero_()
-        model.transformer.ln_f.bias.copy_(b)
-        model.transformer.wte.weight[-1] = 20 * b / b.norm()
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lacy.facts import SpacyFactAnnotator, subword_flags
-from lacy.tokenizer import train_bpe
+from lacy.annotators.spacy_facts import SpacyFactAnnotator, subword_flags
+from lacy.data.tokenizer import train_bpe
 
 TEXT = "Marie Curie was born in Warsaw in 1867. Curie studied physics and became a famous physicist."
 
@@ -57,7 +57,7 @@ def test_each_rule_is_a_switch(annotator):
     ("The method uses the properties of carbon.", []),  # the subject is neither a name nor a pronoun
 ])
 def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, values):
-    from lacy.facts import relation_values
+    from lacy.annotators.spacy_facts import relation_values
 
     doc = annotator.nlp(text)
     assert [t.text for t, f in zip(doc, relation_values(doc)) if f] == values
@@ -87,7 +87,7 @@ def test_relation_nouns_complete_a_relation_in_any_domain(annotator, text, value
     ("rare_arguments", "He played a role in the movement.", ["role"], ["role"]),  # "movement" is not rare
 ])
 def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text, off, on):
-    from lacy.facts import relation_values
+    from lacy.annotators.spacy_facts import relation_values
 
     doc = annotator.nlp(text)
     assert [t.text for t, f in zip(doc, relation_values(doc)) if f] == off
@@ -95,9 +95,9 @@ def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text,
 
 
 def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
-    from lacy.facts import ITEM7_SWITCHES
+    from lacy.annotators.spacy_facts import LATER_RULES
 
-    before = dict.fromkeys(ITEM7_SWITCHES, False)
+    before = dict.fromkeys(LATER_RULES, False)
     old = SpacyFactAnnotator(**before)
     assert old.relation_rules == [] and not old.trim_dates
     text = "He studied under Ann Lee for years. Those were busy seasons for him."
@@ -142,7 +142,7 @@ def test_coordination_and_title_words_each_add_only_their_words(annotator, switc
 
 
 def test_rare_arguments_threshold_is_the_zipf_frequency_and_enters_the_cache_key(annotator):
-    from lacy.facts import relation_values, zipf
+    from lacy.annotators.spacy_facts import relation_values, zipf
 
     assert zipf("role") > 5.0 > zipf("movement") > 4.8 > zipf("soundtrack") > 0 == zipf("qzxv")
     doc = annotator.nlp("He played a role in the movement.")
@@ -222,7 +222,7 @@ def test_reduced_pipeline_gives_the_full_pipelines_flags(annotator):
 
 
 def test_split_text_cuts_at_the_strongest_boundary_within_the_limit():
-    from lacy.facts import split_text
+    from lacy.annotators.spacy_facts import split_text
 
     text = "One two. Three four.\n\nFive six. Seven."
     #       0         1         2          3
@@ -244,7 +244,7 @@ def word_offsets(text):
 
 
 def test_document_over_max_length_equals_its_pieces_annotated_alone():
-    from lacy.facts import split_text
+    from lacy.annotators.spacy_facts import split_text
 
     ann = SpacyFactAnnotator()
     paragraphs = [TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London.",
@@ -293,11 +293,11 @@ def test_a_worker_that_never_got_a_document_ends_with_its_killed_parent(method):
     import sys
     import time
 
-    from tests.conftest import alive
+    from tests.helpers import alive
 
     script = (
         "import functools, multiprocessing as mp, sys, time\n"
-        "from lacy.facts import EndWithParent\n"
+        "from lacy.annotators.spacy_facts import EndWithParent\n"
         "if __name__ == '__main__':\n"
         "    component = EndWithParent()\n"
         "    worker = mp.get_context(sys.argv[1]).Process(target=functools.partial(time.sleep, 600))\n"

@@ -6,10 +6,10 @@ import spacy
 
 from baselines.llm_judge import OpenAIJudge
 from lacy.errors import UsageError
-from lacy.facts import default_spacy_model
-from lacy.factscore import (ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, ne_precision, parse_facts,
+from lacy.annotators.spacy_facts import default_spacy_model
+from lacy.eval.factscore import (ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, ne_precision, parse_facts,
                             year_probes)
-from tests.conftest import Endpoint
+from tests.helpers import Endpoint
 
 PAGES = [("Ada Brandt", "Ada Brandt was a French physicist. She was born in Lyon in 1931. She taught at Leeds. "
                         "She won the Halvard Prize. She retired in 1990. She wrote four books."),
@@ -141,9 +141,9 @@ def test_ne_precision_and_year_probes(source):
 def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):
     """Real summaries, a micro SLM and a micro partner with another tokenizer (text hand-over), a judge
     behind a real local endpoint."""
-    from lacy.factscore import WikiEvaluation
-    from lacy.model import build_slm
-    from lacy.tokenizer import train_bpe
+    from lacy.eval.wiki_eval import WikiEvaluation
+    from lacy.model.gpt2 import build_slm
+    from lacy.data.tokenizer import train_bpe
 
     tok = train_bpe(["Alan Taylor was an English historian born in 1906 in Birkdale. " * 5], 300)
     other = train_bpe(["a different vocabulary for the partner, born in 1906. " * 5], 280)

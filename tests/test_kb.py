@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lacy.cascade import Generation
+from lacy.inference.cascade import Generation
 from lacy.errors import UsageError
-from lacy.kb import Attribute, Entity, KnowledgeBase
+from lacy.worlds.kb import Attribute, Entity, KnowledgeBase
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ def second_world():
 
 
 def test_second_world_true_documents_score_one_and_swapped_ones_zero():
-    from lacy.evaluate import kb_factscore
+    from lacy.eval.kb_metrics import kb_factscore
 
     kb, make = second_world()
     rows = [json.loads(x) for f in ("train.jsonl", "val.jsonl") for x in (SECOND / f).read_text().splitlines()]

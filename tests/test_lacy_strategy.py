@@ -3,8 +3,8 @@ import torch
 
 from baselines import SpacyOnly
 from lacy.errors import UsageError
-from lacy.lacy_strategy import LaCy
-from lacy.objective import TokenLosses
+from lacy.selection.lacy_rule import LaCy
+from lacy.train.objective import TokenLosses
 
 
 def losses_of(target, valid):

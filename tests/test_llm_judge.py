@@ -6,10 +6,10 @@ import torch
 
 from baselines.llm_judge import PROMPT, HFJudge, JudgeAnnotator, LLMJudge, OpenAIJudge, parse_spans
 from lacy.errors import UsageError
-from lacy.model import build_slm
-from lacy.objective import TokenLosses
-from lacy.tokenizer import train_bpe
-from tests.conftest import Endpoint
+from lacy.model.gpt2 import build_slm
+from lacy.train.objective import TokenLosses
+from lacy.data.tokenizer import train_bpe
+from tests.helpers import Endpoint
 
 TEXT = "Anna Novak was born in Paris in 1950. Anna studied music."
 
@@ -125,7 +125,7 @@ def test_annotate_command_counts_refused_documents(endpoint, tmp_path, bios_path
     from lacy.annotate import main
 
     config = yaml.safe_load(open("configs/llm_judge.yaml"))
-    config["data"].update(corpus={"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
+    config["data"].update(corpus={"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     judge = {"class_path": "baselines.OpenAIJudge",
              "init_args": {"base_url": endpoint.url, "model": "m", "cache": str(tmp_path / "judge.sqlite")}}

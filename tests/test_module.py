@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from baselines import LossOnly, RandomCalls, Vanilla
-from lacy.checkpoint_io import AtomicCheckpointIO
-from lacy.data import CorpusDataModule
+from lacy.io.checkpoints import AtomicCheckpointIO
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.export import ExportHF
-from lacy.module import CallLM, NonFiniteLossError
+from lacy.io.export import ExportHF
+from lacy.train.module import CallLM
+from lacy.train.guards import NonFiniteLossError
+from tests.helpers import fit
 
 
 class Record(L.Callback):
@@ -28,17 +30,6 @@ class DieAt(L.Callback):
             raise RuntimeError("simulated kill")
 
 
-def fit(data_kwargs, tmp_path, callbacks, max_steps=6, ckpt_path=None, lr=3e-3, preset="micro", model_kw=None,
-        **trainer_kw):
-    L.seed_everything(0)
-    dm = CorpusDataModule(**data_kwargs)
-    model = CallLM(preset=preset, vocab_size=dm.vocab_size, block_size=dm.block_size, lr=lr, warmup_steps=2,
-                   **(model_kw or {}))
-    trainer = L.Trainer(max_steps=max_steps, callbacks=callbacks, enable_progress_bar=False,
-                        enable_model_summary=False, use_distributed_sampler=False, default_root_dir=tmp_path,
-                        plugins=[AtomicCheckpointIO()], limit_val_batches=0, **{"logger": False, **trainer_kw})
-    trainer.fit(model, dm, ckpt_path=ckpt_path)
-    return trainer, model
 
 
 @pytest.mark.parametrize("strategies, match", [([], "none"), ([Vanilla(), LossOnly()], "Vanilla")])
@@ -152,8 +143,8 @@ def test_checkpoint_with_another_tokenizer_of_the_same_size_is_refused(data_kwar
     """Same vocabulary size, other corpus: many ids mean other tokens, so resuming (or evaluating) is refused."""
     import json
 
-    from tests.conftest import make_bios
-    from lacy.corpus import JsonlCorpus
+    from tests.helpers import make_bios
+    from lacy.data.corpus import JsonlCorpus
 
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
     fit(data_kwargs, tmp_path, [Vanilla(), ckpt, ExportHF(dirpath=str(tmp_path / "hf"))], max_steps=2)
@@ -197,7 +188,7 @@ def test_lr_given_on_resume_applies(data_kwargs, tmp_path):
 def test_export_loads_with_plain_transformers(data_kwargs, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lacy.export import export_checkpoint
+    from lacy.io.export import export_checkpoint
 
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
     _, model = fit(data_kwargs, tmp_path, [LossOnly(), ckpt, ExportHF(dirpath=str(tmp_path / "hf"))], max_steps=3)
@@ -213,7 +204,7 @@ def test_export_loads_with_plain_transformers(data_kwargs, tmp_path):
 
 
 def test_token_budget_sets_steps_and_accumulation(data_kwargs, tmp_path):
-    from lacy.budget import TokenBudget
+    from lacy.train.budget import TokenBudget
 
     # 8 sequences per step = 2 micro-batches of 4; 15% calls leave 128 - 19 = 109 gradient tokens per micro-batch
     budget = TokenBudget(max_tokens=2000, global_batch_size=8, count="gradient")
@@ -240,8 +231,8 @@ def test_checkpoint_write_is_atomic(tmp_path):
 
 
 def test_lacy_warns_when_the_budget_reaches_the_fact_rate(data_kwargs, tmp_path):
-    from lacy.annotate import Annotator
-    from lacy.lacy_strategy import LaCy
+    from lacy.data.annotation import Annotator
+    from lacy.selection.lacy_rule import LaCy
 
     class EveryFifth(Annotator):  # 20% of tokens are "facts"
         name, dtype = "fact", bool

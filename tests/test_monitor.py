@@ -4,8 +4,8 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lacy.cli import cli_main
-from lacy.monitor import Monitor
-from tests.test_cli import small_run_args
+from lacy.io.monitor import Monitor
+from tests.helpers import small_run_args
 
 
 def test_fit_logs_no_empty_cards(bios_path, tmp_path):

@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from baselines import Vanilla
-from lacy.data import CorpusDataModule
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.export import export_hf, tokenizer_files
-from lacy.model import build_slm
-from lacy.module import CallLM
-from lacy.nlu import TASKS, NLUEvaluation, evaluate, load, main, subset, write_task_yamls
-from lacy.tokenizer import CALL_TOKEN, train_bpe
-from tests.conftest import make_bios
-from tests.test_export import call_saturated_model
+from lacy.io.export import export_hf, tokenizer_files
+from lacy.model.gpt2 import build_slm
+from lacy.train.module import CallLM
+from lacy.eval.nlu import NLUEvaluation, TASKS, evaluate, load, subset, write_task_yamls
+from lacy.nlu import main
+from lacy.model.call_token import CALL_TOKEN
+from lacy.data.tokenizer import train_bpe
+from tests.helpers import make_bios
+from tests.helpers import call_saturated_model
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_subset_spreads_over_each_set():
 
 
 def test_bad_inputs_fail_early_with_one_line(hf_with_call, tmp_path):
-    with pytest.raises(UsageError, match="not a lacy checkpoint"):
+    with pytest.raises(UsageError, match="is not a local folder; give a checkpoint"):
         load(str(tmp_path / "missing"))
     with pytest.raises(UsageError, match="unknown"):
         write_task_yamls(tmp_path, ["arc_easy", "mmlu"])

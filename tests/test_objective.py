@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lacy.objective import IGNORE_INDEX, lacy_objective, token_losses
+from lacy.train.objective import IGNORE_INDEX, lacy_objective, token_losses
 
 
 def test_matches_hand_computation():

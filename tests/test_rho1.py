@@ -6,11 +6,11 @@ import torch
 
 from baselines.rho1 import ReferenceLoss, Rho1, rho1_select
 from baselines.spacy_ref import SpacyRef
-from lacy.data import CorpusDataModule
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.model import build_slm
-from lacy.module import CallLM
-from lacy.objective import TokenLosses
+from lacy.model.gpt2 import build_slm
+from lacy.train.module import CallLM
+from lacy.train.objective import TokenLosses
 
 
 def test_lowest_excess_loss_is_delegated():

@@ -2,8 +2,8 @@ import torch
 
 from baselines.loss_only import loss_only
 from baselines.random_calls import random_calls
-from lacy.lacy_strategy import lacy_select
-from lacy.selection import budget, select_top
+from lacy.selection.lacy_rule import lacy_select
+from lacy.selection.topk import budget, select_top
 
 
 def test_select_top_picks_highest_and_breaks_ties_by_position():

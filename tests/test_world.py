@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lacy.data import CorpusDataModule
+from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
-from lacy.kb import KnowledgeBase
-from lacy.world import (CITIES, DERIVED_FROM, EMPLOYERS, FIELDS, FILLER, TEMPLATES, ClosedWorld, _fill, fact_share,
-                        read_world)
+from lacy.worlds.kb import KnowledgeBase
+from lacy.worlds.fact_masks import fact_share
+from lacy.worlds.folder import read_world
+from lacy.worlds.closed_world import CITIES, DERIVED_FROM, EMPLOYERS, FIELDS, FILLER, TEMPLATES, ClosedWorld, _fill
 
 
 def test_generation_is_deterministic():
@@ -176,8 +177,8 @@ def test_bad_arguments():
 
 def test_fact_value_tokens_are_a_minority_of_tokens(tmp_path):
     """The share reported in docs/world.md: fact-value tokens among all tokens of the default world's text."""
-    from lacy.evaluate import PlacementDocs
-    from lacy.tokenizer import train_bpe
+    from lacy.worlds.fact_masks import PlacementDocs
+    from lacy.data.tokenizer import train_bpe
 
     w = ClosedWorld(people=60)
     tok = train_bpe(w.bpe_documents(), 2048)

@@ -45,7 +45,7 @@ def log_image(trainer, tag: str, png: str | Path) -> None:
     """A PNG file (e.g. the FactScore-vs-call-rate plot) under TensorBoard's Images tab."""
     writers = _writers(trainer)
     if writers:
-        import matplotlib.image
+        import matplotlib.image  # here: only when an image is logged (~1 s import)
 
         image = matplotlib.image.imread(str(png))[..., :3]  # RGB floats in [0, 1], (H, W, 3)
         for writer in writers:

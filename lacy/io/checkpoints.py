@@ -7,39 +7,24 @@ readable checkpoint gets one line naming its size and the newest readable checkp
 """
 import fcntl
 import json
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from lacy.errors import UsageError
+from lacy.io.atomic import atomic_file
+from lacy.model.gpt2 import build_slm
+
+TOKENIZER_KEY = "lacy_tokenizer_files"  # a lacy checkpoint carries its tokenizer's files (lacy.ExportHF puts them in)
 
 # mkstemp(prefix=".<name>-") leaves ".<name>-" + 8 characters of [a-z0-9_]
 _TEMP = re.compile(r"^\..+\.ckpt-[a-z0-9_]{8}$")
-
-
-def umask() -> int:
-    """The process umask (read without changing it where /proc allows)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def follow_umask(path: str | Path, directory: bool = False) -> None:
-    """Give ``path`` (made by ``mkstemp``/``mkdtemp``: 0600/0700) the mode ``open``/``mkdir`` would have given it."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -65,18 +50,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temp_files(path.parent):
             rank_zero_info(f"removed {stale}, left by an interrupted checkpoint save")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                follow_umask(tmp)
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-                os.replace(tmp, path)  # still locked: no cleaner can take the file before it is renamed
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_file(path, lock=True, fsync=True) as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         """Every checkpoint Lightning restores (``--ckpt_path``, ``trainer.fit(ckpt_path=...)``) goes through
@@ -165,8 +140,6 @@ def last_checkpoint(trainer) -> Path:
 def tokenizer_difference(stored: dict[str, bytes], tokenizer) -> str | None:
     """How the tokenizer stored in a checkpoint (``tokenizer.json`` among ``stored``' files) differs from
     ``tokenizer`` (a fast HF tokenizer), or None when they encode text to the same ids."""
-    from tokenizers import Tokenizer
-
     if "tokenizer.json" not in stored:
         return None
     old, new = Tokenizer.from_str(stored["tokenizer.json"].decode()), tokenizer.backend_tokenizer
@@ -181,3 +154,12 @@ def tokenizer_difference(stored: dict[str, bytes], tokenizer) -> str | None:
         return {k: v for k, v in spec.items() if k not in ("truncation", "padding")}
 
     return None if pipeline(old) == pipeline(new) else "same vocabulary, but other merges or text normalisation"
+
+
+def slm_from_checkpoint(checkpoint: dict):
+    """The SLM (a ``transformers`` model) a lacy checkpoint holds, built from its hyper-parameters and weights."""
+    hp = checkpoint["hyper_parameters"]
+    model = build_slm(hp.get("preset", "tiny"), hp["vocab_size"], hp["block_size"], hp.get("dropout", 0.0))
+    prefix = "model."
+    model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    return model

@@ -43,7 +43,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lacy.corpus import read_utf8
+from lacy.data.corpus import read_utf8
 from lacy.errors import UsageError
 
 FORMAT = "lacy-kb/1"

@@ -9,10 +9,9 @@ import warnings
 
 from lightning.pytorch.utilities import rank_zero_info
 
-
 from lacy.errors import UsageError
-from lacy.selection import budget, select_top
-from lacy.strategy import CallStrategy
+from lacy.selection.topk import budget, select_top
+from lacy.selection.strategy import CallStrategy
 
 
 def lacy_select(loss, valid, fact, k):
@@ -21,7 +20,7 @@ def lacy_select(loss, valid, fact, k):
 
 
 class LaCy(CallStrategy):
-    """Needs ``batch["fact"]`` from :class:`lacy.facts.SpacyFactAnnotator` in ``data.annotators``.
+    """Needs ``batch["fact"]`` from :class:`lacy.annotators.spacy_facts.SpacyFactAnnotator` in ``data.annotators``.
 
     Args:
         call_rate: budget as a fraction of the batch's valid targets (paper: 0.15 with 25% fact tokens).
@@ -43,7 +42,8 @@ class LaCy(CallStrategy):
     def facts(self, batch, losses):
         return self.side(batch, self.flag_key).bool() & losses.valid
 
-    def k(self, losses, fact):
+    def call_budget(self, losses, fact):
+        """k, the number of calls in this batch (a 0-d tensor)."""
         if self.fact_fraction is not None:
             return budget(fact, self.fact_fraction)
         return budget(losses.valid, self.call_rate)
@@ -54,7 +54,7 @@ class LaCy(CallStrategy):
 
     def select(self, batch, losses, step):
         fact = self.facts(batch, losses)
-        return lacy_select(self.scores(batch, losses, step), losses.valid, fact, self.k(losses, fact))
+        return lacy_select(self.scores(batch, losses, step), losses.valid, fact, self.call_budget(losses, fact))
 
     def metrics(self, batch, call_mask):
         fact = batch[self.flag_key].bool() & (batch["labels"] >= 0)

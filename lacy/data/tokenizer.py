@@ -9,15 +9,17 @@ text (``<CALL>``, ``<|endoftext|>``, a chat model's markers) as the characters t
 (``split_special_tokens``, saved with the tokenizer). Special ids are placed only by code: EOS between
 documents, ``<CALL>`` targets by the strategy.
 """
+import importlib.util
+import shutil
 from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 from lacy.errors import UsageError
+from lacy.model.call_token import CALL_TOKEN
 
-CALL_TOKEN = "<CALL>"
 EOS_TOKEN = "<|endoftext|>"
 # what a tokenizer folder must hold (one entry, all its files): fast (tokenizer.json), byte-level BPE,
 # SentencePiece, WordPiece; a config.json alone loads as an empty tokenizer that maps every text to []
@@ -29,7 +31,8 @@ MIN_BPE_VOCAB = 257  # a trained byte-level BPE: the 256 bytes + EOS before any 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE of ``vocab_size`` ids before ``<CALL>`` on ``texts`` (at least :data:`MIN_BPE_VOCAB`,
-    the bytes + EOS; fewer than asked when the texts allow fewer merges); ~1.5 s per 5 MB here."""
+    the bytes + EOS; fewer than asked when the texts allow fewer merges). Its speed: docs/benchmarks.md,
+    "BPE training"."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
@@ -48,11 +51,6 @@ def gpt2_folder(out_dir: str | Path) -> Path:
     (transformers 5 trap, design.md: ``GPT2TokenizerFast(vocab_file=..., merges_file=...)`` builds an empty
     tokenizer; copying the files as vocab.json / merges.txt and using ``from_pretrained`` works.)
     """
-    import importlib.util
-    import shutil
-
-    from transformers import GPT2TokenizerFast
-
     out_dir = Path(out_dir)
     if (out_dir / "tokenizer.json").exists():
         return out_dir
@@ -118,7 +116,7 @@ def check_call_token(tok, where: str = "tokenizer") -> int:
     """The ``<CALL>`` id, after checking it is the last id, where the model's extra row lives."""
     vocab = tok.get_vocab()
     if CALL_TOKEN not in vocab:
-        raise UsageError(f"{where} has no {CALL_TOKEN} token; load it with lacy.tokenizer.load_tokenizer, "
+        raise UsageError(f"{where} has no {CALL_TOKEN} token; load it with lacy.data.tokenizer.load_tokenizer, "
                          "which appends one")
     call_id = vocab[CALL_TOKEN]
     if call_id != len(tok) - 1:

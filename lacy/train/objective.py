@@ -2,20 +2,23 @@
 
     L = -(1/N) sum_i [ C_i log p(<CALL> | x_<=i) + (1 - C_i) log p_noCALL(x_{i+1} | x_<=i) ]
 
-``<CALL>`` is the last logit. ``p_noCALL`` is the softmax over the other logits, renormalised, so an
+``<CALL>`` is the last logit (lacy/model/call_token.py). ``p_noCALL`` is the softmax over the other logits, renormalised, so an
 ordinary target never pushes the ``<CALL>`` logit down; ``p(<CALL>)`` is the full softmax. At a call
 position the original token gets no gradient. N counts the non-padding targets (label != -100).
 
 Variant **[ours]**, ``noncall="full"``: a non-call target is scored under the full softmax over the extended
 vocabulary, ``-log p(x_{i+1}) = -log p_noCALL(x_{i+1}) - log(1 - p(<CALL>))``, so every ordinary target also
-trains ``<CALL>`` down. Why: under the paper's form nothing ever pushes ``<CALL>`` down and p(<CALL>) saturates at
-0.96-0.999 everywhere (docs/results.md), so the cascade depends on how an unconstrained score happens to rank
-positions, and plain ``generate()`` writes only ``<CALL>``. Call targets and the ranking loss are unchanged.
+trains ``<CALL>`` down. Why: under the paper's form nothing ever pushes ``<CALL>`` down and p(<CALL>) saturates near
+1, also where no call is due (docs/results.md, "The `<CALL>` score: the paper's objective against the full
+softmax"), so the cascade depends on how an unconstrained score happens to rank positions, and plain
+``generate()`` writes only ``<CALL>``. Call targets and the ranking loss are unchanged.
 """
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from lacy.model.call_token import call_logit, noncall_logits
 
 IGNORE_INDEX = -100
 
@@ -33,10 +36,9 @@ class TokenLosses:
 def token_losses(logits: Tensor, labels: Tensor) -> TokenLosses:
     """Both losses every position could receive. Cost: one logsumexp over the vocabulary."""
     logits = logits.float()
-    vocab = logits[..., :-1]
-    call_logit = logits[..., -1]
+    vocab = noncall_logits(logits)
     lse_vocab = torch.logsumexp(vocab, dim=-1)  # normaliser of p_noCALL
-    call_logodds = call_logit - lse_vocab
+    call_logodds = call_logit(logits) - lse_vocab
     valid = labels != IGNORE_INDEX
     safe = labels.masked_fill(~valid, 0)
     target = (lse_vocab - vocab.gather(-1, safe.unsqueeze(-1)).squeeze(-1)).masked_fill(~valid, 0.0)

@@ -4,11 +4,13 @@ The module does one forward pass, computes per-token losses, and asks the one co
 (found among ``trainer.callbacks``) for a boolean call mask. A strategy may read side arrays from the
 batch (``requires``) and may attach things to it in Callback hooks (e.g. an online reference forward).
 """
+import importlib
+
 import lightning as L
 from torch import Tensor
 
 from lacy.errors import UsageError
-from lacy.objective import TokenLosses
+from lacy.train.objective import TokenLosses
 
 
 class CallStrategy(L.Callback):
@@ -20,6 +22,7 @@ class CallStrategy(L.Callback):
     """
 
     requires: tuple[str, ...] = ()  # batch keys (side arrays) this strategy reads
+    makes_calls: bool = True  # False (Vanilla): no <CALL> is trained, so a cascade calls by uncertainty
 
     def __init__(self, call_rate: float = 0.15, seed: int = 0):
         if not 0.0 <= call_rate < 1.0:
@@ -50,12 +53,22 @@ class CallStrategy(L.Callback):
         return {}
 
 
-def one_strategy(classes: list[type]) -> int:
-    """Index of the one ``CallStrategy`` among the classes of ``trainer.callbacks``; UsageError for none or several
-    (a config that forgets the strategy would otherwise train a plain LM)."""
-    found = [i for i, c in enumerate(classes) if issubclass(c, CallStrategy)]
+def _class(callback) -> type:
+    """A callback's class: the object's own, or the one its parsed config names (``class_path``)."""
+    path = getattr(callback, "class_path", None)
+    if path is None:
+        return type(callback)
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def find_strategy(callbacks: list):
+    """The one ``CallStrategy`` among ``trainer.callbacks`` (objects, or their parsed configs before they are
+    built: then its class); UsageError for none or several (a config that forgets the strategy would otherwise
+    train a plain LM). The module calls it once and hands the strategy on (``CallLM.strategy``)."""
+    found = [cb for cb in callbacks if issubclass(_class(cb), CallStrategy)]
     if len(found) != 1:
-        names = [classes[i].__name__ for i in found] or "none"
+        names = [_class(cb).__name__ for cb in found] or "none"
         raise UsageError(
             f"trainer.callbacks: exactly one selection strategy must be listed, found {names}; add one "
             "(e.g. class_path: lacy.LaCy, or baselines.Vanilla for a plain LM), see configs/*.yaml")

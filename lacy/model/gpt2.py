@@ -1,11 +1,8 @@
-"""The small language model: a GPT-2 architecture built from a preset, randomly initialised.
+"""The paper's SLM family: a GPT-2 architecture built from a preset, randomly initialised.
 
 The vocabulary is the tokenizer's, whose last id is ``<CALL>``: one extra row in the embedding and
 in the (tied) LM head. Nothing else about the model knows about calls; the objective does.
 """
-import hashlib
-from pathlib import Path
-
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lacy.errors import UsageError
@@ -39,37 +36,14 @@ def build_slm(preset: str, vocab_size: int, block_size: int, dropout: float = 0.
     return GPT2LMHeadModel(config)
 
 
+def flops_per_token(model: GPT2LMHeadModel) -> float:
+    """Training FLOPs per token: 6 x matmul parameters (LM head included) + attention (PaLM appendix B)."""
+    c = model.config
+    matmul_params = non_embedding_params(model) + c.n_embd * c.vocab_size
+    return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.n_positions
+
+
 def non_embedding_params(model: GPT2LMHeadModel) -> int:
     """Parameter count without token/position embeddings (the LM head is tied to the token embedding)."""
     t = model.transformer
     return sum(p.numel() for p in model.parameters()) - t.wte.weight.numel() - t.wpe.weight.numel()
-
-
-def weights_digest(folder: str | Path, gguf_file: str | None = None) -> str:
-    """Hash of a local model's weights and config: caches keyed by it follow the model, not its path."""
-    folder = Path(folder)
-    files = [folder / gguf_file] if gguf_file else sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-HUB_PREFIX = "hf:"  # hf:NAME asks for a Hugging Face hub model explicitly, where a command allows it
-
-
-def local_model_folder(path: str | Path, role: str, hint: str, hub_prefix_allowed: bool = False) -> Path:
-    """``path`` as a local Hugging Face model folder (holding config.json); UsageError otherwise.
-
-    A name that is not a local folder is never looked up on the hub (offline by default). The message says how
-    to ask for a hub model explicitly: ``hf:NAME`` where the caller allows it, else download it first.
-    """
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        what = "is not a model folder (no config.json)" if folder.is_dir() else "is not a local folder"
-        hub = (f"write {HUB_PREFIX}NAME to load a hub model (needs internet)" if hub_prefix_allowed else
-               "a hub model: download it first with `hf download NAME --local-dir DIR` and pass DIR")
-        raise UsageError(f"{role} {str(path)!r} {what}; {hint} ({hub}; lacy never looks names up on its own)")
-    return folder

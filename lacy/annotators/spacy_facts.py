@@ -7,7 +7,7 @@ The paper's exact rules are unpublished; ours [ours], each a switch:
     which catch common-noun facts NER misses ("chemistry", "physicist");
   * relation nouns: from the dependency parse, the common noun that completes a relation about a subject,
     in any domain (an instrument, a sport, a species, a product) and its classifying modifiers; see
-    :func:`relation_values` and its optional rules (issue 15, item 7), among them rare nouns in any argument
+    :func:`relation_values` and its optional rules (``RELATION_RULES``), among them rare nouns in any argument
     position (:func:`rare_arguments`, by wordfreq's English word frequencies);
   * coordinated values: a noun listed with a flagged word (:func:`coordinated_values`); title words: a
     capitalised "The" / "His" inside a name (:func:`title_words`);
@@ -15,7 +15,7 @@ The paper's exact rules are unpublished; ours [ours], each a switch:
     million"), a possessive ending ("'s") and the pronoun "one" of "one of the ..." are not facts; with
     trimmed dates, neither are a date's relation words ("for years", "the year 1957");
   * occurrence tracking: a word whose exact text already occurred earlier in the document is not a fact:
-    it can be copied from context, and flagging it wastes the call budget (design.md: precision 0.25 -> 0.90).
+    it can be copied from context, and flagging it wastes the call budget (docs/results.md, "Fact flags").
 A subword is a fact token when its non-whitespace characters overlap a flagged spaCy token, so every
 piece of a multi-piece entity is flagged and byte-level BPE's leading-space offsets do not matter.
 Only the spaCy components the enabled rules need are run (never the lemmatizer). spaCy's NER does not
@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from lacy.data import Annotator
+from lacy.annotators.spans import span_flags
+from lacy.data.annotation import Annotator
 from lacy.errors import UsageError
 
 ENTITY_LABELS = ["PERSON", "NORP", "FAC", "ORG", "GPE", "LOC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW",
@@ -65,24 +66,27 @@ ARTICLES, POSSESSIVE = {"the", "a", "an"}, {"'s", "\u2019s", "'"}
 # elected [mayor]"; relation_values adds "X worked as a [teacher]" and "X plays the [violin]"
 VALUE_DEPS = {"attr", "appos", "oprd"}
 MODIFIER_DEPS = {"amod", "compound", "nmod"}
-# the optional rules of relation_values (issue 15, item 7), each a switch of SpacyFactAnnotator of the same name
+# the optional rules of relation_values, each a switch of SpacyFactAnnotator of the same name
 RELATION_RULES = ("of_values", "compound_nouns", "participle_values", "defined_subjects", "quantity_units",
                   "entity_modifiers", "demonstratives", "rare_arguments")
-# every switch of issue 15, item 7 (all false: the flags and the cache key from before it)
-ITEM7_SWITCHES = (*RELATION_RULES, "trim_dates", "coordinated_values", "title_words")
+# every switch beyond relation_nouns and trim_entities (all false: the flags and the cache key of those two alone;
+# docs/results.md, "Fact flags", measures each)
+LATER_RULES = (*RELATION_RULES, "trim_dates", "coordinated_values", "title_words")
 # rare_arguments: the positions of an argument, and what makes a noun in one a relation or a setting, not a value
 ARGUMENT_DEPS = {"nsubj", "nsubjpass", "dobj", "dative", "pobj", "conj", "npadvmod"}
 RELATION_PREPOSITIONS = {"of", "between", "to", "for", "on", "about"}  # "the [tradition] of ...": a relation
 TIME_PREPOSITIONS = {"since", "until", "till", "during", "after", "before", "throughout"}  # "since childhood"
 QUOTES_COLON = {'"', "\u201c", "'", "\u2018", ":"}  # title_words: a quoted sentence may start after these
 QUANTIFIERS = {"this", "that", "these", "those", "many", "some", "any", "each", "every", "all", "another"}
-RARE_ZIPF = 4.8  # Zipf frequency (log10 per billion words): 4.8 = 63 per million ("distances" 3.8, "role" 5.2)
+# Zipf frequency (log10 per billion words) under which a noun is rare: 4.8 = 63 per million ("distances" 3.8,
+# "role" 5.2), where values and generic nouns separate (docs/results.md, "Fact flags": "rare nouns in any position")
+RARE_ZIPF = 4.8
 
 
 def zipf(word: str) -> float:
     """Zipf frequency of a lower-cased English word in wordfreq's list (0 = unseen); cached per word."""
     if word not in _ZIPF:
-        from wordfreq import zipf_frequency
+        from wordfreq import zipf_frequency  # here: its word list loads only for the rules that read it
 
         _ZIPF[word] = zipf_frequency(word, "en")
     return _ZIPF[word]
@@ -104,8 +108,8 @@ def rare_arguments(doc, rare_zipf: float = RARE_ZIPF) -> np.ndarray:
     ..."), one after a demonstrative or quantifying determiner ("these pamphlets", "each member") and a time
     adjunct ("since childhood"). Its classifying modifiers (amod, compound; not degree-marked) are values when
     rare too.
-    Chosen on the 105 labelled Wikipedia sentences of dev, test and test2 and the second world
-    (docs/results.md, "Fact flags"); measured on the fresh splits test3 and test4.
+    Designed on the labelled development sentences and the second world, then measured once on fresh held-out
+    splits (docs/results.md, "Fact flags": "rare nouns in any position, lists, title words").
     """
     heads = np.array([t.pos_ == "NOUN" and t.dep_ in ARGUMENT_DEPS and not t.ent_type_ and zipf(t.lower_) < rare_zipf
                       and not relational(t) for t in doc], dtype=bool)
@@ -189,7 +193,7 @@ def relation_values(doc, rules=(), rare_zipf: float = RARE_ZIPF) -> np.ndarray:
     species, a product).
 
     ``rules`` names optional rules of ``RELATION_RULES`` that widen (or, ``demonstratives``, narrow) this;
-    their measured effects are in :class:`SpacyFactAnnotator`'s docstring:
+    each is measured in docs/results.md, "Fact flags": "common-noun values from the parse":
       * of_values: the "of" object of any value is a value ("an actress of [film]"), not only a container's;
       * compound_nouns: a noun compounded onto a noun says which kind, a value ("the [strings] section"; a
         compound that places is a known false flag: "the [front] row");
@@ -278,40 +282,37 @@ class SpacyFactAnnotator(Annotator):
         pos_tags: POS tags that make a fact; [] switches the POS rule off.
         keywords: lower-cased fact words; null = the built-in list; [] switches the rule off.
         relation_nouns: flag the common nouns that complete a relation (:func:`relation_values`; needs the
-            parser and tagger). With trim_entities, on 43 hand-labelled Wikipedia sentences word-level recall
-            went from 0.59 to 0.72 and precision from 0.92 to 0.96 (docs/results.md, "Fact flags").
+            parser and tagger): the values NER, POS and the keyword list miss ("X is a [violinist]", "She plays
+            the [cello]"); with trim_entities it raises both recall and precision (docs/results.md, "Fact flags").
         trim_entities: do not flag the function words that open an entity ("the", "over"), a possessive
             ending ("'s") or the "one" of "one of the ...".
         of_values, compound_nouns, participle_values, defined_subjects, quantity_units, entity_modifiers,
-            demonstratives: the optional rules of :func:`relation_values` (issue 15, item 7; effect only with
-            relation_nouns), for values in positions relation_nouns alone misses. Each alone, on the 59
-            Wikipedia sentences the rules were developed on (precision / recall 0.947 / 0.705 without them),
-            words gained right / wrong: of_values +8 / 2, compound_nouns +10 / 2 (and the second world's
-            "[strings] section", +14 / 0), participle_values +5 / 2, defined_subjects +5 / 0,
-            quantity_units +6 / 0, entity_modifiers +10 / 5; demonstratives drops 10 wrong flags of the
-            second world ("Those were busy seasons") and none on Wikipedia.
+            demonstratives: the later parse rules of :func:`relation_values` (effect only with relation_nouns),
+            for values in positions relation_nouns alone misses; demonstratives instead drops a false value
+            ("Those were busy seasons"). Each widening rule alone gains more right words than wrong ones
+            (docs/results.md, "Fact flags": "common-noun values from the parse").
         rare_arguments: a common noun in any argument position (subject, object, prepositional object,
             conjunct; effect only with relation_nouns) rarer in English than ``rare_zipf``, with its rare
-            classifying modifiers (:func:`rare_arguments`; issue 15, item 7, second round): the values of
-            concept sentences and of prepositions of verbs ("injecting [venom]", "the movement for women's
-            [suffrage]"). Needs the
-            ``wordfreq`` package's English list (installed with lacy, offline). Held out (``test3``, before the
-            third round existed): recall 0.717 -> 0.838 at precision 0.926 -> 0.912; docs/results.md, "Fact
-            flags", has every round, and ``python -m experiments.fact_flags`` the default without each rule.
-        rare_zipf: the Zipf frequency (log10 occurrences per billion words) under which a noun is rare; 4.8
-            = 63 per million.
+            classifying modifiers (:func:`rare_arguments`, the rare-noun rule): the values of concept sentences
+            and of prepositions of verbs ("injecting [venom]", "the movement for women's [suffrage]"), which no
+            relation about a named subject marks. Needs the ``wordfreq`` package's English list (installed with
+            lacy, offline). It trades some precision for much recall (docs/results.md, "Fact flags": "rare
+            nouns in any position, lists, title words"; ``python -m experiments.fact_flags`` prints the default
+            without each rule); false gives the earlier precision.
+        rare_zipf: the Zipf frequency (log10 occurrences per billion words) under which a noun is rare, for
+            rare_arguments and the modifiers coordinated_values adds; 4.8 = 63 per million (lower: fewer,
+            rarer nouns; docs/results.md, "Fact flags": "rare nouns in any position, lists, title words").
         coordinated_values: a common noun joined by "and"/"or" to a flagged word is a value too, however
             common ("into [rock], funk and hip-hop"; :func:`coordinated_values`).
         title_words: a title-case function word inside an ordinary sentence before a flagged word is part of a
-            name ("his novel [The] Bell Jar"; :func:`title_words`). Both: issue 15, item 7, third round, chosen on
-            151 sentences; with them the default is 0.926 / 0.851 on the held-out ``test4`` (0.931 / 0.720
-            before ``rare_arguments``).
+            name ("his novel [The] Bell Jar"; :func:`title_words`). Both cover what the rare-noun rule still
+            missed; chosen on the development sentences and measured once on a fresh held-out split
+            (docs/results.md, "Fact flags": "rare nouns in any position, lists, title words").
         trim_dates: a common noun or preposition in a date or time entity with no number or name before it
             is the relation, not the value ("for [years]", "the [year] 1957", "the [age] [of] 33"): not
-            flagged. Costs 3 right flags on the 59 sentences ("thousands of years") for 3 wrong ones there and
-            9 in the second world. With the first round of item 7's rules: 0.933 / 0.783 on the 59
-            sentences, 0.874 / 1.000 on the second world against its KB (0.775 / 0.912 without them);
-            docs/results.md, "Fact flags", has the later rounds and the held-out numbers.
+            flagged. It drops about as many right flags as wrong ones on Wikipedia ("thousands of years") and
+            more wrong ones in the second world: it buys precision for a little recall
+            (docs/results.md, "Fact flags": "common-noun values from the parse").
         occurrence_tracking: drop words already seen earlier in the same document.
         ner_sentences: run the parser so NER sees its sentence starts, as in the full pipeline (identical
             flags); false skips it (unless relation_nouns, coordinated_values or title_words needs it): faster,
@@ -363,13 +364,13 @@ class SpacyFactAnnotator(Annotator):
     @property
     def nlp(self):
         if self._nlp is None:
-            import spacy
+            import spacy  # here: spaCy imports in seconds; the class is built by every config that lists it
 
             try:
                 full = spacy.load(self.spacy_model)
             except OSError as e:
                 raise UsageError(f"spaCy pipeline {self.spacy_model!r} cannot be loaded ({e}); set spacy_model to an "
-                                 "installed one (see lacy.facts.default_spacy_model)") from None
+                                 "installed one (see lacy.annotators.spacy_facts.default_spacy_model)") from None
             exclude = [p for p in full.pipe_names if p not in self.needed_components()]
             self._nlp = spacy.load(self.spacy_model, exclude=exclude)
             if self.n_process != 1:
@@ -379,7 +380,7 @@ class SpacyFactAnnotator(Annotator):
         return self._nlp
 
     def fingerprint(self) -> str:
-        import spacy
+        import spacy  # here: spaCy imports in seconds
 
         meta = self.nlp.meta
         rules = [meta.get("name"), meta.get("version"), spacy.__version__, sorted(self.entity_labels),
@@ -387,7 +388,7 @@ class SpacyFactAnnotator(Annotator):
         # with both newer rules off, the key stays the one from before they existed: those caches stay valid
         rules += [{"relation_nouns": self.relation_nouns, "trim_entities": self.trim_entities}] if (
             self.relation_nouns or self.trim_entities) else []
-        # likewise the rules of issue 15, item 7: only those switched on enter the key
+        # likewise the later rules (LATER_RULES): only those switched on enter the key
         rules += [self.relation_rules + ["trim_dates"] * self.trim_dates] if (
             self.relation_rules or self.trim_dates) else []
         # the threshold counts while a rule that reads it is on (rare_arguments needs relation_nouns)
@@ -431,8 +432,8 @@ class SpacyFactAnnotator(Annotator):
     def annotate(self, texts, offsets):
         """A document longer than spaCy's ``nlp.max_length`` is annotated as the pieces of :func:`split_text`
         (each alone: occurrence tracking restarts per piece), its flags shifted back into place. Memory grows
-        with a piece's length: the default pipeline took ~3 MB per 1,000 characters (+630 MB for 200k), so a
-        1M-character piece needs ~3 GB in each spaCy process."""
+        about linearly with a piece's length, in each spaCy process, so long-document corpora want fewer
+        processes per machine (measured in docs/benchmarks.md, "Fact annotation": "Memory of long documents")."""
         pieces = [split_text(t, self.nlp.max_length) for t in texts]
         docs = self.nlp.pipe((t[a:b] for t, cuts in zip(texts, pieces) for a, b in cuts),
                              n_process=self.n_process, batch_size=self.batch_size)
@@ -478,21 +479,6 @@ def flagged_spans(doc, token_flags: np.ndarray, shift: int = 0) -> list[tuple[in
 def subword_flags(doc, token_flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Project spaCy-token flags to subwords through character offsets (whitespace never counts)."""
     return span_flags(len(doc.text), flagged_spans(doc, token_flags), offsets)
-
-
-def span_flags(n_chars: int, spans: list[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
-    """Subwords whose characters overlap any flagged character span [start, end).
-
-    Spans should cover non-whitespace characters only, so a leading-space offset does not pull a
-    neighbouring subword in.
-    """
-    chars = np.zeros(n_chars + 1, dtype=np.int32)
-    for a, b in spans:
-        chars[a:b] = 1
-    cum = np.concatenate([[0], np.cumsum(chars)])
-    if len(offsets) == 0:
-        return np.zeros(0, dtype=bool)
-    return cum[offsets[:, 1]] - cum[offsets[:, 0]] > 0
 
 
 class EndWithParent:

@@ -1,0 +1,82 @@
+"""What every evaluation shares: spreading a limit over a list, FActScore's length penalty, the call score a run's
+strategy implies, and the report (TensorBoard scalars, a JSON file, a printed table, a plot).
+
+Nothing to score is no score, not 0: a metric over an empty set is None (JSON null, "n/a" in a table, no
+TensorBoard scalar).
+"""
+import json
+import math
+from pathlib import Path
+
+from lacy.io.atomic import write_atomic
+
+
+def spread(items: list, limit: int | None) -> list:
+    """``limit`` items spread evenly over the list (worlds list people by popularity: every bucket stays in)."""
+    if limit is None or limit >= len(items):
+        return items
+    return [items[round(i * len(items) / limit)] for i in range(limit)]
+
+
+def length_penalty(n_facts: int, gamma: int = 10) -> float:
+    """FActScore's length penalty: exp(1 - gamma / n) for a response with n < gamma facts, else 1."""
+    return math.exp(1 - gamma / n_facts) if n_facts < gamma else 1.0
+
+
+def call_score(score: str, pl_module) -> str:
+    """``auto``: the confidence cascade (``uncertainty``) when the run's strategy trains no ``<CALL>`` (Vanilla),
+    the ``<CALL>`` log-odds (``call``) otherwise; any other value as given."""
+    if score != "auto":
+        return score
+    return "call" if pl_module.strategy.makes_calls else "uncertainty"
+
+
+def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[str]) -> Path | None:
+    """Results to TensorBoard (``<prefix>/<row>/<metric>``), to a JSON file (a bare name lands in the run's log
+    folder) and to a printed table; returns the JSON path on rank 0. Call it on every rank: ``trainer.log_dir``
+    is a collective (a broadcast) under DDP, so it is read before the rank-0 branch."""
+    for row, metrics in res.items():
+        for k, v in metrics.items():
+            if v is not None:  # None: nothing to measure (e.g. no bio made a claim); JSON null, no scalar
+                pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
+    log_dir = trainer.log_dir  # every rank: read only on rank 0 it deadlocks the others
+    if not trainer.is_global_zero:
+        return None
+    path = Path(out) if Path(out).parent != Path(".") else Path(log_dir or ".") / out
+    write_atomic(path, json.dumps(res, indent=1))
+    print(format_table(res, columns) + f"\n(written to {path})")
+    return path
+
+
+def plot_sweep(res: dict, path: Path, title: str = "") -> None:
+    """FactScore vs call rate, one line per partner, from the ``<partner>_budget[@<rate>]`` rows."""
+    import matplotlib  # here: matplotlib's import costs ~1 s and only a sweep plots
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    curves: dict[str, list] = {}
+    for row, m in res.items():
+        if "_budget" in row:
+            if m["factscore"] is not None:  # no bio with a claim: no point
+                curves.setdefault(row.split("_budget")[0], []).append((m["call_rate"], m["factscore"]))
+    for name, pts in sorted(curves.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} partner")
+    ax.set(xlabel="realised call rate (share of tokens from the partner)", ylabel="KB FactScore", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(res: dict, cols: list[str]) -> str:
+    lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row, m in res.items():
+        cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # n/a: nothing to measure
+        lines.append(f"| {row} | " + " | ".join(cell(m[c]) if c in m else "" for c in cols) + " |")
+    return "\n".join(lines)
+
+
