@@ -25,7 +25,7 @@ from baselines import LossOnly, RandomCalls, ReferenceLoss, Rho1, SpacyOnly, Van
 from lacy.data.corpus import JsonlCorpus
 from lacy.data.datamodule import CorpusDataModule
 from lacy.annotators.spacy_facts import SpacyFactAnnotator
-from lacy.model.gpt2 import flops_per_token
+from lacy.model.slm import flops_per_token
 from lacy.selection.lacy_rule import LaCy
 from lacy.model.gpt2 import build_slm
 from lacy.train.module import CallLM

@@ -25,6 +25,7 @@ class LaCyCLI(LightningCLI):
         # The vocabulary (<CALL> included) and the context are stated once, by the data.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.block_size")
+        parser.link_arguments("data.cache_dir", "model.cache_dir")  # where a GGUF / hub model is materialised
 
     def _parse_ckpt_path(self) -> None:
         """Lightning internal, overridden (LightningCLI has no switch for it): Lightning parses a checkpoint's

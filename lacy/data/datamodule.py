@@ -19,6 +19,7 @@ from lacy.data.store import CACHE_VERSION, SplitWriter, TokenizedSplit, stable_h
 from lacy.data.tokenizer import EOS_TOKEN, MIN_BPE_VOCAB, gpt2_folder, load_tokenizer, train_bpe
 from lacy.errors import UsageError
 from lacy.io.atomic import atomic_dir
+from lacy.model.loading import HUB_PREFIX, SMOLLM2, materialise, model_source
 
 
 class CorpusDataModule(L.LightningDataModule):
@@ -27,7 +28,8 @@ class CorpusDataModule(L.LightningDataModule):
     Args:
         corpus: document source (default: the offline Wikipedia summaries).
         tokenizer: null trains a byte-level BPE on the training split (cached); ``gpt2`` is the offline GPT-2
-            BPE (50,257 + <CALL>); anything else is a local HF tokenizer folder.
+            BPE (50,257 + <CALL>); ``smollm2`` / ``hf:NAME`` a pretrained model's own tokenizer (the one
+            ``model.pretrained`` continues); anything else is a local HF tokenizer folder.
         bpe_vocab_size: vocabulary of the trained BPE, before ``<CALL>``.
         block_size: tokens per training sequence (the model's context).
         batch_size: sequences per micro-batch, per device.
@@ -111,7 +113,7 @@ class CorpusDataModule(L.LightningDataModule):
     def cache_key(self) -> str:
         tok = self.tokenizer_path or f"bpe{self.bpe_vocab_size}"
         if tok not in ("gpt2", f"bpe{self.bpe_vocab_size}"):
-            tok = str(Path(tok).resolve())
+            tok = str(self._tokenizer_folder().resolve())
         parts = [CACHE_VERSION, self._digest()[0], tok, self.val_fraction, self.seed]
         # a corpus that chooses its own BPE text or split: both change the cache without changing the content
         bpe = self.corpus.bpe_documents() if self.tokenizer_path is None else None
@@ -124,6 +126,14 @@ class CorpusDataModule(L.LightningDataModule):
         if own is not None:
             parts.append(hashlib.sha256(np.packbits(np.asarray(own, dtype=bool)).tobytes()).hexdigest()[:16])
         return stable_hash(*parts)
+
+    def _tokenizer_folder(self) -> Path:
+        """``data.tokenizer`` as a local folder: a pretrained model's own tokenizer (``smollm2``, ``hf:NAME``: the
+        folder lacy/model/loading.py materialises, the same the model is read from) or the folder given."""
+        if self.tokenizer_path == SMOLLM2 or self.tokenizer_path.startswith(HUB_PREFIX):
+            source = model_source(self.tokenizer_path, "data.tokenizer", "", hub_allowed=True)
+            return Path(materialise(source, self.cache_dir).path)
+        return Path(self.tokenizer_path)
 
     def prepare(self) -> Path:
         """Tokenizer and tokenized splits, from cache when present. Idempotent; safe across processes.
@@ -140,7 +150,7 @@ class CorpusDataModule(L.LightningDataModule):
                 elif self.tokenizer_path == "gpt2":
                     tok = load_tokenizer(gpt2_folder(tmp / "gpt2"))
                 else:
-                    tok = load_tokenizer(self.tokenizer_path)
+                    tok = load_tokenizer(self._tokenizer_folder())
                 tok.save_pretrained(tmp / "tokenizer")
                 writers = [SplitWriter(tmp / "train", tok), SplitWriter(tmp / "val", tok)]
                 batch: list[list[str]] = [[], []]

@@ -87,8 +87,8 @@ def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch
 
 
 def _target_losses(model, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits of positions 0..n-2, -log p_noCALL(next token)) of one document, on its first n_positions."""
-    ids = torch.as_tensor(ids[:model.config.n_positions])
+    """(logits of positions 0..n-2, -log p_noCALL(next token)) of one document, on its first max_position_embeddings."""
+    ids = torch.as_tensor(ids[:model.config.max_position_embeddings])
     logits = model(input_ids=ids[None]).logits[0, :-1].float()  # t predicts token t+1
     return logits, token_losses(logits, ids[1:]).target  # -log p_noCALL, as in training
 

@@ -129,7 +129,7 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
                                   task_manager=TaskManager(include_path=folder, include_defaults=False))
         except AssertionError as err:  # lm-eval asserts that an answer choice fits the context
             raise UsageError(f"lacy.eval.nlu: an answer choice of {', '.join(tasks)} is longer than the model's context "
-                             f"({getattr(model.config, 'n_positions', '?')} tokens): zero-shot NLU needs a model "
+                             f"({getattr(model.config, 'max_position_embeddings', '?')} tokens): zero-shot NLU needs a model "
                              "trained with a longer data.block_size (256 is enough)") from err
     res = {}
     for task, name in names.items():

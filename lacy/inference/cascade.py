@@ -207,7 +207,7 @@ class Cascade:
     @torch.no_grad()
     def _generate_batch(self, prompts: list[str], max_new: int, stop_at_eos: bool) -> list[Generation]:
         eos, pad = self.tok.eos_token_id, self.tok.eos_token_id
-        room = getattr(self.slm.config, "n_positions", None) or self.slm.config.max_position_embeddings
+        room = self.slm.config.max_position_embeddings
         ids = self._prompt_ids(prompts, room)
         B, width = len(ids), max(map(len, ids))
         budget = [min(max_new, room - len(x)) for x in ids]  # each row's own room: batching changes nothing

@@ -20,8 +20,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from lacy.errors import UsageError
 from lacy.io.atomic import atomic_file
 from lacy.model.gpt2 import build_slm
+from lacy.model.slm import from_model_config
 
 TOKENIZER_KEY = "lacy_tokenizer_files"  # a lacy checkpoint carries its tokenizer's files (lacy.ExportHF puts them in)
+MODEL_CONFIG_KEY = "lacy_model_config"  # ... and its SLM's architecture (any family: rebuilt without its source)
 
 # mkstemp(prefix=".<name>-") leaves ".<name>-" + 8 characters of [a-z0-9_]
 _TEMP = re.compile(r"^\..+\.ckpt-[a-z0-9_]{8}$")
@@ -157,9 +159,11 @@ def tokenizer_difference(stored: dict[str, bytes], tokenizer) -> str | None:
 
 
 def slm_from_checkpoint(checkpoint: dict):
-    """The SLM (a ``transformers`` model) a lacy checkpoint holds, built from its hyper-parameters and weights."""
+    """The SLM (a ``transformers`` model) a lacy checkpoint holds: its saved architecture (or, in checkpoints of
+    lacy 0.1, its GPT-2 preset) and its weights."""
     hp = checkpoint["hyper_parameters"]
-    model = build_slm(hp.get("preset", "tiny"), hp["vocab_size"], hp["block_size"], hp.get("dropout", 0.0))
+    model = (from_model_config(checkpoint[MODEL_CONFIG_KEY]) if MODEL_CONFIG_KEY in checkpoint else
+             build_slm(hp.get("preset", "tiny"), hp["vocab_size"], hp["block_size"], hp.get("dropout", 0.0)))
     prefix = "model."
     model.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
     return model

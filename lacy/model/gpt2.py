@@ -34,16 +34,3 @@ def build_slm(preset: str, vocab_size: int, block_size: int, dropout: float = 0.
     )
     config._attn_implementation = attn_implementation
     return GPT2LMHeadModel(config)
-
-
-def flops_per_token(model: GPT2LMHeadModel) -> float:
-    """Training FLOPs per token: 6 x matmul parameters (LM head included) + attention (PaLM appendix B)."""
-    c = model.config
-    matmul_params = non_embedding_params(model) + c.n_embd * c.vocab_size
-    return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.n_positions
-
-
-def non_embedding_params(model: GPT2LMHeadModel) -> int:
-    """Parameter count without token/position embeddings (the LM head is tied to the token embedding)."""
-    t = model.transformer
-    return sum(p.numel() for p in model.parameters()) - t.wte.weight.numel() - t.wpe.weight.numel()

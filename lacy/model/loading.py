@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lacy.errors import UsageError
+from lacy.io.atomic import atomic_dir
 
 HUB_PREFIX = "hf:"  # hf:NAME asks for a Hugging Face hub model explicitly, where a command allows it
 SMOLLM2 = "smollm2"
@@ -88,10 +89,41 @@ def model_source(path: str, role: str, hint: str, hub_allowed: bool = False,
 
 
 def load_model(source: ModelSource):
-    """``AutoModelForCausalLM`` of a resolved source, in eval mode."""
-    return AutoModelForCausalLM.from_pretrained(source.path, **source.kwargs).eval()
+    """``AutoModelForCausalLM`` of a resolved source, in eval mode. UsageError for a GGUF file transformers
+    cannot read (a quantisation or architecture it does not know, a damaged file)."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(source.path, **source.kwargs).eval()
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        if not source.gguf_file:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{Path(source.path) / source.gguf_file}: transformers cannot read this GGUF file ({first}); "
+                         "give a GGUF of an architecture and quantisation transformers supports, or a safetensors "
+                         "folder") from e
 
 
 def load_hf_tokenizer(source: ModelSource):
     """The source's own ``AutoTokenizer`` (its special tokens as it defines them)."""
     return AutoTokenizer.from_pretrained(source.path, **source.kwargs)
+
+
+def materialise(source: ModelSource, cache_dir: str | Path = ".cache/lacy") -> ModelSource:
+    """A GGUF source as a plain safetensors folder (model + its tokenizer), dequantised once and cached under
+    ``<cache_dir>/models/<weights digest>``, and a hub source (``hf:NAME``, downloaded once) likewise; both written
+    whole (lacy.io.atomic). A local folder as it is. Continued pretraining, its tokenizer, exports and resumes then
+    read a standard local folder."""
+    if source.local and not source.gguf_file:
+        return source
+
+    def write(tmp: Path) -> None:
+        model = load_model(source)  # transformers dequantises GGUF tensors
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config)  # save_pretrained refuses a GGUF-loaded model
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(tmp)
+        load_hf_tokenizer(source).save_pretrained(tmp)
+
+    key = source.digest() if source.local else hashlib.sha256(source.path.encode()).hexdigest()[:16]
+    return ModelSource(str(atomic_dir(Path(cache_dir) / "models" / key, write)))

@@ -13,20 +13,22 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 
 from lacy.errors import UsageError
+from lacy.io.checkpoints import MODEL_CONFIG_KEY
 from lacy.model.call_token import call_id
-from lacy.model.gpt2 import build_slm, flops_per_token, non_embedding_params
+from lacy.model.slm import build_slm, flops_per_token, model_config, non_embedding_params
 from lacy.selection.strategy import CallStrategy, find_strategy
 from lacy.selection.topk import budget, select_top
 from lacy.train.guards import raise_if_non_finite
 from lacy.train.objective import NONCALL_FORMS, TokenLosses, lacy_objective, token_losses
 from lacy.train.optim import adamw_cosine, reapply_settings
-from lacy.train.resume import check_checkpoint
+from lacy.train.resume import check_checkpoint, check_own_tokenizer
 from lacy.train.throughput import Throughput
 
 
 class CallLM(L.LightningModule):
     """Args:
-        preset: model size, one of lacy.model.gpt2.PRESETS (tiny, small, gpt2-334m, gpt2-1.3b).
+        preset: the paper's GPT-2 from scratch, one of lacy.model.gpt2.PRESETS (micro, tiny, small, gpt2-334m,
+            gpt2-1.3b); used unless ``architecture`` or ``pretrained`` is set.
         vocab_size: tokenizer ids including ``<CALL>`` (linked from data.vocab_size).
         block_size: context length (linked from data.block_size).
         lr: peak AdamW learning rate.
@@ -43,14 +45,20 @@ class CallLM(L.LightningModule):
         compile: ``torch.compile`` the model's forward (GPU fast path; the exported weights are unaffected).
         peak_tflops: the device's peak TFLOP/s for the MFU log; null = Lightning's table for known GPUs.
         noncall_softmax: the loss at non-call targets: "renormalised" (the paper's p_noCALL, default) or "full"
-            [ours] (the full softmax, which also trains ``<CALL>`` down; lacy/objective.py says why).
+            [ours] (the full softmax, which also trains ``<CALL>`` down; lacy/train/objective.py says why).
+        architecture: any transformers family from scratch [ours]: ``{family: llama, hidden_size: ..., ...}`` or a
+            folder with a config.json (lacy/model/slm.py); vocabulary and context come from the data.
+        pretrained: continue a pretrained model [ours]: a local folder, ``smollm2`` or ``hf:NAME``; data.tokenizer
+            must be the same source (the model's own tokenizer, ``<CALL>`` appended).
+        cache_dir: where a GGUF or hub model is materialised as a folder (linked from data.cache_dir).
     """
 
     def __init__(self, preset: str = "tiny", vocab_size: int = 8193, block_size: int = 256, lr: float = 1e-3,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 50,
                  min_lr_ratio: float = 0.1, dropout: float = 0.0, fig5_call_rate: float = 0.15,
                  finite_check_interval: int = 1, compile: bool = False, peak_tflops: float | None = None,
-                 noncall_softmax: str = "renormalised"):
+                 noncall_softmax: str = "renormalised", architecture: dict | str | None = None,
+                 pretrained: str | None = None, cache_dir: str = ".cache/lacy"):
         super().__init__()
         if noncall_softmax not in NONCALL_FORMS:
             raise UsageError(f"model.noncall_softmax: {noncall_softmax!r} is not one of {NONCALL_FORMS}")
@@ -64,7 +72,7 @@ class CallLM(L.LightningModule):
             if not ok:
                 raise UsageError(f"model.{option}={value}: must be {need}")
         self.save_hyperparameters()
-        self.model = build_slm(preset, vocab_size, block_size, dropout)
+        self.model = build_slm(vocab_size, block_size, preset, architecture, pretrained, dropout, cache_dir)
         self.call_id = call_id(vocab_size)
         self._strategy: CallStrategy | None = None
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
@@ -88,6 +96,9 @@ class CallLM(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.strategy  # noqa: B018 - refuse none or two strategies before any step
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.pretrained and getattr(datamodule, "tokenizer", None) is not None:
+            check_own_tokenizer(self.hparams.pretrained, datamodule.tokenizer, self.hparams.cache_dir)
 
     def check_checkpoint(self, checkpoint: dict, path, tokenizer=None) -> dict[str, tuple]:
         """Refuse a checkpoint this module cannot continue or evaluate (lacy/train/resume.py); returns the
@@ -135,6 +146,7 @@ class CallLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._raise_if_non_finite()
+        checkpoint[MODEL_CONFIG_KEY] = model_config(self.model)  # rebuilds the SLM without its source (export)
 
     def on_train_start(self) -> None:
         if self._schedule is not None:  # None: the CLI's --optimizer / --lr_scheduler replaced ours
@@ -193,5 +205,8 @@ class CallLM(L.LightningModule):
     def on_fit_start(self) -> None:
         self._fit_started = time.time() - 2  # checkpoints newer than this are this run's (2 s: coarse file clocks)
         millions = non_embedding_params(self.model) / 1e6
-        rank_zero_info(f"SLM: preset {self.hparams.preset}, {millions:.2f}M non-embedding parameters, "
-                       f"vocabulary {self.hparams.vocab_size} (<CALL> = id {self.call_id})")
+        hp = self.hparams
+        what = (f"pretrained {hp.pretrained}" if hp.pretrained else f"{type(self.model).__name__} from scratch"
+                if hp.architecture else f"preset {hp.preset}")
+        rank_zero_info(f"SLM: {what}, {millions:.2f}M non-embedding parameters, "
+                       f"vocabulary {hp.vocab_size} (<CALL> = id {self.call_id})")

@@ -3,13 +3,16 @@ import math
 
 import torch
 
+from lacy.model.slm import position_embeddings
+
 
 def adamw_cosine(module, hp, total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over ``module``'s parameters (weight decay on matrices, not on biases, norms or position embeddings)
     and a per-step schedule: ``hp.warmup_steps`` linear warm-up, then cosine to ``hp.min_lr_ratio * hp.lr`` at
     ``total_steps``. ``hp``: the module's hyper-parameters (lr, weight_decay, betas, warmup_steps, min_lr_ratio)."""
-    decay = [p for n, p in module.named_parameters() if p.dim() >= 2 and "wpe" not in n]
-    no_decay = [p for n, p in module.named_parameters() if p.dim() < 2 or "wpe" in n]
+    positions = {id(m.weight) for m in position_embeddings(module.model)}  # GPT-2's wpe; none in rotary families
+    decay = [p for p in module.parameters() if p.dim() >= 2 and id(p) not in positions]
+    no_decay = [p for p in module.parameters() if p.dim() < 2 or id(p) in positions]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=hp.lr, betas=hp.betas, fused=module.device.type == "cuda")

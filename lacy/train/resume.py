@@ -4,9 +4,12 @@ The rest of the hyper-parameters may change on resume, and this run's values app
 """
 from lacy.errors import UsageError
 from lacy.io.checkpoints import TOKENIZER_KEY, tokenizer_difference
+from lacy.model.loading import load_hf_tokenizer, materialise, model_source
+from lacy.model.slm import PRETRAINED_HINT, embedding_parameter
 
 # the architecture must be the checkpoint's: hyper-parameter -> the option that sets it
-FIXED_ON_RESUME = {"preset": "--model.preset", "block_size": "--data.block_size"}
+FIXED_ON_RESUME = {"preset": "--model.preset", "block_size": "--data.block_size", "architecture": "--model.architecture",
+                   "pretrained": "--model.pretrained"}
 
 
 def _plain(value):
@@ -18,8 +21,7 @@ def check_checkpoint(module, checkpoint: dict, path, tokenizer=None) -> dict[str
     another architecture, or (``tokenizer``: the data's) another tokenizer. Returns ``{hparam: (checkpoint's, this
     run's)}`` for the hyper-parameters this run changes."""
     hp, old = module.hparams, checkpoint.get("hyper_parameters", {})
-    embedding = module.model.get_input_embeddings().weight
-    key = "model." + next(n for n, p in module.model.named_parameters() if p is embedding)
+    key = "model." + embedding_parameter(module.model)
     if key not in checkpoint.get("state_dict", {}):
         raise UsageError(f"{path}: not a checkpoint of this SLM (no {key} in its state_dict); use a checkpoint "
                          "written by `python main.py fit` with this architecture")
@@ -42,3 +44,13 @@ def check_checkpoint(module, checkpoint: dict, path, tokenizer=None) -> dict[str
                              "with")
     return {k: (old[k], v) for k, v in hp.items() if k in old and k not in FIXED_ON_RESUME
             and k != "vocab_size" and _plain(old[k]) != _plain(v)}
+
+
+def check_own_tokenizer(pretrained: str, tokenizer, cache_dir: str) -> None:
+    """A pretrained SLM reads its own tokenizer (``<CALL>`` appended): UsageError naming both options when the data's
+    tokenizer maps text to other ids (a trained BPE, another model's), which would train the rows on wrong tokens."""
+    source = materialise(model_source(pretrained, "model.pretrained", PRETRAINED_HINT, hub_allowed=True), cache_dir)
+    ours = tokenizer.get_vocab()  # the model's tokens, then what lacy appended (<CALL>, an EOS it lacked)
+    if any(ours.get(t) != i for t, i in load_hf_tokenizer(source).get_vocab().items()):
+        raise UsageError(f"data.tokenizer: model.pretrained {pretrained!r} reads its own tokenizer, but the data's "
+                         "maps text to other ids; set data.tokenizer to the same source as model.pretrained")
