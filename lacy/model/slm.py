@@ -40,9 +40,8 @@ def build_slm(vocab_size: int, block_size: int, preset: str | None = "tiny", arc
         raise UsageError("model.architecture and model.pretrained are both set; choose one (architecture: a family "
                          "from scratch; pretrained: continue a model's weights)")
     if pretrained is not None:
-        return with_call_row(load_model(materialise(model_source(pretrained, "model.pretrained", PRETRAINED_HINT,
-                                                                 hub_allowed=True), cache_dir)),
-                             vocab_size, f"model.pretrained {pretrained!r}")
+        source = materialise(model_source(pretrained, "model.pretrained", PRETRAINED_HINT, hub_allowed=True), cache_dir)
+        return with_call_row(load_model(source), vocab_size, f"model.pretrained {pretrained!r}").train()
     if architecture is not None:
         config = architecture_config(architecture, vocab_size, block_size, dropout)
         model = AutoModelForCausalLM.from_config(config)
