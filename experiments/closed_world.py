@@ -18,15 +18,17 @@ against the trained partner (runs/world/partner/hf, checked >= 70% of probes fir
 `kb_eval.json` exists is skipped; an interrupted fit resumes from its last checkpoint (experiments/runner.py).
 """
 import argparse
+import copy
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
 from experiments.report import report
-from experiments.runner import fit_and_test, latest_export, write_run_configs
+from experiments.runner import (fit_and_test, latest_export, merged_list, read_config, set_init_args,
+                                write_run_configs)
 from lacy.errors import ArgumentParser, UsageError, entry_point
-from lacy.facts import ITEM7_SWITCHES
+from lacy.annotators.spacy_facts import LATER_RULES
 
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
 # A fact_fraction budget calls a varying share of each batch, so TokenBudget cannot plan its gradient tokens;
@@ -37,25 +39,27 @@ SWEEP = [0.05, 0.1, 0.4, 0.8]  # with the budget row's 0.22: the FactScore-vs-ca
 
 
 def run_specs() -> list[dict]:
-    """(name, strategy config, extra configs, substitutions, seed, sweep, fact_fraction) of every run of the
-    default study. The call-rate sweep runs on each method's seed-1 run; the LaCy budget variants report the 22% row."""
+    """(name, strategy config, extra configs, changes, seed, sweep, fact_fraction) of every run of the default
+    study; ``changes``: {class name: init_args} for the run's callbacks (the strategy) and annotators, and model keys
+    (``write_configs``). The call-rate sweep runs on each method's seed-1 run; the LaCy budget variants report the
+    22% row."""
     oracle = ["configs/world/kb_oracle.yaml"]
-    rate = lambda r: ({"        call_rate: 0.15 ": f"        call_rate: {r} "}, None)
-    facts = lambda f: ({"        fact_fraction: null ": f"        fact_fraction: {f} "}, f)
+    rate = lambda r: ({"callbacks": {"LaCy": {"call_rate": r}}}, None)
+    facts = lambda f: ({"callbacks": {"LaCy": {"fact_fraction": f}}}, f)
     specs = []
     for seed in (1, 2, 3):
         for name, cfg, extra in (("vanilla", "vanilla", []), ("loss_only", "loss_only", []), ("rho1", "rho1", []),
                                  ("llm_judge_oracle", "llm_judge", oracle), ("lacy", "lacy", [])):
-            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, subs={}, seed=seed, sweep=seed == 1,
-                              fact_fraction=None))
-    for name, cfg, extra, (subs, fraction), sweep in (
+            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, changes={}, seed=seed,
+                              sweep=seed == 1, fact_fraction=None))
+    for name, cfg, extra, (changes, fraction), sweep in (
             ("random_calls", "random_calls", [], ({}, None), True), ("spacy_only", "spacy_only", [], ({}, None), True),
             ("spacy_ref", "spacy_ref", [], ({}, None), True),
-            ("lacy_true_mask", "lacy", oracle, ({"key: judge": "key: fact"}, None), True),
+            ("lacy_true_mask", "lacy", oracle, (TRUE_MASK, None), True),
             ("lacy_rate0.03", "lacy", [], rate(0.03), False), ("lacy_rate0.05", "lacy", [], rate(0.05), False),
             ("lacy_rate0.08", "lacy", [], rate(0.08), False), ("lacy_facts0.3", "lacy", [], facts(0.3), False),
             ("lacy_facts0.6", "lacy", [], facts(0.6), False)):
-        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, subs=subs, seed=1, sweep=sweep,
+        specs.append(dict(name=f"{name}-s1", config=cfg, extra=extra, changes=changes, seed=1, sweep=sweep,
                           fact_fraction=fraction))
     return specs
 
@@ -64,54 +68,72 @@ def dense_specs() -> list[dict]:
     """Every run of the dense study (module docstring), seed by seed."""
     oracle = ["configs/world/kb_oracle.yaml"]
     five = (("lacy", "lacy", [], {}), ("vanilla", "vanilla", [], {}),  # the headline pair first in each seed
-            ("lacy_full", "lacy", [], {"  noncall_softmax: renormalised ": "  noncall_softmax: full "}),
+            ("lacy_full", "lacy", [], {"model": {"noncall_softmax": "full"}}),
             ("spacy_only", "spacy_only", [], {}), ("loss_only", "loss_only", [], {}),
-            ("lacy_true_mask", "lacy", oracle, {"key: judge": "key: fact"}))
+            ("lacy_true_mask", "lacy", oracle, TRUE_MASK))
     one = (("random_calls", "random_calls", [], {}), ("rho1", "rho1", [], {}), ("spacy_ref", "spacy_ref", [], {}),
            ("llm_judge_oracle", "llm_judge", oracle, {}))
     specs = []
     for seed in (1, 2, 3, 4, 5):
-        for name, cfg, extra, subs in five + (one if seed == 1 else ()):
-            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, subs=subs, seed=seed,
-                              sweep=seed == 1 and (name, cfg, extra, subs) in five, fact_fraction=None))
+        for name, cfg, extra, changes in five + (one if seed == 1 else ()):
+            specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, changes=changes, seed=seed,
+                              sweep=seed == 1 and (name, cfg, extra, changes) in five, fact_fraction=None))
     return specs
 
 
+# LaCy with the true fact mask: configs/world/kb_oracle.yaml's oracle flags under LaCy's batch key
+TRUE_MASK = {"annotators": {"KBOracleAnnotator": {"key": "fact"}}}
 # The dense study's fact flags are the spaCy rules it started with (relation_nouns + trim_entities): the rules
 # added later for issue 15 (item 7) are switched off in its configs, so all its seeds share one annotation.
-DENSE_RULES = {f"        {rule}: true ": f"        {rule}: false " for rule in ITEM7_SWITCHES}
-# world overlay, trained partner, flagged share (for fact_fraction budgets), modes, config substitutions, runs
+DENSE_RULES = {"annotators": {"SpacyFactAnnotator": dict.fromkeys(LATER_RULES, False)}}
+# world overlay, trained partner, flagged share (for fact_fraction budgets), the KB evaluation's cascade rows,
+# changes to every run that has the callback or annotator they name (like a spec's changes), runs
 STUDIES = {
     "default": dict(overlay="configs/world/slm.yaml", partner="runs/world/partner/hf", flagged=FLAGGED,
-                    modes="modes: [never, budget] ", subs={}, specs=run_specs, out="runs/study",
-                    make="make partner"),
+                    modes=["never", "budget"], changes={}, specs=run_specs, out="runs/study", make="make partner"),
     "dense": dict(overlay="configs/world/dense.yaml", partner="runs/world/dense-partner/hf", flagged=None,
-                  modes="modes: [never, budget, argmax] ", subs=DENSE_RULES, specs=dense_specs,
+                  modes=["never", "budget", "argmax"], changes=DENSE_RULES, specs=dense_specs,
                   out="runs/study-dense", make="make dense-partner"),
 }
 
 
-def vanilla_export(out: Path, seed: int) -> str:
-    """The same seed's Vanilla model (its HF export), the reference of the Fig. 5 losses; null before it is fitted."""
+def vanilla_export(out: Path, seed: int) -> str | None:
+    """The same seed's Vanilla model (its HF export), the reference of the Fig. 5 losses; None before it is fitted."""
     if not (out / f"vanilla-s{seed}" / "fit.done").exists():
-        return "null"
+        return None
     return str(latest_export(out / f"vanilla-s{seed}"))
 
 
 def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
-    """The run's configs (strategy, extras, the world overlay), written into its folder."""
+    """The run's configs (strategy, extras, the world overlay) and its changes over them (``study.yaml``: seed,
+    TokenBudget, the spec's and the study's changes, the KB evaluation's outputs), written into its folder."""
     partner = study["partner"]
-    subs = {"runs/reference/hf": partner,  # Rho-1's and spacy_ref's reference: the partner
-            **study["subs"], **spec["subs"], "out: null ": f"out: {folder / 'kb_eval.json'} ",
-            "sweep: null ": f"sweep: {json.dumps(SWEEP) if spec['sweep'] else 'null'} ",
-            "reference: null ": f"reference: {vanilla_export(folder.parent, spec['seed'])} ",
-            # calling always = the partner alone (reported once, cached with the partner)
-            "modes: [never, always, budget] ": study["modes"]}
+    sources = [f"configs/{spec['config']}.yaml", *spec["extra"], study["overlay"]]
+    configs = [read_config(s) for s in sources]
+    callbacks, annotators = merged_list(configs, "trainer", "callbacks"), merged_list(configs, "data", "annotators")
+    shipped = copy.deepcopy(annotators)
+    set_init_args(callbacks, "Rho1", reference=partner)  # Rho-1's and spacy_ref's reference: the partner
+    set_init_args(annotators, "ReferenceLoss", reference=partner)
+    for changes, required in ((study["changes"], False), (spec["changes"], True)):
+        for part, items in (("callbacks", callbacks), ("annotators", annotators)):
+            for name, values in changes.get(part, {}).items():
+                if not set_init_args(items, name, **values) and required:
+                    raise ValueError(f"{spec['name']}: no {name} in {part} of {' + '.join(sources)}")
+    evaluation = dict(out=str(folder / "kb_eval.json"), sweep=SWEEP if spec["sweep"] else None,
+                      reference=vanilla_export(folder.parent, spec["seed"]),
+                      modes=study["modes"])  # no `always` row: the partner alone is reported once, cached with it
+    if not set_init_args(callbacks, "KBEvaluation", **evaluation):
+        raise ValueError(f"{spec['name']}: no KBEvaluation in callbacks of {' + '.join(sources)}")
     fraction = spec["fact_fraction"]
     budget = ({"max_tokens": round(BASE_STEPS * BATCH * BLOCK / (1 - fraction * study["flagged"])), "count": "seen"}
               if fraction else {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
-    sources = [f"configs/{spec['config']}.yaml", *spec["extra"], study["overlay"]]
-    return write_run_configs(folder, sources, subs, spec["seed"], budget)
+    overlay = {"seed_everything": spec["seed"],
+               "trainer": {"callbacks": callbacks + [{"class_path": "lacy.TokenBudget", "init_args": budget}]}}
+    if annotators != shipped:
+        overlay["data"] = {"annotators": annotators}
+    if "model" in spec["changes"]:
+        overlay["model"] = spec["changes"]["model"]
+    return write_run_configs(folder, sources, overlay)
 
 
 def run_one(spec: dict, out: Path, study: dict, fit_only: bool = False) -> str:

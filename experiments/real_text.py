@@ -23,18 +23,19 @@ from pathlib import Path
 
 from experiments.closed_world import BASE_STEPS, BATCH, BLOCK
 from experiments.report import training_scalars
-from experiments.runner import fit_and_test, last_checkpoint, write_run_configs
+from experiments.runner import (fit_and_test, last_checkpoint, merged_list, read_config, set_init_args,
+                                write_run_configs)
 from lacy.errors import ArgumentParser, entry_point
 
 PARTNER = "runs/wiki/partner/hf"
 METHODS = ["vanilla", "loss_only", "random_calls", "rho1", "spacy_only", "lacy", "spacy_ref", "llm_judge"]
-JUDGE = "{class_path: baselines.HFJudge, init_args: {model: smollm2}}"
+JUDGE = {"class_path": "baselines.HFJudge", "init_args": {"model": "smollm2"}}  # the FActScore judge
 LIMIT, JUDGE_LIMIT = 64, 16  # bios per row; bios per row scored by the (slow, CPU) FActScore judge
 
 
 def train_partner(root: Path = Path("runs/wiki/partner")) -> str:
     """The partner, trained once (resumable) and exported to ``PARTNER``; returns a status line."""
-    from lacy.export import export_checkpoint
+    from lacy.io.export import export_checkpoint
 
     if (Path(PARTNER) / "config.json").is_file():
         return f"partner: cached in {PARTNER}"
@@ -45,19 +46,29 @@ def train_partner(root: Path = Path("runs/wiki/partner")) -> str:
 
 
 def write_configs(method: str, seed: int, folder: Path, partner_alone: bool = False) -> list[str]:
-    """The run's configs (strategy, the real-text evaluation overlay), written into its folder.
-    ``partner_alone``: the reference run instead: the trained partner is the model under test (``slm_alone``
-    = the partner alone) and SmolLM2 writes every token (``smollm2_alone``)."""
-    subs = {"runs/reference/hf": PARTNER,  # Rho-1's and spacy_ref's reference: the partner
-            "partner: smollm2 ": f"partner: [{PARTNER}, smollm2] ", "judge: null ": f"judge: {JUDGE} ",
-            "limit: 64 ": f"limit: {LIMIT} ", "judge_limit: null ": f"judge_limit: {JUDGE_LIMIT} ",
-            "out: null ": f"out: {folder / 'wiki_eval.json'} "}
+    """The run's configs (strategy, the real-text evaluation overlay) and its changes over them (``study.yaml``),
+    written into its folder. ``partner_alone``: the reference run instead: the trained partner is the model under
+    test (``slm_alone`` = the partner alone) and SmolLM2 writes every token (``smollm2_alone``)."""
     sources = [f"configs/{method}.yaml", "configs/eval/wiki.yaml"]
     if partner_alone:
-        subs.update({"partner: smollm2 ": "partner: smollm2 ", "modes: [never, budget] ": "modes: [never, always] "})
         sources.insert(1, "configs/wiki/partner.yaml")
-    return write_run_configs(folder, sources, subs, seed,
-                             {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
+    configs = [read_config(s) for s in sources]
+    callbacks, annotators = merged_list(configs, "trainer", "callbacks"), merged_list(configs, "data", "annotators")
+    set_init_args(callbacks, "Rho1", reference=PARTNER)  # Rho-1's and spacy_ref's reference: the partner
+    changed = set_init_args(annotators, "ReferenceLoss", reference=PARTNER)
+    evaluation = dict(judge=JUDGE, limit=LIMIT, judge_limit=JUDGE_LIMIT, out=str(folder / "wiki_eval.json"))
+    if partner_alone:  # eval/wiki.yaml's partner (SmolLM2) stays: the rows of each partner alone
+        evaluation["modes"] = ["never", "always"]
+    else:
+        evaluation["partner"] = [PARTNER, "smollm2"]
+    if not set_init_args(callbacks, "WikiEvaluation", **evaluation):
+        raise ValueError(f"{folder.name}: no WikiEvaluation in callbacks of {' + '.join(sources)}")
+    budget = {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"}
+    overlay = {"seed_everything": seed,
+               "trainer": {"callbacks": callbacks + [{"class_path": "lacy.TokenBudget", "init_args": budget}]}}
+    if changed:
+        overlay["data"] = {"annotators": annotators}
+    return write_run_configs(folder, sources, overlay)
 
 
 def partners_alone(out: Path) -> str:

@@ -3,6 +3,7 @@ with the run's configs written into its folder. A ``fit.done`` marker ends a fit
 the result file ends the run (a run with it is skipped). One CPU thread per job: oversubscribed OpenMP slows two
 jobs on 2 cores 2-5x.
 """
+import copy
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ def latest_export(folder: Path) -> Path | None:
 def trained_world(folder: Path):
     """(newest HF export, the ClosedWorld its fit trained on, read from the fit's saved config.yaml) of a study
     run folder; UsageError when the run has no export yet or its config is not a closed world."""
-    from lacy.world import world_from_configs
+    from lacy.cli import world_from_configs
 
     export = latest_export(Path(folder))
     if export is None:
@@ -37,23 +38,75 @@ def trained_world(folder: Path):
     return export, world_from_configs([str(export.parent / "config.yaml")])[0]
 
 
-def write_run_configs(folder: Path, sources: list[str], subs: dict[str, str], seed: int,
-                      budget: dict) -> list[str]:
-    """Copy the run's configs into its folder with text substitutions (``key: old `` -> ``key: new ``, whole
-    commented YAML lines stay readable), plus ``study.yaml``: the seed and the TokenBudget; so the run is
-    reproducible from its folder alone. Returns the config paths in order."""
+def read_config(path: str | Path) -> dict:
+    """A config file as ``main.py`` reads it alone, as one nested dict: a ``config: <file>`` key includes that file
+    underneath (read the same way), each other top-level key replaces what it names there (a dotted key such as
+    ``trainer.callbacks`` one key; a nested section its whole section, as jsonargparse does), and a list item that
+    is a path to a YAML file is that file's content. Paths are relative to the file that names them."""
+    path = Path(path)
+    own = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(own, dict):
+        raise UsageError(f"{path}: a YAML mapping (trainer:, model:, data:) was expected")
+    out = read_config(path.parent / own.pop("config")) if "config" in own else {}
+    for key, value in own.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _read_items(value, path.parent)
+    return out
+
+
+def _read_items(value, where: Path):
+    """``value`` with every list item that names a YAML file replaced by the file's content (``read_config``)."""
+    if isinstance(value, dict):
+        return {k: _read_items(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [read_config(where / v) if isinstance(v, str) and v.endswith((".yaml", ".yml")) else _read_items(v, where)
+                for v in value]
+    return value
+
+
+def merged_list(configs: list[dict], section: str, key: str) -> list[dict]:
+    """The list ``section.key`` (e.g. trainer.callbacks) that configs given in this order end with: a ``key``
+    replaces the list, a ``key+`` appends to it (a copy; items as the configs give them)."""
+    items: list = []
+    for config in configs:
+        part = config.get(section) or {}
+        if key in part:
+            items = list(part[key] or [])
+        if f"{key}+" in part:
+            added = part[f"{key}+"]
+            items += added if isinstance(added, list) else [added]
+    return copy.deepcopy(items)
+
+
+def set_init_args(items: list[dict], name: str, **values) -> int:
+    """Set ``values`` in the init_args of every item whose class is called ``name`` (the last part of its
+    class_path: ``KBEvaluation`` matches lacy.KBEvaluation); returns how many items matched."""
+    found = [item for item in items if item["class_path"].rsplit(".", 1)[-1] == name]
+    for item in found:
+        item["init_args"] = {**(item.get("init_args") or {}), **values}
+    return len(found)
+
+
+def write_run_configs(folder: Path, sources: list[str], overlay: dict) -> list[str]:
+    """Write the run's configs into its folder, so the run is reproducible from the folder alone: each source
+    config as ``main.py`` reads it (``read_config``: includes and item files expanded, under the source's file
+    name), then ``study.yaml``, the run's own changes over them (seed, TokenBudget, a strategy's or an
+    evaluation's init_args, ...: a list it changes is given whole, as jsonargparse replaces a list). Returns
+    the config paths in order."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for src in sources:
-        text = Path(src).read_text()
-        for a, b in subs.items():
-            text = text.replace(a, b)
-        (folder / Path(src).name).write_text(text)
-        paths.append(str(folder / Path(src).name))
-    study = {"seed_everything": seed, "trainer": {"callbacks+": [{"class_path": "lacy.budget.TokenBudget",
-                                                                  "init_args": budget}]}}
-    (folder / "study.yaml").write_text(yaml.safe_dump(study))
-    return paths + [str(folder / "study.yaml")]
+        path = folder / Path(src).name
+        path.write_text(f"# {src} as main.py reads it (its includes expanded), written by experiments/runner.py\n"
+                        + yaml.safe_dump(read_config(src), sort_keys=False))
+        paths.append(str(path))
+    path = folder / "study.yaml"
+    path.write_text(f"# this run's changes over {', '.join(Path(p).name for p in paths)} (a list is given whole)\n"
+                    + yaml.safe_dump(overlay, sort_keys=False))
+    return paths + [str(path)]
 
 
 def fit_and_test(folder: Path, configs: list[str], result: str, fit_only: bool = False, test: bool = True,

@@ -109,19 +109,36 @@ def cli_main(args=None, run: bool = True, cli: type[LaCyCLI] = LaCyCLI, where: s
 
 
 def yaml_syntax_error(args: list[str] | None) -> str | None:
-    """jsonargparse reports a YAML syntax error in a ``--config`` file as one in "<unicode string>"; this names
-    the file, line and column (the first ``--config`` that does not parse), or None when all of them parse."""
+    """jsonargparse reports a YAML syntax error in a config file as one in "<unicode string>"; this names the file,
+    line and column: the first ``--config`` file, or a file it includes (``config: base/common.yaml``, a list item
+    naming a YAML file), that does not parse. None when all of them parse."""
     args = sys.argv[1:] if args is None else args
     paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [
         a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                yaml.safe_load(f)
-        except OSError:
-            continue  # a missing file: jsonargparse's own message names it
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-            return f"{where}: YAML syntax error: {e.problem or e.context}; fix the file"
-    return None
+    seen: set[Path] = set()
+    return next((found for path in paths if (found := _syntax_error(Path(path), seen))), None)
+
+
+def _syntax_error(path: Path, seen: set[Path]) -> str | None:
+    if path in seen:
+        return None
+    seen.add(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except OSError:
+        return None  # a missing file: jsonargparse's own message names it
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        return f"{where}: YAML syntax error: {e.problem or e.context}; fix the file"
+    included = [v for v in _values(loaded) if isinstance(v, str) and v.endswith((".yaml", ".yml"))]
+    return next((found for name in included if (found := _syntax_error(path.parent / name, seen))), None)
+
+
+def _values(node):
+    """Every value of a loaded YAML document (mapping values and list items, at any depth)."""
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield child
+        yield from _values(child)

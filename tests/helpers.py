@@ -2,6 +2,7 @@
 command-line arguments of a tiny run, a model whose p(<CALL>) saturates, a real HTTP judge server, a process check."""
 import json
 import random
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -132,3 +133,9 @@ class Endpoint:
 
     def close(self):
         self.server.shutdown()
+
+
+def configs_copy(tmp_path) -> Path:
+    """The shipped configs folder copied into ``tmp_path`` (its includes, ``config: base/common.yaml``, resolve
+    there as in configs/): a test patches a copy, never the shipped files."""
+    return Path(shutil.copytree("configs", Path(tmp_path) / "configs", dirs_exist_ok=True))

@@ -77,9 +77,10 @@ def test_datamodule_carries_annotations_into_batches(data_kwargs):
 def test_annotate_command_shards_and_prepare_only(tmp_path, bios_path, capsys):
     import yaml
 
+    from experiments.runner import read_config
     from lacy.annotate import main
 
-    config = yaml.safe_load(open("configs/lacy.yaml"))
+    config = read_config("configs/lacy.yaml")
     config["data"].update(corpus={"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     config["data"]["annotators"][0]["init_args"].update(n_process=1, chunk_docs=50)
@@ -155,11 +156,12 @@ def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
 
     import yaml
 
+    from experiments.runner import read_config
     from tests.helpers import alive, make_bios
 
     bios = tmp_path / "bios.jsonl"  # enough text to keep two spaCy workers busy for a while
     bios.write_text("\n".join(json.dumps({"text": " ".join(make_bios(8, seed=i))}) for i in range(400)) + "\n")
-    config = yaml.safe_load(open("configs/lacy.yaml"))
+    config = read_config("configs/lacy.yaml")
     config["data"].update(corpus={"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     config["data"]["annotators"][0]["init_args"].update(n_process=2, batch_size=4)

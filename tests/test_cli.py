@@ -6,7 +6,7 @@ import pytest
 from lacy.cli import cli_main
 from lacy.model.gpt2 import build_slm
 from lacy.data.tokenizer import train_bpe
-from tests.helpers import small_run_args
+from tests.helpers import configs_copy, small_run_args
 
 CONFIGS = sorted(p.stem for p in Path("configs").glob("*.yaml"))
 
@@ -20,7 +20,8 @@ def test_every_strategy_has_a_config():
 def config_for_test(name, tmp_path) -> str:
     """The shipped config, with real micro models (random weights) in place of the reference model and the
     SmolLM2 judge, so every config trains in seconds."""
-    text = Path(f"configs/{name}.yaml").read_text()
+    copy = configs_copy(tmp_path) / f"{name}.yaml"
+    text = copy.read_text()
     if "runs/reference/hf" in text:
         build_slm("micro", 301, 32).save_pretrained(tmp_path / "reference")
         text = text.replace("runs/reference/hf", str(tmp_path / "reference"))
@@ -29,9 +30,8 @@ def config_for_test(name, tmp_path) -> str:
         build_slm("micro", len(tok), 1024).save_pretrained(tmp_path / "judge")
         tok.save_pretrained(tmp_path / "judge")
         text = text.replace("model: smollm2", f"model: {tmp_path / 'judge'}").replace("max_new_tokens: 96", "max_new_tokens: 4")
-    patched = tmp_path / f"{name}.yaml"
-    patched.write_text(text)
-    return str(patched)
+    copy.write_text(text)
+    return str(copy)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -87,3 +87,16 @@ def test_no_logger_leaves_a_users_hf_folder_alone(bios_path, tmp_path, monkeypat
     cli_main(["fit", "--config", str(config), *small_run_args(bios_path, tmp_path), "--trainer.logger", "false"])
     assert [p.name for p in (tmp_path / "hf").iterdir()] == ["notes.txt"]
     assert (tmp_path / "checkpoints" / "hf" / "model.safetensors").is_file()
+
+
+def test_a_yaml_syntax_error_in_an_included_config_names_that_file(tmp_path):
+    """A strategy config includes configs/base/common.yaml (``config:``) and list items naming YAML files: a syntax
+    error in any of them is reported with its own file, line and column, not jsonargparse's "<unicode string>"."""
+    from lacy.errors import UsageError
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "top.yaml").write_text("config: base/common.yaml\ntrainer.callbacks:\n  - base/item.yaml\n")
+    (tmp_path / "base" / "common.yaml").write_text("model:\n  lr: 0.1\n")
+    (tmp_path / "base" / "item.yaml").write_text("class_path: [unclosed\n")
+    with pytest.raises(UsageError, match=r"base/item.yaml:2:1: YAML syntax error"):
+        cli_main(["fit", "--config", str(tmp_path / "top.yaml")])

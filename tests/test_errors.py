@@ -9,6 +9,7 @@ import pytest
 
 from lacy.cli import cli_main
 from lacy.errors import EXIT_USAGE, UsageError, entry_point
+from tests.helpers import configs_copy
 
 
 def run(args: list[str], traceback: bool = False) -> subprocess.CompletedProcess:
@@ -74,10 +75,9 @@ def test_the_error_line_starts_on_its_own_line_after_an_open_progress_bar(capsys
 
 
 def no_strategy_config(tmp_path) -> Path:
-    text = Path("configs/lacy.yaml").read_text()
-    cut = text[text.index("    - class_path: lacy.LaCy"):text.index("    - class_path: lacy.ExportHF")]
-    path = tmp_path / "no_strategy.yaml"
-    path.write_text(text.replace(cut, ""))
+    path = configs_copy(tmp_path) / "no_strategy.yaml"
+    text = (path.parent / "lacy.yaml").read_text()
+    path.write_text(text.replace(text[text.index("  - class_path: lacy.LaCy"):text.index("  - base/export_hf.yaml")], ""))
     return path
 
 
@@ -119,8 +119,8 @@ def test_main_names_the_config_file_and_line_of_a_yaml_syntax_error(text, where,
 def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_path, bios_path):
     """jsonargparse wraps an error raised while building trainer.callbacks in a "Union subtypes" block; main.py
     prints lacy's own line instead; LACY_TRACEBACK=1 shows it all."""
-    config = tmp_path / "bad_rate.yaml"
-    config.write_text(Path("configs/lacy.yaml").read_text().replace("call_rate: 0.15   ", "call_rate: 1.5   ", 1))
+    config = configs_copy(tmp_path) / "bad_rate.yaml"
+    config.write_text((config.parent / "lacy.yaml").read_text().replace("call_rate: 0.15 ", "call_rate: 1.5 ", 1))
     args = ["main.py", "fit", "--config", str(config), "--data.corpus.class_path", "lacy.data.corpus.JsonlCorpus",
             "--data.corpus.init_args.path", str(bios_path), "--data.bpe_vocab_size", "300",
             "--data.cache_dir", str(tmp_path / "c"), "--trainer.default_root_dir", str(tmp_path / "runs")]

@@ -1,4 +1,4 @@
-"""The closed-world study's generated configs resolve through the real CLI to what the study means."""
+"""The studies' generated configs resolve through the real CLI to what the studies mean."""
 import json
 
 import pytest
@@ -7,42 +7,53 @@ import yaml
 
 from experiments.closed_world import STUDIES, SWEEP, dense_specs, run_specs, write_configs
 from experiments.report import report
+from experiments.runner import read_config
 from lacy.cli import cli_main
-from lacy.facts import ITEM7_SWITCHES
+from lacy.annotators.spacy_facts import LATER_RULES
 
 DEFAULT = STUDIES["default"]
 PARTNER = DEFAULT["partner"]
 
 
-def resolved(spec, tmp_path, capsys, study=DEFAULT) -> dict:
-    paths = write_configs(spec, tmp_path / spec["name"], study)
-    with pytest.raises(SystemExit):
-        cli_main(["fit", *[a for p in paths for a in ("--config", p)], "--print_config"])
+def printed(paths, capsys, command="fit") -> dict:
+    """The config the CLI resolves from these --config files (``--print_config``)."""
+    with pytest.raises(SystemExit) as e:
+        cli_main([command, *[a for p in paths for a in ("--config", str(p))], "--print_config"])
+    assert e.value.code == 0
     return yaml.safe_load(capsys.readouterr().out)
+
+
+def resolved(spec, tmp_path, capsys, study=DEFAULT) -> dict:
+    return printed(write_configs(spec, tmp_path / spec["name"], study), capsys)
+
+
+def by_class(items) -> dict:
+    """{class name (the last part of its class_path): init_args} of a resolved list of callbacks / annotators."""
+    return {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {}) for c in items or []}
 
 
 @pytest.mark.parametrize("name", ["rho1-s2", "lacy_true_mask-s1", "lacy_rate0.03-s1", "lacy_facts0.3-s1"])
 def test_study_configs(name, tmp_path, capsys):
     spec = next(s for s in run_specs() if s["name"] == name)
     cfg = resolved(spec, tmp_path, capsys)
-    callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
+    callbacks = by_class(cfg["trainer"]["callbacks"])
     assert cfg["seed_everything"] == spec["seed"]
     # the paper's equaliser; a fact_fraction budget calls a varying share, so its seen tokens are planned instead
     budget = ({"max_tokens": round(600 * 8 * 256 / (1 - 0.3 * 0.161)), "count": "seen"} if "facts" in name else
               {"max_tokens": 600 * 8 * 256, "count": "gradient"})
-    assert callbacks["lacy.budget.TokenBudget"] == dict(budget, global_batch_size=None)
-    ev = callbacks["lacy.evaluate.KBEvaluation"]
+    assert callbacks["TokenBudget"] == dict(budget, global_batch_size=None)
+    ev = callbacks["KBEvaluation"]
     assert ev["partner"] == PARTNER and ev["out"] == str(tmp_path / name / "kb_eval.json")
-    assert cfg["data"]["corpus"]["class_path"] == "lacy.world.ClosedWorld"
+    assert cfg["data"]["corpus"]["class_path"] == "lacy.ClosedWorld"
     assert ev["modes"] == ["never", "budget"] and ev["reference"] is None  # no Vanilla fitted in tmp_path
     if name == "rho1-s2":
-        assert callbacks["baselines.Rho1"]["reference"] == PARTNER and ev["sweep"] is None
+        assert callbacks["Rho1"]["reference"] == PARTNER and ev["sweep"] is None
     if name == "lacy_true_mask-s1":
         assert [a["init_args"]["key"] for a in cfg["data"]["annotators"]] == ["fact"]
     if name == "lacy_rate0.03-s1":
-        assert callbacks["lacy.LaCy"]["call_rate"] == 0.03 and cfg["model"]["fig5_call_rate"] == 0.15
+        assert callbacks["LaCy"]["call_rate"] == 0.03 and cfg["model"]["fig5_call_rate"] == 0.15
     if name == "lacy_facts0.3-s1":
-        assert callbacks["lacy.LaCy"]["fact_fraction"] == 0.3
+        assert callbacks["LaCy"]["fact_fraction"] == 0.3
     swept = [s["name"] for s in run_specs() if s["sweep"]]
     assert len(swept) == 9 and all(n.endswith("-s1") and "_rate" not in n and "_facts" not in n for n in swept)
     assert SWEEP
@@ -59,13 +70,12 @@ def test_dense_study_configs(name, tmp_path, capsys):
         f"{m}-s1" for m in ("vanilla", "loss_only", "spacy_only", "lacy", "lacy_true_mask", "lacy_full"))
     spec = next(s for s in specs if s["name"] == name)
     cfg = resolved(spec, tmp_path, capsys, STUDIES["dense"])
-    callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
+    callbacks = by_class(cfg["trainer"]["callbacks"])
     assert cfg["seed_everything"] == spec["seed"]
-    assert callbacks["lacy.budget.TokenBudget"] == dict(max_tokens=600 * 8 * 256, count="gradient",
-                                                        global_batch_size=None)
+    assert callbacks["TokenBudget"] == dict(max_tokens=600 * 8 * 256, count="gradient", global_batch_size=None)
     world = cfg["data"]["corpus"]["init_args"]
     assert (world["mentor"], world["pronoun_facts"], world["compound"], world["filler"]) == (True, 0.5, 0.8, 0)
-    ev = callbacks["lacy.evaluate.KBEvaluation"]
+    ev = callbacks["KBEvaluation"]
     assert ev["partner"] == "runs/world/dense-partner/hf" and ev["modes"] == ["never", "budget", "argmax"]
     assert cfg["model"]["noncall_softmax"] == ("full" if name == "lacy_full-s3" else "renormalised")
     if name == "lacy_true_mask-s1":
@@ -75,7 +85,7 @@ def test_dense_study_configs(name, tmp_path, capsys):
     assert len(spacy) == (name in ("lacy_full-s3", "spacy_only-s2"))
     for rules in spacy:
         assert rules["relation_nouns"] and rules["trim_entities"]
-        assert not any(rules[r] for r in ITEM7_SWITCHES)
+        assert not any(rules[r] for r in LATER_RULES)
 
 
 def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):
@@ -83,11 +93,40 @@ def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):
     hf.mkdir(parents=True)
     spec = next(s for s in run_specs() if s["name"] == "lacy-s2")
     write_configs(spec, tmp_path / "lacy-s2", DEFAULT)
-    assert "reference: null " in (tmp_path / "lacy-s2" / "slm.yaml").read_text()  # not fitted yet: no reference
+    overlay = yaml.safe_load((tmp_path / "lacy-s2" / "study.yaml").read_text())
+    assert by_class(overlay["trainer"]["callbacks"])["KBEvaluation"]["reference"] is None  # not fitted yet
     (tmp_path / "vanilla-s2" / "fit.done").touch()
     cfg = resolved(spec, tmp_path, capsys)
-    ev = next(c["init_args"] for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("KBEvaluation"))
-    assert ev["reference"] == str(hf)
+    assert by_class(cfg["trainer"]["callbacks"])["KBEvaluation"]["reference"] == str(hf)
+
+
+@pytest.mark.parametrize("name", ["lacy", "spacy_ref", "llm_judge", "world/dense-partner", "paper/gpt2-334m-lacy"])
+def test_a_run_folders_copy_of_a_config_is_what_the_cli_reads(name, tmp_path, capsys):
+    """experiments.runner.read_config (the copy a run folder gets: includes and item files expanded) resolves as
+    the shipped file does."""
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump(read_config(f"configs/{name}.yaml"), sort_keys=False))
+    assert printed([copy], capsys) == printed([f"configs/{name}.yaml"], capsys)
+
+
+def test_a_run_folder_is_self_contained_and_its_changes_are_structured(tmp_path, capsys):
+    """The folder's files name no other config (no include, no item file); study.yaml holds the run's changes,
+    lists whole; a change to a class the run does not have is refused, not silently dropped."""
+    spec = next(s for s in dense_specs() if s["name"] == "spacy_only-s2")
+    paths = write_configs(spec, tmp_path / spec["name"], STUDIES["dense"])
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["spacy_only.yaml", "dense.yaml", "study.yaml"]
+    texts = [yaml.safe_load(open(p)) for p in paths]
+    assert not any("config" in t or ".yaml" in str(t) for t in texts)
+    study = texts[-1]
+    assert set(study) == {"seed_everything", "trainer", "data"} and study["seed_everything"] == 2
+    assert [c["class_path"] for c in study["trainer"]["callbacks"]] == [
+        "baselines.SpacyOnly", "lacy.ExportHF", "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.callbacks.LearningRateMonitor", "lacy.KBEvaluation", "lacy.TokenBudget"]
+    rules = by_class(study["data"]["annotators"])["SpacyFactAnnotator"]
+    assert rules["relation_nouns"] and not any(rules[r] for r in LATER_RULES)
+    bad = dict(spec, changes={"callbacks": {"LaCy": {"call_rate": 0.1}}})
+    with pytest.raises(ValueError, match="no LaCy in callbacks"):
+        write_configs(bad, tmp_path / "bad", STUDIES["dense"])
 
 
 def test_report_aggregates_seeds(tmp_path):
@@ -132,30 +171,24 @@ def test_report_pairs_methods_by_seed_and_prompt(tmp_path):
 def test_real_text_configs(method, tmp_path, capsys):
     from experiments import real_text
 
-    paths = real_text.write_configs(method, 2, tmp_path / f"{method}-s2")
-    with pytest.raises(SystemExit):
-        cli_main(["fit", *[a for p in paths for a in ("--config", p)], "--print_config"])
-    cfg = yaml.safe_load(capsys.readouterr().out)
-    callbacks = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
-    assert cfg["seed_everything"] == 2 and cfg["data"]["corpus"]["class_path"] == "lacy.corpus.WikiSummaries"
-    assert callbacks["lacy.budget.TokenBudget"]["max_tokens"] == 600 * 8 * 256
-    ev = callbacks["lacy.factscore.WikiEvaluation"]
+    cfg = printed(real_text.write_configs(method, 2, tmp_path / f"{method}-s2"), capsys)
+    callbacks = by_class(cfg["trainer"]["callbacks"])
+    assert cfg["seed_everything"] == 2 and cfg["data"]["corpus"]["class_path"] == "lacy.WikiSummaries"
+    assert callbacks["TokenBudget"]["max_tokens"] == 600 * 8 * 256
+    ev = callbacks["WikiEvaluation"]
     assert ev["partner"] == [real_text.PARTNER, "smollm2"] and ev["judge_limit"] == real_text.JUDGE_LIMIT
     assert ev["judge"]["class_path"] == "baselines.HFJudge" and ev["out"] == str(tmp_path / f"{method}-s2" /
                                                                                  "wiki_eval.json")
     if method == "rho1":
-        assert callbacks["baselines.Rho1"]["reference"] == real_text.PARTNER
+        assert callbacks["Rho1"]["reference"] == real_text.PARTNER
 
 
 def test_real_text_partner_reference_configs(tmp_path, capsys):
     """The reference run tests the partner (its own preset) with SmolLM2 writing every token."""
     from experiments import real_text
 
-    paths = real_text.write_configs("vanilla", 1, tmp_path / "partners", partner_alone=True)
-    with pytest.raises(SystemExit):
-        cli_main(["test", *[a for p in paths for a in ("--config", p)], "--print_config"])
-    cfg = yaml.safe_load(capsys.readouterr().out)
-    ev = {c["class_path"]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}["lacy.factscore.WikiEvaluation"]
+    cfg = printed(real_text.write_configs("vanilla", 1, tmp_path / "partners", partner_alone=True), capsys, "test")
+    ev = by_class(cfg["trainer"]["callbacks"])["WikiEvaluation"]
     assert cfg["model"]["preset"] == "small" and ev["partner"] == "smollm2" and ev["modes"] == ["never", "always"]
 
 
@@ -205,10 +238,10 @@ def test_flag_recall_of_the_oracle_is_one_for_every_relation():
 
     from baselines.kb_oracle import KBOracleAnnotator
     from experiments.flag_recall import first_token_loss, flag_recall
-    from lacy.evaluate import PlacementDocs
-    from lacy.model import build_slm
-    from lacy.tokenizer import train_bpe
-    from lacy.world import ClosedWorld
+    from lacy.worlds.fact_masks import PlacementDocs
+    from lacy.model.gpt2 import build_slm
+    from lacy.data.tokenizer import train_bpe
+    from lacy.worlds.closed_world import ClosedWorld
 
     w = ClosedWorld(people=12, max_docs=3, val_docs=6)
     tok = train_bpe(w.bpe_documents(), 600)
@@ -223,9 +256,9 @@ def test_flag_recall_of_the_oracle_is_one_for_every_relation():
 def test_claim_sources_split_partner_and_slm_claims():
     """A bio where the partner wrote the field after "studied" and the SLM wrote a field value in a city slot."""
     from experiments.claim_sources import claim_sources
-    from lacy.cascade import Generation
-    from lacy.tokenizer import train_bpe
-    from lacy.world import ClosedWorld
+    from lacy.inference.cascade import Generation
+    from lacy.data.tokenizer import train_bpe
+    from lacy.worlds.closed_world import ClosedWorld
 
     w = ClosedWorld(people=12, max_docs=3, val_docs=6)
     tok = train_bpe(w.bpe_documents(), 600)
@@ -251,7 +284,7 @@ def test_runner_fits_tests_caches_and_tests_a_model_trained_elsewhere(bios_path,
 
     overlay = tmp_path / "tiny.yaml"
     overlay.write_text(yaml.safe_dump({
-        "data": {"corpus": {"class_path": "lacy.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
+        "data": {"corpus": {"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
                  "bpe_vocab_size": 300, "block_size": 32, "batch_size": 4, "val_fraction": 0.1,
                  "cache_dir": str(tmp_path / "cache")},
         "model": {"preset": "micro"},
@@ -294,8 +327,8 @@ def test_fact_flags_gold_words_drop_repeats():
 
 def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys):
     from experiments.fact_flags import main, measure, read_source
-    from lacy.facts import SpacyFactAnnotator
-    from lacy.kb import Attribute, Entity, KnowledgeBase
+    from lacy.annotators.spacy_facts import SpacyFactAnnotator
+    from lacy.worlds.kb import Attribute, Entity, KnowledgeBase
 
     labelled = tmp_path / "labels.jsonl"
     text = "She was a physicist and a chemist."
@@ -332,10 +365,10 @@ def test_plain_generate_counts_call_tokens_when_let_through(tmp_path):
     token everywhere writes only <CALL> (share 1); the same export with a vocabulary whose <CALL> row is turned
     away from every hidden state never writes it (share 0)."""
     from experiments.plain_generate import call_share
-    from lacy.export import export_hf, tokenizer_files
-    from lacy.tokenizer import train_bpe
-    from tests.conftest import make_bios
-    from tests.test_export import call_saturated_model
+    from lacy.io.export import export_hf, tokenizer_files
+    from lacy.data.tokenizer import train_bpe
+    from tests.helpers import make_bios
+    from tests.helpers import call_saturated_model
 
     tok = train_bpe(make_bios(60), 300)
     model = call_saturated_model(len(tok))
@@ -349,13 +382,14 @@ def test_plain_generate_counts_call_tokens_when_let_through(tmp_path):
 
 
 def test_popularity_rule_calls_the_highest_loss_facts_per_bucket():
-    """experiments.popularity: per bucket, the mean loss at its fact tokens (as lacy.evaluate computes it) and
+    """experiments.popularity: per bucket, the mean loss at its fact tokens (as lacy.eval.kb_eval computes it) and
     the share the rule calls: the rate x targets fact tokens of highest loss; all facts when the rate allows."""
     import numpy as np
 
     from experiments.popularity import by_popularity
-    from lacy.evaluate import PlacementDocs, _target_losses
-    from lacy.model import build_slm
+    from lacy.worlds.fact_masks import PlacementDocs
+    from lacy.eval.kb_metrics import _target_losses
+    from lacy.model.gpt2 import build_slm
 
     torch.manual_seed(0)
     model = build_slm("micro", 50, 32).eval()

@@ -122,9 +122,10 @@ def test_a_refusal_of_every_request_is_fatal_at_once(endpoint, tmp_path, status)
 def test_annotate_command_counts_refused_documents(endpoint, tmp_path, bios_path, capsys):
     import yaml
 
+    from experiments.runner import read_config
     from lacy.annotate import main
 
-    config = yaml.safe_load(open("configs/llm_judge.yaml"))
+    config = read_config("configs/llm_judge.yaml")
     config["data"].update(corpus={"class_path": "lacy.data.corpus.JsonlCorpus", "init_args": {"path": str(bios_path)}},
                           bpe_vocab_size=300, block_size=32, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     judge = {"class_path": "baselines.OpenAIJudge",

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from lacy.corpus import WikiSummaries
+from lacy.data.corpus import WikiSummaries
 
 N_PEOPLE, N_OTHER = 25, 21
 LABELLED = Path(__file__).with_name("wiki_fact_words.jsonl")

@@ -1,4 +1,4 @@
-"""The second world: orchestra musicians, written in ``lacy-kb/1`` by this script alone (not by ``lacy.world``).
+"""The second world: orchestra musicians, written in ``lacy-kb/1`` by this script alone (not by ``lacy.worlds.closed_world``).
 
 Another domain than the default world, with what that world never has: fact sentences whose subject is a
 pronoun ("She plays the oboe."), an entity-valued relation (``teacher``: another musician of the world, so a
