@@ -19,7 +19,8 @@ _WHERE = {"CallStrategy": "lacy.selection.strategy", "LaCy": "lacy.selection.lac
           "JsonlCorpus": "lacy.data.corpus", "TextCorpus": "lacy.data.corpus",
           "SpacyFactAnnotator": "lacy.annotators.spacy_facts", "ClosedWorld": "lacy.worlds.closed_world",
           "KBEvaluation": "lacy.eval.kb_eval", "WikiEvaluation": "lacy.eval.wiki_eval",
-          "NLUEvaluation": "lacy.eval.nlu", "ExportHF": "lacy.io.export", "AtomicCheckpointIO": "lacy.io.checkpoints"}
+          "NLUEvaluation": "lacy.eval.nlu", "ExportHF": "lacy.io.export", "AtomicCheckpointIO": "lacy.io.checkpoints",
+          "ModelCheckpoint": "lacy.io.checkpoints"}
 __all__ = sorted(_WHERE)
 
 _legacy.install()

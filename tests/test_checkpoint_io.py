@@ -105,3 +105,21 @@ def test_tokenizer_difference_counts_changed_ids():
     changed = sum(ta[i] != tb[i] for i in range(len(a)))
     assert len(a) == len(b) and changed > 0
     assert tokenizer_difference(files, b) == f"{changed} of {len(b)} ids stand for other tokens"
+
+
+def test_last_checkpoint_holds_the_final_weights_the_export_holds(data_kwargs, tmp_path):
+    """A fit that ends between checkpoint intervals (7 steps, every 5): last.ckpt is written at the end too, so
+    ``main.py test --ckpt_path last.ckpt`` scores the weights the export holds (Lightning's kept step 5's)."""
+    from safetensors.torch import load_file
+
+    from lacy.io.checkpoints import ModelCheckpoint
+    from lacy.io.export import ExportHF
+    from tests.helpers import fit
+
+    ckpts = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=5, save_last=True, save_top_k=-1)
+    fit(data_kwargs, tmp_path, [Vanilla(), ckpts, ExportHF(str(tmp_path / "hf"))], max_steps=7)
+    last = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 7 and (tmp_path / "ck" / "epoch=0-step=5.ckpt").is_file()
+    exported = load_file(tmp_path / "hf" / "model.safetensors")
+    for name, tensor in exported.items():
+        assert torch.equal(last["state_dict"][f"model.{name}"], tensor)

@@ -120,7 +120,7 @@ def test_a_run_folder_is_self_contained_and_its_changes_are_structured(tmp_path,
     study = texts[-1]
     assert set(study) == {"seed_everything", "trainer", "data"} and study["seed_everything"] == 2
     assert [c["class_path"] for c in study["trainer"]["callbacks"]] == [
-        "baselines.SpacyOnly", "lacy.ExportHF", "lightning.pytorch.callbacks.ModelCheckpoint",
+        "baselines.SpacyOnly", "lacy.ExportHF", "lacy.ModelCheckpoint",
         "lightning.pytorch.callbacks.LearningRateMonitor", "lacy.KBEvaluation", "lacy.TokenBudget"]
     rules = by_class(study["data"]["annotators"])["SpacyFactAnnotator"]
     assert rules["relation_nouns"] and not any(rules[r] for r in LATER_RULES)

@@ -18,7 +18,7 @@ from lacy.cli import cli_main
 STRATEGIES = {"lacy": LaCy, "vanilla": Vanilla, "random_calls": baselines.RandomCalls, "loss_only": baselines.LossOnly,
               "spacy_only": baselines.SpacyOnly, "rho1": baselines.Rho1, "spacy_ref": baselines.SpacyRef,
               "llm_judge": baselines.LLMJudge}
-SHARED_CALLBACKS = ["lacy.ExportHF", "lightning.pytorch.callbacks.ModelCheckpoint",
+SHARED_CALLBACKS = ["lacy.ExportHF", "lacy.ModelCheckpoint",
                     "lightning.pytorch.callbacks.LearningRateMonitor"]
 COMMON = yaml.safe_load(Path("configs/base/common.yaml").read_text())
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -62,6 +63,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise UsageError("--weights_only false: lacy reads checkpoints only with weights_only=True (a checkpoint "
                              "may carry code); drop the option")
         return read_checkpoint(path, map_location=map_location)
+
+
+class ModelCheckpoint(LightningModelCheckpoint):
+    """Lightning's ModelCheckpoint, whose ``last.ckpt`` also holds the final weights of a fit: Lightning writes it
+    only at its intervals (and at the end when none was written), so a 706-step fit kept step 700's weights in
+    last.ckpt while the export held step 706's, and ``main.py test --ckpt_path last.ckpt`` scored the older ones.
+    Uses two Lightning internals (``_last_global_step_saved``, ``_save_last_checkpoint``): no public hook saves last."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step and \
+                not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
 
 
 def is_readable(path: Path) -> bool:
