@@ -7,10 +7,12 @@ reference forward is a different model). Rho-1 uses a reference of the same pres
 --reference names an exported model): its cost, not its quality, is measured.
 
     python bench/step_time.py [--preset tiny] [--steps 40] [--rounds 3]                       # CPU
+    python bench/step_time.py --pretrained smollm2 --strategies vanilla,lacy --batch-size 4 --steps 5 --rounds 2
     python bench/step_time.py --accelerator gpu --preset gpt2-334m --block-size 1024 \
         --bpe-vocab-size 32000 --precision bf16-mixed --strategies vanilla,lacy,rho1             # GPU check
 """
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -59,7 +61,7 @@ def run(name, dm, args) -> tuple[StepTimer, CallLM]:
     L.seed_everything(0, verbose=False)
     timer = StepTimer(warmup=3)
     model = CallLM(preset=args.preset, vocab_size=dm.vocab_size, block_size=dm.block_size, compile=args.compile,
-                   finite_check_interval=10**9)
+                   finite_check_interval=10**9, pretrained=args.pretrained, cache_dir=args.cache_dir)
     trainer = L.Trainer(max_steps=args.steps + 3, accelerator=args.accelerator, devices=1, precision=args.precision,
                         callbacks=[timer, STRATEGIES[name]()], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -82,13 +84,14 @@ def main(argv=None):
     p.add_argument("--n-process", type=int, default=2, help="spaCy processes for the (cached) fact annotation")
     p.add_argument("--reference", default=None, help="Rho-1 reference folder (default: random, same preset)")
     p.add_argument("--compile", action="store_true", help="torch.compile the SLM")
+    p.add_argument("--pretrained", default=None, help="a pretrained SLM (smollm2, a folder) with its own tokenizer")
     p.add_argument("--jsonl", default=None, help="a jsonl corpus instead of the Wikipedia summaries")
     p.add_argument("--cache-dir", default=".cache/lacy")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for MFU where Lightning's table lacks it (H200 dense bf16: 989)")
     args = p.parse_args(argv)
     corpus = JsonlCorpus(args.jsonl) if args.jsonl else None
-    dm = CorpusDataModule(corpus=corpus, cache_dir=args.cache_dir, block_size=args.block_size,
+    dm = CorpusDataModule(corpus=corpus, cache_dir=args.cache_dir, block_size=args.block_size, tokenizer=args.pretrained,
                           batch_size=args.batch_size, bpe_vocab_size=args.bpe_vocab_size,
                           annotators=[SpacyFactAnnotator(n_process=args.n_process)])
     dm.prepare_data()
@@ -110,13 +113,15 @@ def main(argv=None):
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (
         get_available_flops(timer.device, args.precision) if on_gpu else None)
     device = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"preset {args.preset} ({flops_per_token(model.model) / 6e6:.0f}M matmul params), batch {args.batch_size} x "
+    what = f"pretrained {args.pretrained}" if args.pretrained else f"preset {args.preset}"
+    print(f"{what} ({flops_per_token(model.model) / 6e6:.0f}M matmul params), batch {args.batch_size} x "
           f"{args.block_size}, vocab {dm.vocab_size}, {args.precision}, {args.rounds} rounds x {args.steps} steps, {device}")
     print(f"{'strategy':<14}{'median step ms':>16}{'tokens/s':>10}{'MFU':>7}{'ratio to vanilla':>18}{'SLM forwards/step':>19}")
     for n in names:
         m = statistics.median(times[n])
         mfu = f"{tokens / m * flops_per_token(model.model) / peak:.1%}" if peak else "n/a"
         print(f"{n:<14}{m * 1e3:>16.1f}{tokens / m:>10.0f}{mfu:>7}{m / base:>18.3f}{max(forwards[n]):>19}")
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if "rho1" in names:  # Rho-1's precomputed mode: the offline reference pass over training blocks
         ref = ReferenceLoss(args.reference, device="cuda" if args.accelerator == "gpu" else "cpu",
                             chunk_blocks=args.batch_size)

@@ -72,19 +72,27 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     return Path(path)
 
 
-def atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Build a folder in a temporary sibling (``write(tmp)``) and rename it into place, unless ``final`` exists
-    (then it is used as is: a concurrent writer that finished first wins). A killed run leaves no half folder."""
-    if final.exists():
+def atomic_dir(final: Path, write: Callable[[Path], None], replace: bool = False) -> Path:
+    """Build a folder in a temporary sibling (``write(tmp)``) and rename it into place. A killed run leaves no half
+    folder. ``final`` already there: used as is (a concurrent writer that finished first wins), or with
+    ``replace`` swapped out for the new one (an export: the caller checked it may be replaced)."""
+    if final.exists() and not replace:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
         follow_umask(tmp, directory=True)
         write(tmp)
-        os.rename(tmp, final)
+        if replace and final.exists():
+            # a fresh name for the previous folder: no leftover of an earlier swap can block this one
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-old-"))
+            os.rename(final, old)  # over the empty folder just made
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
     except OSError:
-        if not final.exists():  # a real failure, not a concurrent writer that finished first
+        if replace or not final.exists():  # a real failure, not a concurrent writer that finished first
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

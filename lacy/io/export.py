@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lacy.data.tokenizer import check_call_token, load_tokenizer
 from lacy.errors import UsageError
-from lacy.io.atomic import follow_umask
+from lacy.io.atomic import atomic_dir, follow_umask
 from lacy.io.checkpoints import TOKENIZER_KEY, read_checkpoint, slm_from_checkpoint
 from lacy.io.marker import MARKER, check_replaceable, write_marker
 from lacy.model.call_token import CALL_TOKEN, call_id
@@ -93,9 +93,8 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = 
         model, files = without_call(model, files)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        follow_umask(tmp, directory=True)
+
+    def write(tmp: Path) -> None:
         write_marker(tmp, [])  # first, so an interrupted export's leftover is recognisably lacy's
         for name, data in files.items():
             (tmp / name).write_bytes(data)
@@ -107,16 +106,8 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = 
         write_marker(tmp, [p.name for p in tmp.iterdir() if p.name != MARKER])
         for p in tmp.iterdir():  # some writers (safetensors via transformers) create 0600 files
             follow_umask(p, directory=p.is_dir())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    # a fresh name for the previous export: no leftover of an earlier swap can block this one
-    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
-    if out_dir.exists():
-        os.rename(out_dir, old)  # over the empty folder just made
-    os.rename(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+
+    return atomic_dir(out_dir, write, replace=True)
 
 
 def _check_tokenizer(folder: Path, call: bool, out_dir: Path):

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from lacy.data.corpus import read_utf8
 from lacy.errors import UsageError
+from lacy.io.atomic import write_atomic
 
 FORMAT = "lacy-kb/1"
 KINDS = ("text", "entity")
@@ -118,7 +119,7 @@ class KnowledgeBase:
         data = {"format": FORMAT, "attributes": {k: asdict(a) for k, a in self.attributes.items()},
                 "entities": {k: {"aliases": e.aliases, "popularity": e.popularity, "attributes": e.attributes}
                              for k, e in self.entities.items()}}
-        Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> "KnowledgeBase":
