@@ -243,3 +243,18 @@ def test_annotators_are_bound_to_the_corpus_the_datamodule_uses_also_the_default
     ann = Recorder()
     data = CorpusDataModule(annotators=[ann])
     assert isinstance(data.corpus, WikiSummaries) and ann.bound is data.corpus
+
+
+def test_a_byte_order_mark_is_read_as_the_encoding_marker_and_a_lone_surrogate_is_one_line(tmp_path):
+    """Windows editors start UTF-8 files with a BOM (every JSON reader accepts it); JSON can escape a lone
+    surrogate, which no UTF-8 text holds: named with its file and line, not a UnicodeEncodeError from the tokenizer."""
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"text": "Anna Novak was born in Paris."}\n{"text": "Boris Okafor."}\n')
+    assert list(JsonlCorpus(str(bom)).documents()) == ["Anna Novak was born in Paris.", "Boris Okafor."]
+    text = tmp_path / "bom.txt"
+    text.write_bytes(b"\xef\xbb\xbfFirst document.\n\nSecond one.\n")
+    assert list(TextCorpus(str(text)).documents())[0] == "First document."
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text('{"text": "fine"}\n{"text": "broken \\ud800 here"}\n')
+    with pytest.raises(UsageError, match=r"lone.jsonl:2: field 'text' holds a lone surrogate"):
+        list(JsonlCorpus(str(lone)).documents())

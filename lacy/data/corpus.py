@@ -73,20 +73,22 @@ def _not_utf8(path: Path, line: int, column: int, byte: int) -> UsageError:
 
 
 def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number from 1, line) of a UTF-8 text file, streamed; UsageError at the first line that is not UTF-8."""
+    """(line number from 1, line) of a UTF-8 text file, streamed; UsageError at the first line that is not UTF-8.
+    A byte-order mark opening the file (files written on Windows) is the encoding marker it is, not text."""
     with path.open("rb") as f:
         for n, raw in enumerate(f, 1):
             try:
-                yield n, raw.decode("utf-8")
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise _not_utf8(path, n, e.start + 1, raw[e.start]) from None
 
 
 def read_utf8(path: Path) -> str:
-    """A whole UTF-8 text file; UsageError naming the line and column of the first byte that is not UTF-8."""
+    """A whole UTF-8 text file (an opening byte-order mark dropped); UsageError naming the line and column of the
+    first byte that is not UTF-8."""
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line_start = raw.rfind(b"\n", 0, e.start) + 1
         raise _not_utf8(path, raw.count(b"\n", 0, e.start) + 1, e.start - line_start + 1, raw[e.start]) from None
@@ -116,7 +118,14 @@ class JsonlCorpus(Corpus):
             if not isinstance(obj, dict) or not isinstance(obj.get(self.text_key), str):
                 raise UsageError(f"{self.path}:{n}: expected an object with a string field {self.text_key!r} "
                                  "(set data.corpus.init_args.text_key)")
-            yield obj[self.text_key]
+            text = obj[self.text_key]
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON can escape a lone surrogate ("\ud800"); no UTF-8 text holds one
+                raise UsageError(f"{self.path}:{n}: field {self.text_key!r} holds a lone surrogate "
+                                 f"({text[e.start]!r} at character {e.start + 1}), which is no character; remove or "
+                                 "replace it in the file") from None
+            yield text
 
 
 class TextCorpus(Corpus):
