@@ -52,6 +52,9 @@ class LaCyCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = config.trainer.callbacks or []
         find_strategy(callbacks if isinstance(callbacks, list) else [callbacks])
+        if self.subcommand == "fit" and config.trainer.max_steps == 0:
+            raise UsageError("trainer.max_steps=0: a fit of no steps would save and export the random initial "
+                             "weights; give a number of steps >= 1 (or -1 to train by trainer.max_epochs)")
 
     def instantiate_trainer(self, **kwargs):
         return use_monitor(super().instantiate_trainer(**kwargs))  # TensorBoard without the empty cards

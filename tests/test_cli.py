@@ -100,3 +100,12 @@ def test_a_yaml_syntax_error_in_an_included_config_names_that_file(tmp_path):
     (tmp_path / "base" / "item.yaml").write_text("class_path: [unclosed\n")
     with pytest.raises(UsageError, match=r"base/item.yaml:2:1: YAML syntax error"):
         cli_main(["fit", "--config", str(tmp_path / "top.yaml")])
+
+
+def test_a_fit_of_zero_steps_is_refused_before_any_work(bios_path, tmp_path):
+    from lacy.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"trainer.max_steps=0: .*random initial weights"):
+        cli_main(["fit", "--config", "configs/vanilla.yaml", *small_run_args(bios_path, tmp_path),
+                  "--trainer.max_steps", "0"])
+    assert not (tmp_path / "cache").exists()

@@ -248,3 +248,14 @@ def test_lacy_warns_when_the_budget_reaches_the_fact_rate(data_kwargs, tmp_path)
         fit(kw, tmp_path, [LaCy(call_rate=0.3)], max_steps=1)
     trainer, _ = fit(kw, tmp_path, [LaCy(call_rate=0.1)], max_steps=3)
     assert trainer.callback_metrics["train/call_rate"].item() == pytest.approx(round(0.1 * 128) / 128)
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("betas", (float("nan"), 0.95), r"model.betas=\[nan, 0.95\]: must be two numbers in \[0, 1\)"),
+    ("weight_decay", float("inf"), "model.weight_decay=inf: must be a finite number >= 0"),
+    ("lr", float("nan"), "model.lr=nan: must be a finite number > 0"),
+    ("peak_tflops", -1.0, "model.peak_tflops=-1.0"), ("min_lr_ratio", float("nan"), "model.min_lr_ratio=nan")])
+def test_a_non_finite_or_out_of_range_option_is_named_at_construction(option, value, match):
+    """Before any work, and naming the option that is wrong (an infinite weight decay was blamed on the lr)."""
+    with pytest.raises(UsageError, match=match):
+        CallLM(vocab_size=301, block_size=32, preset="micro", **{option: value})

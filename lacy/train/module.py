@@ -5,6 +5,7 @@ which returns the call mask; the objective does the rest. The strategy is a Call
 ``trainer.callbacks``; training refuses to start with none or several, so a YAML that forgets it
 cannot silently train a plain LM.
 """
+import math
 import time
 from dataclasses import replace
 
@@ -62,13 +63,22 @@ class CallLM(L.LightningModule):
         super().__init__()
         if noncall_softmax not in NONCALL_FORMS:
             raise UsageError(f"model.noncall_softmax: {noncall_softmax!r} is not one of {NONCALL_FORMS}")
-        for option, value, ok, need in (("lr", lr, lr > 0, "> 0"), ("dropout", dropout, 0 <= dropout < 1, "in [0, 1)"),
-                                        ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+        finite = lambda *xs: all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
+        for option, value, ok, need in (("lr", lr, finite(lr) and lr > 0, "a finite number > 0"),
+                                        ("dropout", dropout, finite(dropout) and 0 <= dropout < 1, "in [0, 1)"),
+                                        ("weight_decay", weight_decay, finite(weight_decay) and weight_decay >= 0,
+                                         "a finite number >= 0"),
+                                        ("betas", list(betas), len(betas) == 2 and finite(*betas) and
+                                         all(0 <= b < 1 for b in betas), "two numbers in [0, 1), e.g. [0.9, 0.95]"),
                                         ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
-                                        ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
-                                        ("fig5_call_rate", fig5_call_rate, 0 < fig5_call_rate <= 1, "in (0, 1]"),
+                                        ("min_lr_ratio", min_lr_ratio, finite(min_lr_ratio) and 0 <= min_lr_ratio <= 1,
+                                         "in [0, 1]"),
+                                        ("fig5_call_rate", fig5_call_rate, finite(fig5_call_rate) and
+                                         0 < fig5_call_rate <= 1, "in (0, 1]"),
                                         ("finite_check_interval", finite_check_interval, finite_check_interval >= 1,
-                                         ">= 1")):
+                                         ">= 1"),
+                                        ("peak_tflops", peak_tflops, peak_tflops is None or finite(peak_tflops) and
+                                         peak_tflops > 0, "a finite number > 0, or null")):
             if not ok:
                 raise UsageError(f"model.{option}={value}: must be {need}")
         self.save_hyperparameters()
