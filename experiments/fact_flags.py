@@ -1,4 +1,4 @@
-"""Word-level precision and recall of the spaCy fact flags (lacy/facts.py) against hand labels or a world's KB.
+"""Word-level precision and recall of the spaCy fact flags (lacy/annotators/spacy_facts.py) against hand labels or a world's KB.
 
 A source is either a labelled JSONL file (one document a line: ``text`` and ``facts``, a list of
 ``[start, end, label]`` character spans; e.g. experiments/data/wiki_fact_words.jsonl, labelled by the guide

@@ -119,6 +119,7 @@ def test_annotate_command_merges_overlays_like_the_cli(tmp_path, capsys):
     assert "judge train: complete" in out and "judge val: complete" in out
 
 
+@pytest.mark.slow
 def test_data_does_not_import_the_annotate_command_and_the_command_runs_cleanly():
     """The dependency goes one way (lacy.annotate -> lacy.data.datamodule): no import circle, and `python -m lacy.annotate`
     is not half-imported before it runs (runpy's 'found in sys.modules' warning)."""
@@ -145,6 +146,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
     """`kill -9` of `python -m lacy.annotate` with spaCy's n_process: 2: its worker processes end too."""
@@ -191,6 +193,7 @@ def test_killed_annotate_command_leaves_no_spacy_workers(tmp_path):
         log.close()
 
 
+@pytest.mark.slow
 def test_a_corpus_document_over_spacys_limit_annotates(tmp_path):
     """A 1.1M-character document (spaCy's max_length is 1M) goes through tokenizing and the runner; its flags
     are the keyword rule's, in both of its spaCy pieces (keywords only: spaCy's tokenizer, seconds)."""

@@ -210,6 +210,7 @@ def test_kb_evaluation_from_world_files_with_a_trained_partner_folder(world, tmp
                      limit=2).run(slm, dm.tokenizer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["lacy", "llm_judge"])
 def test_world_fit_then_test_through_the_cli(strategy, tmp_path):
     """The documented commands: a strategy config + the world overlay (+ the oracle judge), fit, then test."""
@@ -268,6 +269,7 @@ def test_cascade_placement_by_hand(world):
     assert res["cascade_fact_tokens_by_partner"] == pytest.approx(len(ids_field) / (len(ids_field) + city))
 
 
+@pytest.mark.slow
 def test_a_world_folder_through_the_cli(tmp_path):
     """Issue 15: the second world (another domain, pronoun subjects, an entity-valued relation), written without
     lacy.worlds.closed_world: fit a few steps on its train.jsonl, then `main.py test` with `world: <folder>` and the lookup

@@ -277,6 +277,7 @@ def test_claim_sources_split_partner_and_slm_claims():
     assert slm_values == {(other, False): 1}
 
 
+@pytest.mark.slow
 def test_runner_fits_tests_caches_and_tests_a_model_trained_elsewhere(bios_path, tmp_path):
     """The study's unit of work through the real `main.py`: fit + test once, cached after; `checkpoint=` tests
     a model trained in another folder without fitting."""
@@ -325,6 +326,7 @@ def test_fact_flags_gold_words_drop_repeats():
     assert fact.tolist() == [True, True, False, False, False, True]  # the second "Ann" can be copied
 
 
+@pytest.mark.slow
 def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys):
     from experiments.fact_flags import main, measure, read_source
     from lacy.annotators.spacy_facts import SpacyFactAnnotator

@@ -94,6 +94,7 @@ def test_item7_rules_each_add_or_remove_only_their_values(annotator, rule, text,
     assert [t.text for t, f in zip(doc, relation_values(doc, [rule])) if f] == on
 
 
+@pytest.mark.slow
 def test_item7_rules_are_switches_and_off_keeps_the_old_cache_key(annotator):
     from lacy.annotators.spacy_facts import LATER_RULES
 
@@ -141,6 +142,7 @@ def test_coordination_and_title_words_each_add_only_their_words(annotator, switc
     assert flagged_words(annotator, text) == on
 
 
+@pytest.mark.slow
 def test_rare_arguments_threshold_is_the_zipf_frequency_and_enters_the_cache_key(annotator):
     from lacy.annotators.spacy_facts import relation_values, zipf
 
@@ -263,6 +265,7 @@ def test_document_over_max_length_equals_its_pieces_annotated_alone():
     assert sum(w == "Curie" and f for w, f in zip(words, flags)) == len(cuts)  # tracked per piece
 
 
+@pytest.mark.slow
 def test_document_over_spacys_real_limit_annotates():
     ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)  # keywords only: the tokenizer
     assert ann.nlp.max_length == 1_000_000

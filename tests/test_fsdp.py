@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.strategies import FSDPStrategy
@@ -25,6 +26,7 @@ for kw in ({"preset": "micro"}, {"architecture": {"family": "llama", "hidden_siz
 """
 
 
+@pytest.mark.slow
 def test_the_policy_wraps_each_decoder_layer_of_gpt2_and_llama():
     import socket
 

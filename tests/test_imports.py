@@ -85,6 +85,7 @@ def test_the_core_never_imports_the_baselines_and_no_project_import_hides_in_a_f
     assert into_baselines == [] and hidden == []
 
 
+@pytest.mark.slow
 def test_every_module_imports_in_a_fresh_interpreter():
     code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     run = subprocess.run([sys.executable, "-c", code, *sorted(_modules())], cwd=ROOT, capture_output=True,

@@ -61,6 +61,7 @@ def piqa_by_hand(model, tokenizer, n: int) -> tuple[float, float]:
     return float(np.mean(acc)), float(np.mean(acc_norm))
 
 
+@pytest.mark.slow
 def test_nlu_command_on_a_tiny_model(hf_with_call, tmp_path, capsys):
     main([str(hf_with_call), "--limit", "6", "--out", str(tmp_path / "out"), "--batch-size", "4"])
     saved = json.loads((tmp_path / "out" / "nlu.json").read_text())
