@@ -114,12 +114,12 @@ def main(argv=None):
         get_available_flops(timer.device, args.precision) if on_gpu else None)
     device = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
     what = f"pretrained {args.pretrained}" if args.pretrained else f"preset {args.preset}"
-    print(f"{what} ({flops_per_token(model.model) / 6e6:.0f}M matmul params), batch {args.batch_size} x "
+    print(f"{what} ({flops_per_token(model.model, args.block_size) / 6e6:.0f}M matmul params), batch {args.batch_size} x "
           f"{args.block_size}, vocab {dm.vocab_size}, {args.precision}, {args.rounds} rounds x {args.steps} steps, {device}")
     print(f"{'strategy':<14}{'median step ms':>16}{'tokens/s':>10}{'MFU':>7}{'ratio to vanilla':>18}{'SLM forwards/step':>19}")
     for n in names:
         m = statistics.median(times[n])
-        mfu = f"{tokens / m * flops_per_token(model.model) / peak:.1%}" if peak else "n/a"
+        mfu = f"{tokens / m * flops_per_token(model.model, args.block_size) / peak:.1%}" if peak else "n/a"
         print(f"{n:<14}{m * 1e3:>16.1f}{tokens / m:>10.0f}{mfu:>7}{m / base:>18.3f}{max(forwards[n]):>19}")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if "rho1" in names:  # Rho-1's precomputed mode: the offline reference pass over training blocks

@@ -258,3 +258,25 @@ def test_a_byte_order_mark_is_read_as_the_encoding_marker_and_a_lone_surrogate_i
     lone.write_text('{"text": "fine"}\n{"text": "broken \\ud800 here"}\n')
     with pytest.raises(UsageError, match=r"lone.jsonl:2: field 'text' holds a lone surrogate"):
         list(JsonlCorpus(str(lone)).documents())
+
+
+def test_a_torn_line_in_the_digest_memo_is_recomputed_not_an_error(data_kwargs, tmp_path):
+    """A full disk or a kill can cut the memo's last append short: later runs on that cache must still start."""
+    first = CorpusDataModule(**data_kwargs)
+    digest = first._digest()
+    memo = tmp_path / "cache" / "digests.jsonl"
+    memo.write_text(memo.read_text() + '{"key": ["torn", 12')
+    again = CorpusDataModule(**data_kwargs)
+    assert again._digest() == digest and again.cache_key() == first.cache_key()
+
+
+def test_a_tokenizer_folder_whose_call_token_is_not_last_is_named_with_its_option(tmp_path):
+    from lacy.data.tokenizer import load_tokenizer, train_bpe
+    from tests.helpers import make_bios
+
+    tok = train_bpe(make_bios(40), 300)
+    tok.add_tokens(["<after>"])  # a token after <CALL>: it would take the model's call row
+    tok.save_pretrained(tmp_path / "tok")
+    with pytest.raises(UsageError, match=r"data.tokenizer '.*tok': <CALL> has id \d+ but must be the last id.*lacy "
+                                         r"appends it"):
+        load_tokenizer(tmp_path / "tok")

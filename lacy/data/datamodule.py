@@ -22,6 +22,14 @@ from lacy.io.atomic import atomic_dir
 from lacy.model.loading import HUB_PREFIX, SMOLLM2, materialise, model_source
 
 
+def _json_or_none(line: str):
+    """A memo line, or None for a torn one (a write a full disk or a kill cut short): the digest is recomputed."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 class CorpusDataModule(L.LightningDataModule):
     """Tokenized, packed, annotated corpus.
 
@@ -77,7 +85,8 @@ class CorpusDataModule(L.LightningDataModule):
             key, memo = self.corpus.stat_key(), self.cache_dir / "digests.jsonl"
             known = {}
             if key is not None and memo.exists():
-                known = {r["key"]: r for r in map(json.loads, memo.read_text().splitlines()) if r}
+                known = {r["key"]: r for r in map(_json_or_none, memo.read_text(errors="replace").splitlines())
+                         if isinstance(r, dict) and {"key", "digest", "docs"} <= r.keys()}
             if key in known:
                 self._corpus_digest = (known[key]["digest"], known[key]["docs"])
             else:

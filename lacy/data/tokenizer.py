@@ -92,15 +92,15 @@ def load_tokenizer(path: str | Path, option: str = "data.tokenizer") -> PreTrain
                          f"files are not a real vocabulary; {fix}")
     if tok.eos_token is None:
         tok.add_special_tokens({"eos_token": EOS_TOKEN})
-    return with_call_token(tok)
+    return with_call_token(tok, f"{option} {str(path)!r}")
 
 
-def with_call_token(tok: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+def with_call_token(tok: PreTrainedTokenizerFast, where: str = "tokenizer") -> PreTrainedTokenizerFast:
     """Append ``<CALL>`` as the last id (idempotent) and make text unable to produce any special id (every
     special token written in text is encoded as its characters; saved with the tokenizer)."""
     if CALL_TOKEN not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [CALL_TOKEN]})
-    check_call_token(tok)
+    check_call_token(tok, where)
     return text_only(tok)
 
 
@@ -120,6 +120,7 @@ def check_call_token(tok, where: str = "tokenizer") -> int:
                          "which appends one")
     call_id = vocab[CALL_TOKEN]
     if call_id != len(tok) - 1:
-        raise UsageError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}); "
-                         "tokens added after it would shift the model's call row")
+        raise UsageError(f"{where}: {CALL_TOKEN} has id {call_id} but must be the last id ({len(tok) - 1}): "
+                         "tokens added after it would shift the model's call row; give a tokenizer whose "
+                         f"{CALL_TOKEN} is its last token, or one without {CALL_TOKEN} (lacy appends it)")
     return call_id

@@ -204,6 +204,12 @@ class NLUEvaluation(L.Callback):
         self.tasks, self.limit, self.batch_size, self.out = list(tasks), limit, batch_size, out
         self.results: dict | None = None
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """``test``: lm-eval and the validation sets must be there before the test loop, not after it."""
+        if stage == "test":
+            with tempfile.TemporaryDirectory() as tmp:
+                write_task_yamls(tmp, self.tasks)
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         model, tokenizer = no_call(pl_module.model, trainer.datamodule.tokenizer)
         res = evaluate(model, tokenizer, self.tasks, self.limit, self.batch_size)

@@ -145,14 +145,15 @@ def non_embedding_params(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-def flops_per_token(model: PreTrainedModel) -> float:
+def flops_per_token(model: PreTrainedModel, context: int | None = None) -> float:
     """Training FLOPs per token from the config: 6 x matmul parameters (the LM head included, once) + attention
-    (12 x layers x width x context; PaLM appendix B)."""
+    (12 x layers x width x context; PaLM appendix B). ``context``: the training block (default: the config's
+    ``max_position_embeddings``, which a pretrained model sets to its longest context, not the one trained on)."""
     c = model.config.get_text_config()
     head = model.get_output_embeddings()
     tied = head.weight is model.get_input_embeddings().weight
     matmul = non_embedding_params(model) + (head.weight.numel() if tied else 0)
-    return 6 * matmul + 12 * c.num_hidden_layers * c.hidden_size * c.max_position_embeddings
+    return 6 * matmul + 12 * c.num_hidden_layers * c.hidden_size * (context or c.max_position_embeddings)
 
 
 def decoder_layer(model: PreTrainedModel) -> type[nn.Module]:

@@ -93,7 +93,7 @@ class CallLM(L.LightningModule):
         self.__dict__["_forward"] = torch.compile(self.model) if compile else self.model
         self._fit_started = float("inf")
         self._schedule: torch.optim.lr_scheduler.LambdaLR | None = None  # set by configure_optimizers
-        self._throughput = Throughput(flops_per_token(self.model), peak_tflops)
+        self._throughput = Throughput(flops_per_token(self.model, block_size), peak_tflops)
 
     # -- wiring ---------------------------------------------------------------------------------------
     @property
