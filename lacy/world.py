@@ -5,7 +5,6 @@
 """
 import argparse
 
-from lacy.cli import world_from_configs
 from lacy.errors import ArgumentParser, entry_point
 from lacy.worlds.closed_world import ClosedWorld
 from lacy.worlds.fact_masks import fact_share
@@ -23,6 +22,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args(argv)
     if args.config:
+        from lacy.cli import world_from_configs  # here: the CLI (Lightning, torch) costs seconds; --out needs none
+
         world, vocab = world_from_configs(args.config)
     else:
         world, vocab = ClosedWorld(people=args.people, seed=args.seed, rounds=args.rounds), 2048

@@ -1,0 +1,1 @@
+"""Evaluations run by main.py test: the closed world's KB metrics, real-text FActScore, zero-shot NLU, and what they share."""

@@ -1,0 +1,1 @@
+"""The cascade: the SLM writes, a partner writes where it calls."""

@@ -1,0 +1,1 @@
+"""The closed world: its generator, its exact KB checker, world folders, true fact masks."""
