@@ -22,7 +22,8 @@ class Throughput:
     def tick(self, tokens: int) -> dict[str, float]:
         """Call at each batch start with the tokens of a batch over all devices: {tokens_per_s, mfu} since the
         last call (empty on the first). MFU is per device: pass ``world_size`` to :meth:`mfu`."""
-        now, last, self._last = time.perf_counter(), self._last, time.perf_counter()
+        now, last = time.perf_counter(), self._last
+        self._last = now
         return {} if last is None else {"tokens_per_s": tokens / (now - last)}
 
     def mfu(self, tokens_per_s_per_device: float) -> float | None:
