@@ -161,10 +161,25 @@ def test_report_pairs_methods_by_seed_and_prompt(tmp_path):
     text = report(tmp_path).read_text()
     # seed 1: 0.75 - 1/3; seed 2: 1.0 - 0.5; mean 0.458; 2 seeds -> sign-flip p = 2/4
     line = next(l for l in text.splitlines() if l.startswith("| lacy - vanilla | trained partner, 22% |"))
-    assert "| 2 | +0.417, +0.500 | +0.458 ± 0.059 |" in line and line.endswith("| 0.500 |")
+    assert "| 2 | +0.417, +0.500 | +0.458 ± 0.059 |" in line and line.endswith("| 0.500 | n/a |")  # no relations
     lo, hi = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
     assert 0.2 < lo <= 0.458 <= hi <= 0.75
     assert "| lacy | 2 |  |  |  | 0.875 ± 0.177 | 0.900 ± 0.000 | 0.400 ± 0.000 |" in text  # no TensorBoard here
+
+
+def test_report_names_the_relation_that_carries_a_comparison():
+    """Issue 30: a difference that one relation carries is flagged. By hand, pooled claim precision (2 claims per bio
+    of each relation): A = (2 x 1.0 + 2 x 0.5) / 4 = 0.75, B = (2 x 0.0 + 2 x 0.25) / 4 = 0.125, A - B = +0.625;
+    without city: 0.5 - 0.25 = +0.25 (under half: flagged); without job: 1.0 - 0.0 = +1.0."""
+    from experiments.report import relation_carrier
+
+    row = lambda city, job: {"claims_per_bio": 4, "claims_city": 2, "supported_city": city, "claims_job": 2,
+                             "supported_job": job}
+    assert relation_carrier([row(1.0, 0.5)], [row(0.0, 0.25)]) == "city: +0.625 -> +0.250 without it"
+    assert relation_carrier([row(1.0, 1.0)], [row(0.5, 0.5)]) == "no"  # +0.5 with or without either relation
+    only = lambda s: {"claims_city": 2, "supported_city": s}
+    assert relation_carrier([only(1.0)], [only(0.5)]) == "city: every claim"
+    assert relation_carrier([{}], [{}]) == "n/a"  # nothing to score
 
 
 @pytest.mark.parametrize("method", ["rho1", "lacy"])

@@ -268,3 +268,67 @@ def test_a_relative_clause_is_about_the_name_before_it():
     got = [(c.entity, c.value, c.supported) for c in kb.claims("Mara Voss, who was born in 1930, lives in Brno.",
                                                                 subject="Mara Voss")]
     assert got == [("Mara Voss", "1930", False), ("Mara Voss", "Brno", False)]
+
+
+def musicians(teacher_words, city_words, tmp_path=None):
+    """The shape of the musicians world of issue 30: a teacher who is another person and an orchestra city whose
+    author listed a generic word; written to ``tmp_path/kb.json`` and loaded when given (the loader's warning)."""
+    A = lambda *w, **k: Attribute(relation_words=list(w), **k)
+    kb = KnowledgeBase({"teacher": A(*teacher_words, kind="entity"), "orchestra_city": A(*city_words),
+                        "prize": A("recipient of the", "won the")},
+                       {"Lina Ort": Entity("Lina Ort", ["Lina Ort"], {"teacher": "Bo Dahl", "orchestra_city": "Lyon",
+                                                                      "prize": "Golden Lyre"}),
+                        "Bo Dahl": Entity("Bo Dahl", ["Bo Dahl"], {"orchestra_city": "Graz", "prize": "Silver Bow"})})
+    if tmp_path is None:
+        return kb
+    kb.save(tmp_path / "kb.json")
+    return KnowledgeBase.load(tmp_path / "kb.json")
+
+
+@pytest.mark.parametrize("teacher_words", [("teacher", "pupil", "guidance"), ("teacher", "pupil of", "guidance of")])
+def test_an_entity_relation_written_as_a_noun_phrase_of_x_is_read_both_ways(teacher_words):
+    """Issue 30: "a pupil of X" and "Under the guidance of X" are teacher claims (X the teacher), "The teacher of
+    Y was X" is about Y, with or without "of" in the relation words; a false teacher written either way is seen."""
+    kb, lina = musicians(teacher_words, ["based in"]), "Lina Ort"
+    assert verdicts(kb, "Lina Ort was a pupil of Bo Dahl.", lina) == [(lina, "teacher", "Bo Dahl", True, False)]
+    assert verdicts(kb, "Under the guidance of Bo Dahl, she joined an orchestra based in Lyon.", lina) == [
+        (lina, "teacher", "Bo Dahl", True, False), (lina, "orchestra_city", "Lyon", True, False)]
+    assert verdicts(kb, "Bo Dahl was a pupil of Lina Ort.", lina) == [("Bo Dahl", "teacher", "Lina Ort", False, False)]
+    assert verdicts(kb, "The teacher of Lina Ort was Bo Dahl.", "Bo Dahl") == [(lina, "teacher", "Bo Dahl", True, False)]
+    assert verdicts(kb, "The teacher of Bo Dahl was Lina Ort.", lina) == [
+        ("Bo Dahl", "teacher", "Lina Ort", False, False)]
+
+
+def test_a_function_word_binds_no_relation_and_the_loader_says_so(tmp_path, capsys):
+    """Issue 30: "of" among the orchestra city's words made "a recipient of the" a city claim and the lookup partner
+    write a city there. A bare function word binds nothing (one warning line per attribute); the phrase does."""
+    kb = musicians(["pupil of"], ["of", "in the", "based in"], tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kb.json" in err[0] and "orchestra_city" in err[0] and "'of', 'in the'" in err[0]
+    assert "based in" in err[0] or "content" in err[0]
+    assert kb.relation_spans("She was a recipient of the prize of the city") == [(10, 26, "prize")]  # no "of"
+    # a city after a generic "of": no relation word, one candidate attribute -> still the city claim, by value
+    assert verdicts(kb, "Lina Ort is based in Lyon.", "Lina Ort") == [("Lina Ort", "orchestra_city", "Lyon", True, False)]
+    # a longer phrase of another attribute wins over a word inside it
+    kb2 = KnowledgeBase({"teacher": Attribute(["music teacher"], kind="entity"), "boss": Attribute(["teacher"],
+                                                                                                   kind="entity")},
+                        {"Lina Ort": Entity("Lina Ort", ["Lina Ort"], {"teacher": "Bo Dahl"}),
+                         "Bo Dahl": Entity("Bo Dahl", ["Bo Dahl"], {})})
+    assert verdicts(kb2, "Her music teacher was Bo Dahl.", "Lina Ort") == [("Lina Ort", "teacher", "Bo Dahl", True, False)]
+    with pytest.raises(UsageError, match=r"\['teacher'\].relation_words: an entity-valued relation needs relation words with"):
+        musicians(["of"], ["based in"], tmp_path)
+
+
+def test_the_lookup_partner_follows_relation_words_with_content_only(tmp_path):
+    """The partner wrote a city after any "of" ("a recipient of the" -> Lyon); with the generic word unbound it
+    writes the prize there, and the city after "based in"."""
+    from lacy.data.tokenizer import train_bpe
+    from lacy.inference.partners import LookupPartner
+
+    tok = train_bpe(["Lina Ort Bo Dahl Golden Lyre Lyon Graz a recipient of the pupil based in plays orchestra"], 300)
+    kb = musicians(["pupil of"], ["of", "based in"], tmp_path)
+    lookup = LookupPartner(kb, tok, piece="entity")
+    ids = lambda text: [tok.eos_token_id] + tok(text)["input_ids"]
+    assert tok.decode(lookup.piece_for(0, ids("Lina Ort was a recipient of the"))) == " Golden Lyre"
+    assert tok.decode(lookup.piece_for(0, ids("Lina Ort plays in an orchestra based in"))) == " Lyon"
+    assert tok.decode(lookup.piece_for(0, ids("Lina Ort was a pupil of"))) == " Bo Dahl"

@@ -20,8 +20,8 @@ from lacy.worlds.folder import WorldFiles, read_world
 
 PARTNER_HINT = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) or set "
                 "partner: null")
-KB_COLUMNS = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_bio", "call_rate",
-              "cascade_call_precision", "leakage", "placement_precision", "placement_recall"]
+KB_COLUMNS = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_bio", "top_relation_share",
+              "call_rate", "cascade_call_precision", "leakage", "placement_precision", "placement_recall"]
 
 
 def model_folder(path: str, role: str = "partner") -> Path:

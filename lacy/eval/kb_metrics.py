@@ -64,6 +64,10 @@ def kb_factscore(kb: KnowledgeBase, gens: list[Generation], subjects: list[str],
             "respond_ratio": len(scores) / max(1, len(gens)),
             "claims_per_bio": float(np.mean(n_claims)) if n_claims else 0.0,
             "ambiguous_claims": ambiguous,  # and per relation: claims per bio, share supported (bios pooled)
+            # the relation most claims are of: a comparison it carries says little about the methods (issue 30)
+            "top_relation": max(by_attribute, key=lambda a: len(by_attribute[a])) if by_attribute else None,
+            "top_relation_share": (max(map(len, by_attribute.values())) / sum(map(len, by_attribute.values()))
+                                   if by_attribute else None),
             **{f"claims_{a}": len(v) / max(1, len(gens)) for a, v in sorted(by_attribute.items())},
             **{f"supported_{a}": float(np.mean(v)) for a, v in sorted(by_attribute.items())}}
 

@@ -37,7 +37,8 @@ def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[s
     is a collective (a broadcast) under DDP, so it is read before the rank-0 branch."""
     for row, metrics in res.items():
         for k, v in metrics.items():
-            if v is not None:  # None: nothing to measure (e.g. no bio made a claim); JSON null, no scalar
+            if v is not None and not isinstance(v, str):  # None: nothing to measure (e.g. no bio made a claim);
+                # JSON null, no scalar. A name (the top relation) is in the JSON and the table only
                 pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
     log_dir = trainer.log_dir  # every rank: read only on rank 0 it deadlocks the others
     if not trainer.is_global_zero:
@@ -75,7 +76,7 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
 def format_table(res: dict, cols: list[str]) -> str:
     lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row, m in res.items():
-        cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # n/a: nothing to measure
+        cell = lambda v: "n/a" if v is None else v if isinstance(v, str) else f"{v:.3f}"  # n/a: nothing to measure
         lines.append(f"| {row} | " + " | ".join(cell(m[c]) if c in m else "" for c in cols) + " |")
     return "\n".join(lines)
 

@@ -189,14 +189,14 @@ class LookupPartner:
         entity = self.kb.entities[clauses[-1][2]]
         sentence = text[max(text.rfind(c) for c in ".?!\n") + 1:]
         best = None  # (already written tokens, relation word end, remaining ids)
+        spans = self.kb.relation_spans(sentence)  # relation words with content, the longest phrase where nested
         for attr, value in entity.attributes.items():
-            rx = self.kb.index["relation"].get(attr)
-            words = list(rx.finditer(sentence)) if rx else []
+            words = [end for _, end, a in spans if a == attr]
             if not words or value in sentence:  # no relation here, or the fact is already written
                 continue
             ids = self._ids(value)
             k = max((k for k in range(len(ids)) if k == 0 or doc[-k:] == ids[:k]), default=0)
-            cand = (k, words[-1].end(), ids[k:])
+            cand = (k, words[-1], ids[k:])
             if best is None or cand[:2] > best[:2]:
                 best = cand
         if best is None:

@@ -18,7 +18,7 @@ templates. Rules (text, not a parse: fast and the same on every machine):
 - **who a claim is about**: sentences are cut into clauses (at ``;`` and at ``, and|but|while|whereas``). A
   clause's claims belong to the entity named in it that *opens* it: the first name that no relation word
   precedes in the clause and that does not follow a preposition (``of``, ``with``, ``to`` ...), except the
-  possessor in "the <relation word> of <name>" ("The birthplace of Bo Dahl is ..."). A name that is the object
+  possessor in "the <relation word> of <name>" opening the clause ("The birthplace of Bo Dahl is ..."). A name that is the object
   of a relation ("a student of Bo Dahl", "worked with Bo Dahl") never takes over. A clause no name opens
   (pronouns: "She works at Acme") belongs to the last entity that opened one, else to the bio's ``subject``
   (None: the first entity the text names). A relative clause (``, who|whose|whom ...``) is about the name just
@@ -26,8 +26,13 @@ templates. Rules (text, not a parse: fast and the same on every machine):
 - **a value** is any string that is some entity's value of some attribute, or matches an attribute's pattern;
   overlapping candidates resolve to the leftmost, then longest. Its candidate attributes are every attribute
   that has the value for some entity **and** every attribute whose pattern it matches;
+- **relation words** bind with content: a relation word made only of function words (``of``, ``in``, ``the``
+  ...: :data:`FUNCTION_WORDS`) never binds a value on its own (``KnowledgeBase.load`` warns, one line per
+  attribute), and a relation word inside a longer one of another attribute ("of" in "pupil of") is not read;
 - **entity-valued relations** (``kind: entity``: advisor, spouse, teacher): a name is such a value when the
-  relation word nearest before it in its clause is one of that relation's words ("student of Bo Dahl");
+  relation word nearest before it in its clause is one of that relation's words ("student of Bo Dahl",
+  "a pupil of Bo Dahl", "Under the guidance of Bo Dahl"). The possessor rule (above) holds only where "the
+  <relation word> of <name>" opens its clause ("The teacher of Bo Dahl was Mara Voss": about Bo Dahl);
 - the attribute is the one the value can belong to if only one can; else the candidate whose relation word
   ends nearest before the value in the sentence (after it, if none precedes);
 - **ambiguous** (several candidates, no relation word): the claim is supported when the value is the
@@ -40,6 +45,7 @@ Bad files raise :class:`lacy.errors.UsageError` naming the file, line and field 
 """
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +58,12 @@ KINDS = ("text", "entity")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+|(?P<relative>,\s+(?=(?:who|whose|whom)\s))")
 # a name right after one of these is an object ("worked with Bo Dahl"), never the clause's owner
+# Words that carry no relation of their own: a relation word made only of these binds nothing ("of" would make
+# every "a recipient of the ..." a claim of that relation)
+FUNCTION_WORDS = frozenset("a an the of in at on to by for from with as into onto about and or than its his her "
+                           "their is was".split())
+# "the <relation word> of <name>" at the start of a clause: the possessor is whom the clause is about
+_POSSESSOR_OPENING = re.compile(r"\s*(?:the\s+)?", re.IGNORECASE)
 _OBJECT_MARKER = re.compile(r"\b(?:of|with|to|by|from|under|for|and|or|about|alongside|than|like|beside|"
                             r"besides|between|among|against|at|in|on|into|as)\s+$", re.IGNORECASE)
 
@@ -63,6 +75,11 @@ class Attribute:
     probe: str | None = None
     pattern: str | None = None
     kind: str = "text"  # "entity": the value is the name of another entity of the KB (advisor, spouse)
+
+
+def function_word_only(word: str) -> bool:
+    """True for a relation word made only of :data:`FUNCTION_WORDS` ("of", "in the"), which binds no value."""
+    return all(w in FUNCTION_WORDS for w in word.lower().split())
 
 
 @dataclass
@@ -163,8 +180,14 @@ class KnowledgeBase:
                     bad(("attributes", name, "pattern"), f"is not a regular expression ({e})")
             if a.get("kind", "text") not in KINDS:
                 bad(("attributes", name, "kind"), f"is {a['kind']!r}; use one of {KINDS}")
-            if a.get("kind") == "entity" and not words:
-                bad(("attributes", name, "relation_words"), "an entity-valued relation needs relation words")
+            generic = [w for w in words if function_word_only(w)]
+            if a.get("kind") == "entity" and len(generic) == len(words):
+                bad(("attributes", name, "relation_words"), "an entity-valued relation needs relation words with "
+                                                            "content (e.g. \"pupil of\"), not only function words")
+            if generic:
+                print(f"lacy: {path}:{_line(raw, 'attributes', name, 'relation_words')}: attributes.{name}."
+                      f"relation_words: {', '.join(map(repr, generic))} only function words, which bind no value; "
+                      "write a phrase with content (e.g. \"based in\")", file=sys.stderr)
             attrs[name] = Attribute(**a)
         ents = {}
         for name, e in data["entities"].items():
@@ -206,8 +229,8 @@ class KnowledgeBase:
         alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
         bounded = lambda body: re.compile(r"\b(?:" + body + r")\b")
         patterns = {a: bounded(at.pattern) for a, at in self.attributes.items() if at.pattern}
-        relation = {a: re.compile(r"\b(?:" + alt(at.relation_words) + r")\b", re.IGNORECASE)
-                    for a, at in self.attributes.items() if at.relation_words}
+        content = {a: [w for w in at.relation_words if not function_word_only(w)] for a, at in self.attributes.items()}
+        relation = {a: re.compile(r"\b(?:" + alt(words) + r")\b", re.IGNORECASE) for a, words in content.items() if words}
         return {"values": values, "alias": alias, "names": bounded(alt(alias)),
                 "value_re": [bounded(alt(values))] if values else [], "patterns": patterns,
                 "full_patterns": {a: re.compile(at.pattern) for a, at in self.attributes.items() if at.pattern},
@@ -226,19 +249,24 @@ class KnowledgeBase:
                 if not any(a < m.start() < b for a, b in name_spans)]
         return list(zip([0] + cuts, cuts + [len(text)]))
 
-    def _relation_words(self, clause: str) -> list[tuple[int, int, str]]:
-        """(start, end, attribute) of every relation word in ``clause``, by position."""
-        return sorted((m.start(), m.end(), a) for a, rx in self.index["relation"].items() for m in rx.finditer(clause))
+    def relation_spans(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, attribute) of every relation word in ``text``, by position; a match inside a longer one
+        ("teacher" in "music teacher" of another attribute) is left out: the longer phrase is the relation."""
+        found = sorted(((m.start(), m.end(), a) for a, rx in self.index["relation"].items() for m in rx.finditer(text)),
+                       key=lambda x: (x[0], -x[1]))
+        return [w for w in found if not any(o[0] <= w[0] and w[1] <= o[1] and o[1] - o[0] > w[1] - w[0] for o in found)]
 
     def _read_clause(self, clause: str) -> tuple[str | None, list[tuple[int, int, str, str]]]:
         """(the entity that opens the clause or None, [(start, end, entity, entity-valued attribute)] of the
         names that are values of an entity-valued relation), positions within the clause."""
         ix, opener, values = self.index, None, []
-        words = self._relation_words(clause)
+        words = self.relation_spans(clause)
         for m in ix["names"].finditer(clause):
             before = [w for w in words if w[1] <= m.start()]
-            # "the birthplace of Bo Dahl", "the teacher of Bo Dahl": the possessor, whom the clause is about
-            possessor = bool(before) and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]) is not None
+            # "The birthplace of Bo Dahl", "The teacher of Bo Dahl" opening the clause: the possessor, whom the
+            # clause is about ("a pupil of Bo Dahl", "Under the guidance of Bo Dahl": Bo Dahl is the value)
+            possessor = (bool(before) and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]) is not None
+                         and _POSSESSOR_OPENING.fullmatch(clause[:before[-1][0]]) is not None)
             if not possessor and before and before[-1][2] in ix["entity_attrs"]:
                 values.append((m.start(), m.end(), ix["alias"][m.group()], before[-1][2]))
                 continue
@@ -314,10 +342,9 @@ class KnowledgeBase:
         if len(candidates) == 1:
             return candidates[0], False
         best = None  # (distance, attribute): relation word ending before the value wins; then after it
-        for a in candidates:
-            rx = self.index["relation"].get(a)
-            for m in rx.finditer(sentence) if rx else ():
-                d = at - m.end() if m.end() <= at else 10**6 + m.start() - at
+        for start, end, a in self.relation_spans(sentence):
+            if a in candidates:
+                d = at - end if end <= at else 10**6 + start - at
                 if best is None or d < best[0]:
                     best = (d, a)
         return (best[1], False) if best else (None, True)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 25 item 5: SmolLM2-135M-Instruct continued on the Wikipedia summaries with Vanilla and with LaCy
+# (configs/pretrained/, the same 204,800 ground-truth-gradient tokens), then what that makes measurable.
+#   experiments/pretrained.sh fit        # both fits, ~50 min each on 2 cores (README "Your own model")
+# Resumable: a fitted run has runs/pretrained/<name>/fit.done; an interrupted fit resumes from its last.ckpt.
+# Both cores per job (the fits run one after the other: two 135M fits at once need ~21 GiB).
+set -eu
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+
+fit() {  # fit NAME CONFIG
+  local d=runs/pretrained/$1 last
+  [ -f "$d/fit.done" ] && { echo "$1: fitted"; return; }
+  mkdir -p "$d"
+  last=$(ls -t "$d"/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -1 || true)
+  /usr/bin/time -f "$1 fit %e s, peak %M KiB" $py main.py fit --config "$2" --trainer.default_root_dir "$d" \
+    --trainer.enable_progress_bar false ${last:+--ckpt_path "$last"} >> "$d/log.txt" 2>&1
+  touch "$d/fit.done"
+  echo "$1: fitted"
+}
+
+case "${1:-fit}" in
+  fit)
+    fit vanilla configs/pretrained/smollm2-135m-vanilla.yaml
+    fit lacy configs/pretrained/smollm2-135m.yaml ;;
+  *) echo "experiments/pretrained.sh: unknown step '$1' (fit)" >&2; exit 2 ;;
+esac
