@@ -3,6 +3,7 @@
     python -m experiments.closed_world [--jobs 2] [--only lacy,vanilla] [--out runs/study]
     python -m experiments.closed_world --report           # tables + plots from the finished runs
     python -m experiments.closed_world --world dense      # the paper's regime (issue 14): runs/study-dense
+    python -m experiments.closed_world --world-folder DIR [--partner HF_DIR]   # a world written by anyone
 
 Two studies. ``default`` (configs/world/slm.yaml, 3 seeds; docs/results.md "Closed world") and ``dense``
 (configs/world/dense.yaml: fact values on 27% of tokens, more than any call budget, as in the paper): five seeds
@@ -10,6 +11,12 @@ Two studies. ``default`` (configs/world/slm.yaml, 3 seeds; docs/results.md "Clos
 objective (model.noncall_softmax: full, [ours]); one seed for random calls, Rho-1, spaCy + reference and the
 KB-oracle judge; the call-rate sweep on seed 1; the cascade rows at 22% (budget) and the paper's own rule
 (argmax: call where <CALL> is the top token); runs ordered seed by seed, so rows land comparable.
+
+A world folder (docs/world.md; ``--world-folder``: its train.jsonl is the training text, configs/world/folder.yaml
+the overlay): five seeds (``--seeds``) of Vanilla, LaCy, spaCy-only, loss-only and LaCy with the true fact mask
+(the folder's kb.json), the sweep on seed 1, cascade rows at 22% and argmax; with the lookup (oracle) partner
+unless ``--partner`` names a trained one with the SLM's tokenizer (the report says which). Results in
+runs/study-<folder name>.
 
 Each run is `main.py fit` then `main.py test` with the strategy's config, the world overlay
 (configs/world/slm.yaml) and a generated overlay: TokenBudget equalising the tokens that get a ground-truth
@@ -29,6 +36,7 @@ from experiments.runner import (fit_and_test, latest_export, merged_list, read_c
                                 write_run_configs)
 from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.annotators.spacy_facts import LATER_RULES
+from lacy.worlds.folder import read_world
 
 BASE_STEPS, BATCH, BLOCK = 600, 8, 256  # Vanilla's budget: 600 x 8 x 256 = 1,228,800 tokens (configs/world/slm.yaml)
 # A fact_fraction budget calls a varying share of each batch, so TokenBudget cannot plan its gradient tokens;
@@ -97,6 +105,32 @@ STUDIES = {
 }
 
 
+FOLDER_METHODS = (("lacy", "lacy", [], {}), ("vanilla", "vanilla", [], {}), ("spacy_only", "spacy_only", [], {}),
+                  ("loss_only", "loss_only", [], {}), ("lacy_true_mask", "lacy", ["configs/world/kb_oracle.yaml"],
+                                                       TRUE_MASK))
+
+
+def folder_study(world: str, partner: str | None, seeds: int) -> dict:
+    """The study of a world folder (module docstring): checked before any run (``read_world``: file, line,
+    field), the folder's kb.json for the true mask, its train.jsonl as the corpus."""
+    root = Path(world)
+    read_world(root)
+    if not (root / "train.jsonl").is_file():
+        raise UsageError(f"{root / 'train.jsonl'}: missing; a study trains on the folder's training text, one "
+                         '{"text": ...} per line (docs/world.md)')
+    mask = {"annotators": {"KBOracleAnnotator": {"key": "fact", "kb": str(root / "kb.json")}}}
+
+    def specs():
+        return [dict(name=f"{name}-s{seed}", config=cfg, extra=extra, changes=mask if changes else {}, seed=seed,
+                     sweep=seed == 1, fact_fraction=None)
+                for seed in range(1, seeds + 1) for name, cfg, extra, changes in FOLDER_METHODS]
+
+    return dict(overlay="configs/world/folder.yaml", partner=partner, flagged=None, modes=["never", "budget", "argmax"],
+                changes={}, specs=specs, out=f"runs/study-{root.resolve().name}", make=None,
+                evaluation={"world": str(root), "partner": partner},
+                data={"corpus": {"class_path": "lacy.JsonlCorpus", "init_args": {"path": str(root / "train.jsonl")}}})
+
+
 def vanilla_export(out: Path, seed: int) -> str | None:
     """The same seed's Vanilla model (its HF export), the reference of the Fig. 5 losses; None before it is fitted."""
     if not (out / f"vanilla-s{seed}" / "fit.done").exists():
@@ -112,8 +146,9 @@ def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
     configs = [read_config(s) for s in sources]
     callbacks, annotators = merged_list(configs, "trainer", "callbacks"), merged_list(configs, "data", "annotators")
     shipped = copy.deepcopy(annotators)
-    set_init_args(callbacks, "Rho1", reference=partner)  # Rho-1's and spacy_ref's reference: the partner
-    set_init_args(annotators, "ReferenceLoss", reference=partner)
+    if partner:
+        set_init_args(callbacks, "Rho1", reference=partner)  # Rho-1's and spacy_ref's reference: the partner
+        set_init_args(annotators, "ReferenceLoss", reference=partner)
     for changes, required in ((study["changes"], False), (spec["changes"], True)):
         for part, items in (("callbacks", callbacks), ("annotators", annotators)):
             for name, values in changes.get(part, {}).items():
@@ -121,7 +156,8 @@ def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
                     raise ValueError(f"{spec['name']}: no {name} in {part} of {' + '.join(sources)}")
     evaluation = dict(out=str(folder / "kb_eval.json"), sweep=SWEEP if spec["sweep"] else None,
                       reference=vanilla_export(folder.parent, spec["seed"]),
-                      modes=study["modes"])  # no `always` row: the partner alone is reported once, cached with it
+                      modes=study["modes"],  # no `always` row: the partner alone is reported once, cached with it
+                      **study.get("evaluation", {}))  # a folder study: its world, its partner (null: lookup only)
     if not set_init_args(callbacks, "KBEvaluation", **evaluation):
         raise ValueError(f"{spec['name']}: no KBEvaluation in callbacks of {' + '.join(sources)}")
     fraction = spec["fact_fraction"]
@@ -131,6 +167,8 @@ def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
                "trainer": {"callbacks": callbacks + [{"class_path": "lacy.TokenBudget", "init_args": budget}]}}
     if annotators != shipped:
         overlay["data"] = {"annotators": annotators}
+    if "data" in study:
+        overlay["data"] = {**overlay.get("data", {}), **study["data"]}
     if "model" in spec["changes"]:
         overlay["model"] = spec["changes"]["model"]
     return write_run_configs(folder, sources, overlay)
@@ -146,6 +184,10 @@ def run_one(spec: dict, out: Path, study: dict, fit_only: bool = False) -> str:
 def main(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", choices=sorted(STUDIES), default="default", help="which study (module docstring)")
+    p.add_argument("--world-folder", default=None, help="study a world folder (docs/world.md) instead")
+    p.add_argument("--partner", default=None, help="with --world-folder: a trained partner (HF folder, the SLM's "
+                                                   "tokenizer); default: the lookup (oracle) partner only")
+    p.add_argument("--seeds", type=int, default=5, help="with --world-folder: seeds per method")
     p.add_argument("--out", default=None, help="results folder (default: runs/study, runs/study-dense)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--only", default=None, help="comma-separated run-name prefixes")
@@ -153,8 +195,10 @@ def main(argv=None):
     p.add_argument("--fit-only", action="store_true",
                    help="train the runs that need no partner (no evaluation), e.g. while the partner trains")
     args = p.parse_args(argv)
-    study = STUDIES[args.world]
-    out, partner = Path(args.out or study["out"]), Path(study["partner"])
+    if args.partner and not args.world_folder:
+        raise UsageError("--partner is for --world-folder; the generated worlds' partners are fixed (make partner)")
+    study = folder_study(args.world_folder, args.partner, args.seeds) if args.world_folder else STUDIES[args.world]
+    out, partner = Path(args.out or study["out"]), Path(study["partner"] or "")
     specs = [s for s in study["specs"]() if not args.only or any(s["name"].startswith(o) for o in args.only.split(","))]
     if args.fit_only:
         if not (partner / "config.json").is_file():  # Rho-1's and spacy_ref's reference is the partner
@@ -166,7 +210,13 @@ def main(argv=None):
     if not args.report:
         check = json.loads((partner / "partner_eval.json").read_text())["metrics"] if (
             partner / "partner_eval.json").exists() else None
-        if check is None or check["leakage"] < 0.7:
+        if study["partner"] is None:
+            print("no trained partner: the cascade rows use the lookup (oracle) partner", flush=True)
+        elif args.world_folder:
+            from lacy.eval.kb_eval import model_folder  # here: torch and Lightning, for a folder study's partner
+
+            model_folder(study["partner"])  # a folder study's partner: checked here, measured in the first test
+        elif check is None or check["leakage"] < 0.7:
             raise UsageError(f"the partner {partner} must answer >= 70% of probes alone first: run `{study['make']}`")
         with ThreadPoolExecutor(args.jobs) as pool:
             for msg in pool.map(lambda s: run_one(s, out, study), specs):

@@ -109,7 +109,8 @@ def report(out: Path) -> Path:
     signals = ["| run | " + " | ".join(h for _, _, h in SIGNALS) + " |", "|---" * (len(SIGNALS) + 1) + "|"]
     bios = []
     for run in runs:
-        fit = training_scalars(run, SIGNALS) | training_scalars(run / "test", SIGNALS)
+        fit = {t: v for part in (run, run / "test") for t, v in training_scalars(part, SIGNALS).items()
+               if v is not None}  # the fit's and the test's scalars (each logs only some of SIGNALS)
         if not fit.get("train/call_rate"):  # never trained to call (Vanilla, the partners): no call mask to read
             fit = {t: v for t, v in fit.items() if t == "test/loss_noncall" or t.startswith("train/")}
         if fit:

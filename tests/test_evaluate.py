@@ -125,6 +125,33 @@ def test_leakage_is_one_for_a_copier_and_zero_for_a_model_that_never_copies(worl
     assert leakage(copier, tok, swapped)["leakage"] == 0.0
 
 
+def test_leakage_has_a_chance_baseline_and_an_answered_share():
+    """Issue 30: a constant guess "leaks" where the constant is right. By hand: 4 birth-town probes, answers
+    Split x3 + Graz; the SLM writes Split every time -> leakage 0.75 = the chance of always writing the most
+    frequent answer (0.75), answered 1.0; a silent SLM -> leakage 0, answered 0. The mentor (entity-valued) is
+    answered by any person's name; a year by its pattern."""
+    from lacy.eval.kb_metrics import leakage_baseline
+    from lacy.worlds.kb import Attribute, Entity, KnowledgeBase
+
+    town = {"A": "Split", "B": "Split", "C": "Split", "D": "Graz"}
+    kb = KnowledgeBase({"town": Attribute(["born in"]), "mentor": Attribute(["student of"], kind="entity"),
+                        "year": Attribute(["born"], pattern=r"\d{4}")},
+                       {n: Entity(n, [n, f"Dr. {n}"], {"town": t, "year": "1950", **({"mentor": "D"} if n < "C" else {})})
+                        for n, t in town.items()})
+    probes = [{"entity": n, "attribute": "town", "prompt": f"{n} was born in", "answer": t} for n, t in town.items()]
+    constant = [" Split."] * 4
+    res = leakage_baseline(kb, probes, constant, [t == "Split" for t in town.values()])
+    assert res == {"leakage_town": 0.75, "leakage_chance_town": 0.75, "answered_town": 1.0, "leakage_chance": 0.75,
+                   "answered": 1.0}
+    assert leakage_baseline(kb, probes, [" a lovely place."] * 4, [False] * 4)["answered_town"] == 0.0
+    mentor = [{"entity": "A", "attribute": "mentor", "prompt": "A was a student of", "answer": "D"},
+              {"entity": "B", "attribute": "mentor", "prompt": "B was a student of", "answer": "D"}]
+    year = [{"entity": "A", "attribute": "year", "prompt": "A was born in", "answer": "1950"}]
+    res = leakage_baseline(kb, mentor + year, [" Dr. C.", " his father.", " 1931."], [False, False, False])
+    assert res["answered_mentor"] == 0.5 and res["leakage_chance_mentor"] == 1.0 and res["answered_year"] == 1.0
+    assert leakage_baseline(kb, [{"prompt": "x", "answer": "y"}], ["y"], [True]) == {}  # no attribute: no baseline
+
+
 def test_call_placement_counts(world):
     w, tok = world
     docs = PlacementDocs.build(w.kb(), tok, [(p.name, d) for p, d in w.val_documents()])

@@ -9,6 +9,7 @@ from experiments.closed_world import STUDIES, SWEEP, dense_specs, run_specs, wri
 from experiments.report import report
 from experiments.runner import read_config
 from lacy.cli import cli_main
+from lacy.errors import UsageError
 from lacy.annotators.spacy_facts import LATER_RULES
 
 DEFAULT = STUDIES["default"]
@@ -165,6 +166,49 @@ def test_report_pairs_methods_by_seed_and_prompt(tmp_path):
     lo, hi = (float(x) for x in line.split("[")[1].split("]")[0].split(", "))
     assert 0.2 < lo <= 0.458 <= hi <= 0.75
     assert "| lacy | 2 |  |  |  | 0.875 ± 0.177 | 0.900 ± 0.000 | 0.400 ± 0.000 |" in text  # no TensorBoard here
+
+
+@pytest.mark.parametrize("name", ["lacy_true_mask-s1", "vanilla-s3"])
+def test_a_world_folder_study_trains_on_the_folder_and_evaluates_it(name, tmp_path, capsys):
+    """Issue 30 item 5: ``--world-folder DIR``: the folder's train.jsonl, its world and kb.json, the lookup partner."""
+    from experiments.closed_world import folder_study
+
+    world = "tests/data/second_world"
+    study = folder_study(world, None, seeds=3)
+    assert study["out"] == "runs/study-second_world" and len(study["specs"]()) == 15
+    spec = next(s for s in study["specs"]() if s["name"] == name)
+    cfg = resolved(spec, tmp_path, capsys, study)
+    corpus = cfg["data"]["corpus"]
+    assert corpus["class_path"] == "lacy.JsonlCorpus" and corpus["init_args"]["path"] == f"{world}/train.jsonl"
+    ev = by_class(cfg["trainer"]["callbacks"])["KBEvaluation"]
+    assert ev["world"] == world and ev["partner"] is None and ev["modes"] == ["never", "budget", "argmax"]
+    assert (ev["sweep"] is not None) == (spec["seed"] == 1)
+    annotators = by_class(cfg["data"]["annotators"])
+    if name.startswith("lacy_true_mask"):
+        assert annotators["KBOracleAnnotator"] | {"chunk_docs": 0} == {"kb": f"{world}/kb.json", "key": "fact", "chunk_docs": 0}
+    with pytest.raises(UsageError, match="kb.json"):
+        folder_study(str(tmp_path), None, 1)
+
+
+def test_report_of_a_world_without_a_trained_partner(tmp_path):
+    """Issue 30 item 5: a world folder's study (lookup partner only): its own relations, the lookup and argmax
+    rows, the leakage baseline, and n/a where there was nothing to score."""
+    (tmp_path / "vanilla-s1").mkdir()
+    res = {"slm": {"leakage": 0.5, "leakage_chance": 0.75, "answered": 1.0, "leakage_town": 0.5,
+                   "leakage_chance_town": 0.75, "answered_town": 1.0},
+           "slm_alone": {"factscore": None, "call_rate": 0.0},
+           "lookup_budget": {"factscore": 0.9, "call_rate": 0.22, "claims_town": 1.5, "supported_town": 0.8,
+                             "claims_town|year": 0.1, "top_relation_share": 0.94},
+           "lookup_argmax": {"factscore": None, "call_rate": 0.0}}
+    (tmp_path / "vanilla-s1" / "kb_eval.json").write_text(json.dumps(res))
+    text = report(tmp_path).read_text()
+    main = next(l for l in text.splitlines() if l.startswith("| vanilla (confidence cascade) | 1 |"))
+    assert main.split(" | ")[2:8] == ["", "", "0.900", "n/a", "0.500", "0.750"]  # no trained partner; n/a alone
+    assert "No trained partner in these runs" in text.splitlines()[3]
+    assert "## Per relation (lookup partner, 22% calls)" in text and "| town | top relation's share" in text
+    assert "| vanilla (confidence cascade) | 1 | 1.500 | 0.940 |" in text  # the ambiguous "town|year": no column
+    assert "| vanilla (confidence cascade) | 1 | 0.500 | 0.750 | 1.000 |" in text  # leakage per relation
+    assert "| vanilla (confidence cascade) | 1 |  |  |  |  |  |  | 0.900 | n/a |" in text  # argmax, lookup partner
 
 
 def test_report_names_the_relation_that_carries_a_comparison():

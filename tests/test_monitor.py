@@ -18,6 +18,15 @@ def test_fit_logs_no_empty_cards(bios_path, tmp_path):
     assert not {"epoch", "hp_metric"} & set(tags["scalars"])
 
 
+def test_vanilla_logs_nothing_about_call_targets_it_does_not_have(bios_path, tmp_path):
+    """Issue 30: Vanilla logged p(<CALL>) at call targets 0.0 with no call target; nothing to score is no scalar."""
+    cli = cli_main(["fit", "--config", "configs/vanilla.yaml", "--trainer.log_every_n_steps", "1",
+                    *small_run_args(bios_path, tmp_path)])
+    tags = set(EventAccumulator(cli.trainer.log_dir).Reload().Tags()["scalars"])
+    assert {"train/loss", "train/call_rate", "train/p_call_at_noncalls"} <= tags
+    assert not {t for t in tags if t.endswith(("p_call_at_calls", "loss_call_targets", "orig_loss_at_calls"))}
+
+
 def test_a_configured_logger_stays(bios_path, tmp_path):
     cli = cli_main(["fit", "--config", "configs/vanilla.yaml", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
                     "--trainer.logger.save_dir", str(tmp_path / "csv"), *small_run_args(bios_path, tmp_path)])

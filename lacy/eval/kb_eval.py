@@ -21,7 +21,8 @@ from lacy.worlds.folder import WorldFiles, read_world
 PARTNER_HINT = ("train it with `make partner` (the closed world's partner, exported to runs/world/partner/hf) or set "
                 "partner: null")
 KB_COLUMNS = ["factscore", "factscore_penalised", "respond_ratio", "claims_per_bio", "top_relation_share",
-              "call_rate", "cascade_call_precision", "leakage", "placement_precision", "placement_recall"]
+              "call_rate", "cascade_call_precision", "leakage", "leakage_chance", "answered", "placement_precision",
+              "placement_recall"]
 
 
 def model_folder(path: str, role: str = "partner") -> Path:
@@ -115,7 +116,7 @@ class KBEvaluation(L.Callback):
         kb, prompts, probes, val = files.kb, *(spread(x, self.limit) for x in (files.prompts, files.probes, files.val))
         docs = PlacementDocs.build(kb, tokenizer, val, {p["entity"]: p["popularity"] for p in prompts})
         reference = load_partner(self.reference, tokenizer, "reference") if self.reference else None
-        res = {"slm": {**leakage(slm, tokenizer, probes),
+        res = {"slm": {**leakage(slm, tokenizer, probes, kb=kb),
                        **call_placement(slm, docs, self.placement_rate, self.score, reference)}}
         partners = {"lookup": LookupPartner(kb, tokenizer, self.piece)}
         if self.partner_path:

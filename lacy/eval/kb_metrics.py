@@ -77,16 +77,52 @@ def _first_sentence(text: str) -> str:
     return text[:min(ends)] if ends else text
 
 
-def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch_size: int = 64) -> dict:
-    """Share of probes whose greedy continuation (no ``<CALL>``) states the gold answer, per bucket."""
+def leakage(model, tokenizer, probes: list[dict], max_new_tokens: int = 8, batch_size: int = 64,
+            kb: KnowledgeBase | None = None) -> dict:
+    """Share of probes whose greedy continuation (no ``<CALL>``) states the gold answer, per bucket; with ``kb``
+    also its chance baseline (:func:`leakage_baseline`)."""
     gens = Cascade(model, tokenizer, batch_size=batch_size).generate(
         [p["prompt"] for p in probes], max_new_tokens=max_new_tokens)
-    hits = [p["answer"] in _first_sentence(g.text) for p, g in zip(probes, gens)]
+    texts = [_first_sentence(g.text) for g in gens]
+    hits = [p["answer"] in t for p, t in zip(probes, texts)]
     out = {"leakage": float(np.mean(hits)) if hits else None}
     for _, _, name in BUCKETS:
         sel = [h for h, p in zip(hits, probes) if bucket(p["popularity"]) == name]
         if sel:
             out[f"leakage_{name}"] = float(np.mean(sel))
+    return out | (leakage_baseline(kb, probes, texts, hits) if kb is not None else {})
+
+
+def leakage_baseline(kb: KnowledgeBase, probes: list[dict], texts: list[str], hits: list[bool]) -> dict:
+    """What a leakage figure is to be read against (issue 30: an SLM writing one birth town for 113 of 115
+    people "leaks" whenever that town is right, and one writing no value scores 0). Per relation (probes with
+    an ``attribute``): ``leakage_<rel>``; ``leakage_chance_<rel>``, the leakage of always writing the relation's
+    most frequent answer among the probes; ``answered_<rel>``, the share of continuations (first sentence)
+    stating any value the relation has in the KB (for an entity-valued one, any entity's name). Overall
+    ``leakage_chance`` and ``answered``, probes pooled. Leakage above chance is what the SLM stores."""
+    by_rel: dict[str, list[int]] = {}
+    for i, p in enumerate(probes):
+        if p.get("attribute") in kb.attributes:
+            by_rel.setdefault(p["attribute"], []).append(i)
+    out, chance, answered = {}, {}, {}
+    for rel, idx in sorted(by_rel.items()):
+        answers = [probes[i]["answer"] for i in idx]
+        top = max(set(answers), key=lambda v: (answers.count(v), v))
+        if kb.attributes[rel].kind == "entity":
+            values = {al for e in kb.entities.values() for al in e.aliases}
+        else:
+            values = {e.attributes[rel] for e in kb.entities.values() if rel in e.attributes}
+        pattern = kb.index["full_patterns"].get(rel)
+        for i in idx:
+            chance[i] = probes[i]["answer"] == top
+            answered[i] = any(v in texts[i] for v in values) or bool(
+                pattern and kb.index["patterns"][rel].search(texts[i]))
+        out[f"leakage_{rel}"] = float(np.mean([hits[i] for i in idx]))
+        out[f"leakage_chance_{rel}"] = float(np.mean([chance[i] for i in idx]))
+        out[f"answered_{rel}"] = float(np.mean([answered[i] for i in idx]))
+    if chance:
+        out["leakage_chance"] = float(np.mean(list(chance.values())))
+        out["answered"] = float(np.mean(list(answered.values())))
     return out
 
 
@@ -183,13 +219,14 @@ def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[
                   max_new_tokens: int = 96, gamma: int = 10) -> dict:
     """The partner's own leakage (probe accuracy) and FactScore, cached in ``<path>/partner_eval.json`` keyed
     by everything that changes them, so each SLM's evaluation reuses one partner measurement."""
-    key = hashlib.sha256(json.dumps([repr(kb), prompts, probes, max_new_tokens, gamma]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(["leakage-baseline", repr(kb), prompts, probes, max_new_tokens, gamma])
+                         .encode()).hexdigest()[:16]
     cache = Path(path) / "partner_eval.json"
     if cache.is_file():
         known = json.loads(cache.read_text())
         if known.get("key") == key:
             return known["metrics"]
-    metrics = {**leakage(model, tokenizer, probes),
+    metrics = {**leakage(model, tokenizer, probes, kb=kb),
                **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
                                   gamma)[0]}
     write_atomic(cache, json.dumps({"key": key, "metrics": metrics}, indent=1))  # DDP ranks: alike, whole
