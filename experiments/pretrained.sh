@@ -2,6 +2,7 @@
 # Issue 25 item 5: SmolLM2-135M-Instruct continued on the Wikipedia summaries with Vanilla and with LaCy
 # (configs/pretrained/, the same 204,800 ground-truth-gradient tokens), then what that makes measurable.
 #   experiments/pretrained.sh fit        # both fits, ~50 min each on 2 cores (README "Your own model")
+#   experiments/pretrained.sh nlu        # NLU of base, Vanilla- and LaCy-continued (LIMIT=300 items per task)
 # Resumable: a fitted run has runs/pretrained/<name>/fit.done; an interrupted fit resumes from its last.ckpt.
 # Both cores per job (the fits run one after the other: two 135M fits at once need ~21 GiB).
 set -eu
@@ -19,9 +20,24 @@ fit() {  # fit NAME CONFIG
   echo "$1: fitted"
 }
 
+nlu() {  # nlu NAME: zero-shot NLU of the base model (base) or a fitted run's final weights, LIMIT items per task
+  local out=runs/pretrained/nlu/$1 model=smollm2
+  [ -f "$out/nlu.json" ] && { echo "$1: NLU cached"; return; }
+  if [ "$1" != base ]; then
+    [ -f "runs/pretrained/$1/fit.done" ] || { echo "$1: not fitted yet (experiments/pretrained.sh fit)" >&2; exit 2; }
+    model=$(ls -t runs/pretrained/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
+  fi
+  /usr/bin/time -f "$1 nlu %e s" $py -m lacy.nlu "$model" --limit "$LIMIT" --out "$out" > "runs/pretrained/nlu-$1.log" 2>&1
+  echo "$1: NLU written to $out/nlu.json"
+}
+
+LIMIT=${LIMIT:-300}  # items per task, spread over it (lacy.eval.nlu.subset); the CPU's budget, not the goal
 case "${1:-fit}" in
   fit)
     fit vanilla configs/pretrained/smollm2-135m-vanilla.yaml
     fit lacy configs/pretrained/smollm2-135m.yaml ;;
-  *) echo "experiments/pretrained.sh: unknown step '$1' (fit)" >&2; exit 2 ;;
+  nlu)  # experiments/pretrained.sh nlu [base vanilla lacy]   (one model after another, 2 threads)
+    shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)
+    for m in "${models[@]}"; do nlu "$m"; done ;;
+  *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu)" >&2; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ from lacy.errors import UsageError
 from lacy.io.export import export_hf, tokenizer_files
 from lacy.model.gpt2 import build_slm
 from lacy.train.module import CallLM
-from lacy.eval.nlu import NLUEvaluation, TASKS, evaluate, load, subset, write_task_yamls
+from lacy.eval.nlu import NLUEvaluation, TASKS, evaluate, load, paired, subset, write_task_yamls
 from lacy.nlu import main
 from lacy.model.call_token import CALL_TOKEN
 from lacy.data.tokenizer import train_bpe
@@ -72,12 +72,26 @@ def test_nlu_command_on_a_tiny_model(hf_with_call, tmp_path, capsys):
         for k in ("acc", "acc_norm"):
             assert 0 <= m[k] <= 1 and m[f"{k}_stderr"] >= 0
             assert m[k] * 6 == pytest.approx(round(m[k] * 6))  # a share of 6 items
+        assert [row[0] for row in m["per_item"]] == subset(task, 6)  # each item, by its index in the set
+        assert np.mean([row[1] for row in m["per_item"]]) == pytest.approx(m["acc"])
+        assert np.mean([row[2] for row in m["per_item"]]) == pytest.approx(m["acc_norm"])
+    assert paired(res, res)["piqa"] == {"diff": 0.0, "stderr": 0.0, "items": 6}  # a model against itself
     model, tokenizer = load(str(hf_with_call))  # the same no-call model, scored by hand
     assert CALL_TOKEN not in tokenizer.get_vocab()
     assert (res["piqa"]["acc"], res["piqa"]["acc_norm"]) == pytest.approx(piqa_by_hand(model, tokenizer, 6))
     out = capsys.readouterr().out
     assert "| piqa |" in out and "AFL-3.0" in out
     assert list((tmp_path / "out").glob("events.out.tfevents.*"))  # TensorBoard
+
+
+def test_paired_difference_by_hand():
+    """A - B over the items both scored, in points: A right on items 0 and 1, B on 1 and 2 -> d = (1, 0, -1, 0):
+    mean 0, sd sqrt(2/3), stderr sqrt(2/3)/2 = 40.8 points; item 9 (A only) is left out."""
+    a = {"piqa": {"per_item": [[0, 1.0, 1.0], [1, 1.0, 0.0], [2, 0.0, 0.0], [3, 0.0, 0.0], [9, 1.0, 1.0]]}}
+    b = {"piqa": {"per_item": [[0, 0.0, 0.0], [1, 1.0, 0.0], [2, 1.0, 1.0], [3, 0.0, 1.0]]}, "siqa": {}}
+    assert paired(a, b)["piqa"] == pytest.approx({"diff": 0.0, "stderr": 100 * (2 / 3) ** 0.5 / 2, "items": 4})
+    assert paired(a, b, "acc_norm")["piqa"]["diff"] == pytest.approx(-25.0)  # d = (1, 0, -1, -1)
+    assert set(paired(a, b)) == {"piqa"}
 
 
 def test_subset_spreads_over_each_set():

@@ -106,7 +106,9 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
     """Zero-shot scores of ``model`` (a causal LM without ``<CALL>``; :func:`no_call`) on ``tasks``.
 
     ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. Returns
-    task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items}. Raises UsageError on a model that still has
+    task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items, per_item}; ``per_item``: [item index, acc,
+    acc_norm] of every scored item, what a paired comparison of two models on the same items needs
+    (:func:`paired`). Raises UsageError on a model that still has
     ``<CALL>`` or whose context is shorter than an answer choice. lm-eval shows a progress bar over the scored
     answer choices.
     """
@@ -124,7 +126,7 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)  # context: the model's config
         samples = {name: subset(task, limit) for task, name in names.items()}
         try:
-            out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=False,
+            out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=True,
                                   samples={k: v for k, v in samples.items() if v is not None} or None,
                                   task_manager=TaskManager(include_path=folder, include_defaults=False))
         except AssertionError as err:  # lm-eval asserts that an answer choice fits the context
@@ -137,7 +139,24 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
         res[task] = {k: float(r[f"{k},none"]) for m in METRICS for k in (m, f"{m}_stderr")
                      if isinstance(r.get(f"{k},none"), (int, float))}
         res[task]["items"] = int(out["n-samples"][name]["effective"])
+        res[task]["per_item"] = sorted([int(x["doc_id"]), *(float(x[m]) for m in METRICS)] for x in out["samples"][name])
     return res
+
+
+def paired(a: dict, b: dict, metric: str = "acc") -> dict[str, dict]:
+    """Per task, model A - model B on the items both scored (``evaluate``'s results): the mean difference in
+    points of accuracy and its standard error over items (paired: the items' own difficulty cancels, so it is
+    far below either model's own standard error when the models agree on most items), and the items."""
+    out = {}
+    k = 1 + METRICS.index(metric)
+    for task in sorted(set(a) & set(b)):
+        sa, sb = ({row[0]: row[k] for row in r[task].get("per_item", [])} for r in (a, b))
+        d = [sa[i] - sb[i] for i in sorted(set(sa) & set(sb))]
+        if len(d) > 1:
+            mean = sum(d) / len(d)
+            sd = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5
+            out[task] = {"diff": 100 * mean, "stderr": 100 * sd / len(d) ** 0.5, "items": len(d)}
+    return out
 
 
 def format_table(res: dict[str, dict]) -> str:
@@ -176,11 +195,15 @@ def load(source: str, gguf_file: str | None = None):
     return no_call(load_model(found), load_hf_tokenizer(found))
 
 
+def scalars(res: dict[str, dict]) -> dict[str, float]:
+    """``nlu/<task>/<metric>`` -> value of ``evaluate``'s results (the per-item lists stay in the JSON)."""
+    return {f"nlu/{task}/{k}": float(v) for task, metrics in res.items() for k, v in metrics.items() if k != "per_item"}
+
+
 def log_tensorboard(experiment, res: dict[str, dict], step: int = 0) -> None:
     """Scalars ``nlu/<task>/<metric>`` and the table as text on a TensorBoard ``SummaryWriter``."""
-    for task, metrics in res.items():
-        for k, v in metrics.items():
-            experiment.add_scalar(f"nlu/{task}/{k}", v, step)
+    for tag, v in scalars(res).items():
+        experiment.add_scalar(tag, v, step)
     experiment.add_text("nlu", format_table(res), step)
 
 
@@ -214,9 +237,8 @@ class NLUEvaluation(L.Callback):
         model, tokenizer = no_call(pl_module.model, trainer.datamodule.tokenizer)
         res = evaluate(model, tokenizer, self.tasks, self.limit, self.batch_size)
         self.results = res
-        for task, metrics in res.items():
-            for k, v in metrics.items():
-                pl_module.log(f"nlu/{task}/{k}", float(v), rank_zero_only=True)
+        for tag, v in scalars(res).items():
+            pl_module.log(tag, v, rank_zero_only=True)
         if not trainer.is_global_zero:
             return
         log_text(trainer, "nlu", format_table(res))
