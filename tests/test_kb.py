@@ -295,6 +295,9 @@ def test_an_entity_relation_written_as_a_noun_phrase_of_x_is_read_both_ways(teac
         (lina, "teacher", "Bo Dahl", True, False), (lina, "orchestra_city", "Lyon", True, False)]
     assert verdicts(kb, "Bo Dahl was a pupil of Lina Ort.", lina) == [("Bo Dahl", "teacher", "Lina Ort", False, False)]
     assert verdicts(kb, "The teacher of Lina Ort was Bo Dahl.", "Bo Dahl") == [(lina, "teacher", "Bo Dahl", True, False)]
+    question = "Who was the teacher of Lina Ort? Answer: Bo Dahl. Who was the teacher of Lina Ort?"
+    assert [owner for _, _, owner in kb.clauses(question)] == [lina, "Bo Dahl", lina]  # a question: its possessor
+    assert verdicts(kb, "Lina Ort was the pupil of Bo Dahl.", lina) == [(lina, "teacher", "Bo Dahl", True, False)]
     assert verdicts(kb, "The teacher of Bo Dahl was Lina Ort.", lina) == [
         ("Bo Dahl", "teacher", "Lina Ort", False, False)]
 

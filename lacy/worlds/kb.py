@@ -18,7 +18,7 @@ templates. Rules (text, not a parse: fast and the same on every machine):
 - **who a claim is about**: sentences are cut into clauses (at ``;`` and at ``, and|but|while|whereas``). A
   clause's claims belong to the entity named in it that *opens* it: the first name that no relation word
   precedes in the clause and that does not follow a preposition (``of``, ``with``, ``to`` ...), except the
-  possessor in "the <relation word> of <name>" opening the clause ("The birthplace of Bo Dahl is ..."). A name that is the object
+  possessor in "the <relation word> of <name>" ("The birthplace of Bo Dahl is ..."). A name that is the object
   of a relation ("a student of Bo Dahl", "worked with Bo Dahl") never takes over. A clause no name opens
   (pronouns: "She works at Acme") belongs to the last entity that opened one, else to the bio's ``subject``
   (None: the first entity the text names). A relative clause (``, who|whose|whom ...``) is about the name just
@@ -31,8 +31,9 @@ templates. Rules (text, not a parse: fast and the same on every machine):
   attribute), and a relation word inside a longer one of another attribute ("of" in "pupil of") is not read;
 - **entity-valued relations** (``kind: entity``: advisor, spouse, teacher): a name is such a value when the
   relation word nearest before it in its clause is one of that relation's words ("student of Bo Dahl",
-  "a pupil of Bo Dahl", "Under the guidance of Bo Dahl"). The possessor rule (above) holds only where "the
-  <relation word> of <name>" opens its clause ("The teacher of Bo Dahl was Mara Voss": about Bo Dahl);
+  "a pupil of Bo Dahl", "Under the guidance of Bo Dahl"). The possessor rule (above) needs "the" before the
+  relation word, no preposition before that, and no name opening the clause first ("The teacher of Bo Dahl
+  was Mara Voss", "Who was the teacher of Bo Dahl?": about Bo Dahl);
 - the attribute is the one the value can belong to if only one can; else the candidate whose relation word
   ends nearest before the value in the sentence (after it, if none precedes);
 - **ambiguous** (several candidates, no relation word): the claim is supported when the value is the
@@ -62,8 +63,8 @@ _CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+|(?P<relative>,\
 # every "a recipient of the ..." a claim of that relation)
 FUNCTION_WORDS = frozenset("a an the of in at on to by for from with as into onto about and or than its his her "
                            "their is was".split())
-# "the <relation word> of <name>" at the start of a clause: the possessor is whom the clause is about
-_POSSESSOR_OPENING = re.compile(r"\s*(?:the\s+)?", re.IGNORECASE)
+# "the <relation word>" not after a preposition: with "of <name>" after it, the possessor is whom it is about
+_DEFINITE = re.compile(r"\bthe\s+$", re.IGNORECASE)
 _OBJECT_MARKER = re.compile(r"\b(?:of|with|to|by|from|under|for|and|or|about|alongside|than|like|beside|"
                             r"besides|between|among|against|at|in|on|into|as)\s+$", re.IGNORECASE)
 
@@ -263,10 +264,12 @@ class KnowledgeBase:
         words = self.relation_spans(clause)
         for m in ix["names"].finditer(clause):
             before = [w for w in words if w[1] <= m.start()]
-            # "The birthplace of Bo Dahl", "The teacher of Bo Dahl" opening the clause: the possessor, whom the
-            # clause is about ("a pupil of Bo Dahl", "Under the guidance of Bo Dahl": Bo Dahl is the value)
-            possessor = (bool(before) and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]) is not None
-                         and _POSSESSOR_OPENING.fullmatch(clause[:before[-1][0]]) is not None)
+            # "The birthplace of Bo Dahl", "What is the profession of Bo Dahl": the possessor, whom the clause is
+            # about; not "a pupil of Bo Dahl", "Under the guidance of Bo Dahl", "Ann was the pupil of Bo Dahl"
+            possessor = False
+            if opener is None and before and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]):
+                head = _DEFINITE.search(clause[:before[-1][0]])
+                possessor = head is not None and not _OBJECT_MARKER.search(clause[:head.start()])
             if not possessor and before and before[-1][2] in ix["entity_attrs"]:
                 values.append((m.start(), m.end(), ix["alias"][m.group()], before[-1][2]))
                 continue
