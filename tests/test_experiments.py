@@ -1,6 +1,7 @@
 """The studies' generated configs resolve through the real CLI to what the studies mean."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -481,3 +482,38 @@ def test_run_tools_refuse_a_run_without_an_export_before_any_work(module, tmp_pa
         entry_point(lambda: importlib.import_module(module).main([str(tmp_path / "lacy-s1")]))()
     assert done.value.code == 2
     assert capsys.readouterr().err.startswith(f"lacy: error: {tmp_path / 'lacy-s1'}: no Hugging Face export")
+
+
+def test_call_words_masks_line_up_with_the_targets_call_placement_scores():
+    """experiments/call_words.py: an oracle whose <CALL> logit is high exactly where the next token is a
+    hand-labelled fact word (by position) chooses only fact words at the fact share (precision 1, recall 1): the masks are
+    aligned with the targets, not shifted by the EOS that opens each sentence."""
+    from types import SimpleNamespace
+
+    from experiments.call_words import masks
+    from lacy.data.tokenizer import train_bpe
+    from lacy.eval.kb_metrics import call_placement
+
+    rows = [{"text": "Ann Lee was born in Paris in 1950.", "facts": [[0, 7, "fact"], [20, 25, "fact"], [29, 33, "fact"]]},
+            {"text": "She studied law at Leiden.", "facts": [[12, 15, "fact"], [19, 25, "fact"]]}]
+    tok = train_bpe([r["text"] for r in rows] * 3, 280)
+    docs = masks(tok, rows)
+    def labels(row):  # by hand: a token is a fact word when its characters overlap a labelled span
+        offsets = tok(row["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return [any(a < e and s < b for s, e, _ in row["facts"]) for a, b in offsets]
+
+    hand = iter(labels(r) for r in rows)
+
+    class Oracle(torch.nn.Module):  # knows each sentence's labels, in the order call_placement reads them
+        config = SimpleNamespace(max_position_embeddings=64)
+
+        def forward(self, input_ids):  # position t predicts token t+1: its <CALL> logit is high before a fact word
+            logits = torch.zeros(*input_ids.shape, len(tok))
+            logits[0, :-1, -1] = torch.where(torch.as_tensor(next(hand)), 5.0, -5.0)
+            return SimpleNamespace(logits=logits)
+
+    share = float(np.concatenate(docs["hand"].fact).mean())
+    res = call_placement(Oracle(), docs["hand"], rate=share, score="call")
+    assert res["placement_precision"] == 1.0 and res["placement_recall"] == 1.0
+    assert res["fact_token_share"] == pytest.approx(share)
+    assert np.concatenate(docs["spacy"].fact).any()  # spaCy flags some of these words (Paris, 1950, Leiden)
