@@ -15,6 +15,7 @@ from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
 from lacy.io.checkpoints import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
 from lacy.io.monitor import use_monitor
+from lacy.io.run_config import SaveConfig, check_replaceable_config
 from lacy.selection.strategy import find_strategy
 from lacy.train.module import CallLM
 from lacy.worlds.closed_world import ClosedWorld
@@ -45,13 +46,22 @@ class LaCyCLI(LightningCLI):
         self.model.check_checkpoint(read_checkpoint(path, mmap=True), path, getattr(self.datamodule, "tokenizer", None))
         config["ckpt_path"] = str(path)
 
-    before_fit = before_validate = before_test = before_predict = check_ckpt_path
+    def before_run(self) -> None:
+        """Before ``fit|validate|test|predict``: the checkpoint (:meth:`check_ckpt_path`) and the config.yaml the
+        run will write into its log folder, which must be absent or lacy's own (lacy/io/run_config.py)."""
+        if self.save_config_callback and self.trainer.log_dir is not None:
+            check_replaceable_config(Path(self.trainer.log_dir) / "config.yaml")
+        self.check_ckpt_path()
+
+    before_fit = before_validate = before_test = before_predict = before_run
 
     def before_instantiate_classes(self) -> None:
         """Config checks that need no data, before any work (tokenizing, annotating, training, testing)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = config.trainer.callbacks or []
         find_strategy(callbacks if isinstance(callbacks, list) else [callbacks])
+        if config.trainer.logger is False:  # the log folder is default_root_dir (or the working directory)
+            check_replaceable_config(Path(config.trainer.default_root_dir or ".") / "config.yaml")
         if self.subcommand == "fit" and config.trainer.max_steps == 0:
             raise UsageError("trainer.max_steps=0: a fit of no steps would save and export the random initial "
                              "weights; give a number of steps >= 1 (or -1 to train by trainer.max_epochs)")
@@ -97,7 +107,7 @@ def cli_main(args=None, run: bool = True, cli: type[LaCyCLI] = LaCyCLI, where: s
     try:
         return cli(
             CallLM, CorpusDataModule, args=args, run=run,
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=SaveConfig, save_config_kwargs={"overwrite": True},  # lacy's own file only
             parser_kwargs={**raise_errors, **{c: raise_errors for c in LaCyCLI.subcommands()}},
             # The sampler shards data across ranks itself (and resumes mid-epoch); checkpoints are atomic.
             trainer_defaults={

@@ -109,3 +109,32 @@ def test_a_fit_of_zero_steps_is_refused_before_any_work(bios_path, tmp_path):
         cli_main(["fit", "--config", "configs/vanilla.yaml", *small_run_args(bios_path, tmp_path),
                   "--trainer.max_steps", "0"])
     assert not (tmp_path / "cache").exists()
+
+
+
+def test_a_users_config_yaml_in_the_log_folder_is_never_replaced(bios_path, tmp_path, monkeypatch):
+    """Issue 29: with no logger and no default_root_dir the log folder is the working directory, and Lightning's
+    config dump replaced the user's config.yaml, even the --config file itself. lacy stamps its own file and
+    refuses (one line, before any data work) one it did not write or that was edited since."""
+    from lacy.errors import UsageError
+    from lacy.io.run_config import STAMP
+
+    configs = configs_copy(tmp_path)
+    monkeypatch.chdir(configs)
+    (configs / "config.yaml").write_text((configs / "vanilla.yaml").read_text())  # the user's own config
+    mine = (configs / "config.yaml").read_bytes()
+    args = [*small_run_args(bios_path, tmp_path)[:-2], "--trainer.logger", "false"]  # no default_root_dir: cwd
+    with pytest.raises(UsageError, match=r"config.yaml: was not written by lacy; the run would replace it"):
+        cli_main(["fit", "--config", "config.yaml", *args])
+    assert (configs / "config.yaml").read_bytes() == mine and not (tmp_path / "cache").exists()  # before data work
+    own = tmp_path / "own"
+    own.mkdir()
+    monkeypatch.chdir(own)
+    plain = configs / "plain.yaml"  # no LearningRateMonitor: it needs a logger
+    plain.write_text((configs / "vanilla.yaml").read_text().replace("- base/lr_monitor.yaml", ""))
+    for _ in range(2):  # lacy's own file, unedited: replaced by the next run
+        cli_main(["fit", "--config", str(plain), *args])
+        assert (own / "config.yaml").read_text().startswith(STAMP)
+    (own / "config.yaml").write_text((own / "config.yaml").read_text() + "# my note\n")
+    with pytest.raises(UsageError, match=r"own/config.yaml: was edited after lacy wrote it"):
+        cli_main(["fit", "--config", str(plain), *args])
