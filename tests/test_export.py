@@ -1,5 +1,6 @@
 """lacy.io.export: only ever replaces its own exports, swaps safely, follows the umask, reads checkpoints safely; the
 two forms: with <CALL> (suppressed in plain generate()) and without it (exactly p_noCALL)."""
+import hashlib
 import json
 import os
 import stat
@@ -72,6 +73,12 @@ def test_export_replaces_its_own_export_but_not_files_added_to_it(small, tmp_pat
     with pytest.raises(UsageError, match=r"holds files lacy did not write \(README.md\)"):
         export_hf(model, files, out)
     assert (out / "README.md").read_text() == "my notes"
+    (out / "README.md").unlink()
+    assert marker["sha256"]["config.json"] == hashlib.sha256((out / "config.json").read_bytes()).hexdigest()
+    (out / "config.json").write_text((out / "config.json").read_text().replace("}", ', "note": "mine"}', 1))
+    with pytest.raises(UsageError, match=r"config.json changed after lacy wrote it"):  # an edit is the user's
+        export_hf(model, files, out)
+    assert "mine" in (out / "config.json").read_text()
 
 
 def test_export_swap_is_safe_against_leftovers(small, tmp_path):

@@ -166,6 +166,15 @@ def test_write_never_replaces_what_lacy_did_not_write(tmp_path):
     ours = w.write(tmp_path / "ours")
     w.write(ours)  # its own folder: rewritten
     assert read_world(ours).kb == w.kb()
+    # issue 29: a file of lacy's world edited by the user is the user's now: refused, kept as edited
+    edited = (ours / "kb.json").read_text().replace('"popularity": 1', '"popularity": 7', 1)
+    (ours / "kb.json").write_text(edited)
+    with pytest.raises(UsageError, match=r"ours: kb.json changed after lacy wrote it"):
+        w.write(ours)
+    assert (ours / "kb.json").read_text() == edited
+    (ours / "kb.json").unlink()  # a file removed: nothing of the user's to lose
+    w.write(ours)
+    assert read_world(ours).kb == w.kb()
 
 
 def test_bad_arguments():

@@ -1,8 +1,10 @@
 """Folders lacy owns: a marker file lists what lacy wrote there, so lacy replaces only its own output.
 
 An export (``lacy_export.json``) or a world folder (``lacy_world.json``) is replaced only when it is absent, empty,
-or holds just the files its marker lists; anything else is refused with one line, never deleted.
+or holds just the files its marker lists, each as lacy wrote it (the marker keeps their SHA-256: a file edited
+since, e.g. a world's kb.json, is the user's now); anything else is refused with one line, never deleted.
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,12 +13,23 @@ from lacy.errors import UsageError
 MARKER = "lacy_export.json"
 
 
-def _marker_files(folder: Path, marker_name: str = MARKER) -> set[str] | None:
-    """The files a lacy folder's marker lists, or None when ``folder`` holds no readable lacy marker."""
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _marker(folder: Path, marker_name: str = MARKER) -> dict | None:
+    """A lacy folder's marker ({"files": [...], "sha256": {name: digest}}), or None when ``folder`` holds no
+    readable lacy marker. Markers written before the digests have none (their files are not checked)."""
     try:
         marker = json.loads((folder / marker_name).read_text())
-        return set(marker["files"]) if marker.get("written_by") == "lacy" else None
-    except (OSError, ValueError, KeyError, TypeError):
+        if marker.get("written_by") != "lacy":
+            return None
+        return {"files": set(marker["files"]), "sha256": dict(marker.get("sha256") or {})}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -30,15 +43,24 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
     present = {p.name for p in out_dir.iterdir()}
     if not present:
         return
-    listed = _marker_files(out_dir, marker)
-    if listed is None:
+    found = _marker(out_dir, marker)
+    if found is None:
         raise UsageError(f"{out_dir}: exists and was not written by lacy (no {marker}); refusing to replace it: "
                          "choose a new or empty folder, or move it away yourself")
-    foreign = sorted(present - listed - {marker})
+    foreign = sorted(present - found["files"] - {marker})
     if foreign:
         raise UsageError(f"{out_dir}: holds files lacy did not write ({', '.join(foreign[:5])}); refusing to replace "
                          "it: move them out, or choose a new folder")
+    edited = sorted(name for name, digest in found["sha256"].items()
+                    if (out_dir / name).is_file() and _sha256(out_dir / name) != digest)
+    if edited:
+        raise UsageError(f"{out_dir}: {', '.join(edited[:5])} changed after lacy wrote it; refusing to replace an "
+                         "edited file: copy it elsewhere (or undo the edit), or choose a new folder")
 
 
 def write_marker(folder: Path, files: list[str], marker: str = MARKER) -> None:
-    (folder / marker).write_text(json.dumps({"written_by": "lacy", "files": sorted(files)}, indent=1) + "\n")
+    """The marker listing ``files``, with the SHA-256 of those already written (write it first with the names,
+    so an interrupted write is recognisably lacy's, and again when the files are complete)."""
+    digests = {name: _sha256(folder / name) for name in sorted(files) if (folder / name).is_file()}
+    (folder / marker).write_text(json.dumps({"written_by": "lacy", "files": sorted(files), "sha256": digests},
+                                            indent=1) + "\n")

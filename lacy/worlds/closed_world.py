@@ -330,6 +330,7 @@ class ClosedWorld(Corpus):
         _write_jsonl(out / "probes.jsonl", self.kb().probes())
         _write_jsonl(out / "train.jsonl", ({"text": d} for _, d in self.train_documents()))
         _write_jsonl(out / "val.jsonl", ({"entity": p.name, "text": d} for p, d in self.val_documents()))
+        write_marker(out, files, WORLD_MARKER)  # complete: with each file's digest (an edit later is the user's)
         return out
 
 
