@@ -16,6 +16,7 @@ from lacy.errors import UsageError
 from lacy.io.checkpoints import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
 from lacy.io.monitor import use_monitor
 from lacy.io.run_config import SaveConfig, check_replaceable_config
+from lacy.io.unique_keys import DuplicateKey, UniqueKeyLoader
 from lacy.selection.strategy import find_strategy
 from lacy.train.module import CallLM
 from lacy.worlds.closed_world import ClosedWorld
@@ -104,6 +105,9 @@ def cli_main(args=None, run: bool = True, cli: type[LaCyCLI] = LaCyCLI, where: s
     ``UsageError`` carrying jsonargparse's message, not its usage dump (after ``where``, when given: the configs
     another command read)."""
     raise_errors = {"exit_on_error": False}
+    problem = config_file_error(args)  # before jsonargparse, which keeps a repeated key's last value silently
+    if problem:
+        raise UsageError(problem)
     try:
         return cli(
             CallLM, CorpusDataModule, args=args, run=run,
@@ -118,35 +122,39 @@ def cli_main(args=None, run: bool = True, cli: type[LaCyCLI] = LaCyCLI, where: s
     except ArgumentError as e:
         fix = f"{where}: {str(e).rstrip('.')}" if where else \
             f"{str(e).rstrip('.')}; the options: python main.py fit|validate|test --help"
-        raise UsageError(yaml_syntax_error(args) or fix) from e
+        raise UsageError(fix) from e
 
 
-def yaml_syntax_error(args: list[str] | None) -> str | None:
-    """jsonargparse reports a YAML syntax error in a config file as one in "<unicode string>"; this names the file,
-    line and column: the first ``--config`` file, or a file it includes (``config: base/common.yaml``, a list item
-    naming a YAML file), that does not parse. None when all of them parse."""
+def config_file_error(args: list[str] | None) -> str | None:
+    """jsonargparse reports a YAML syntax error in a config file as one in "<unicode string>" and keeps the last
+    of a repeated key silently; this names the file, line and column of the first ``--config`` file, or a file it
+    includes (``config: base/common.yaml``, a list item naming a YAML file), that does not parse or repeats a
+    key in one mapping. None when all of them are fine."""
     args = sys.argv[1:] if args is None else args
     paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [
         a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     seen: set[Path] = set()
-    return next((found for path in paths if (found := _syntax_error(Path(path), seen))), None)
+    return next((found for path in paths if (found := _file_error(Path(path), seen))), None)
 
 
-def _syntax_error(path: Path, seen: set[Path]) -> str | None:
+def _file_error(path: Path, seen: set[Path]) -> str | None:
     if path in seen:
         return None
     seen.add(path)
     try:
         with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f)
-    except OSError:
-        return None  # a missing file: jsonargparse's own message names it
+            loaded = yaml.load(f, Loader=UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError):
+        return None  # a missing or unreadable file: jsonargparse's own message names it
+    except DuplicateKey as e:
+        return (f"{path}:{e.line}: the key {e.key!r} is written twice in one block; YAML would keep the last and "
+                "drop the first silently: merge them into one")
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         return f"{where}: YAML syntax error: {e.problem or e.context}; fix the file"
     included = [v for v in _values(loaded) if isinstance(v, str) and v.endswith((".yaml", ".yml"))]
-    return next((found for name in included if (found := _syntax_error(path.parent / name, seen))), None)
+    return next((found for name in included if (found := _file_error(path.parent / name, seen))), None)
 
 
 def _values(node):

@@ -102,6 +102,21 @@ def test_a_yaml_syntax_error_in_an_included_config_names_that_file(tmp_path):
         cli_main(["fit", "--config", str(tmp_path / "top.yaml")])
 
 
+@pytest.mark.parametrize("where", ["top.yaml", "base/common.yaml"])
+def test_a_key_written_twice_in_a_config_is_one_line(where, tmp_path):
+    """Issue 29: a second ``model:`` block silently replaced the first (YAML keeps the last); in the file given or
+    one it includes, the repeated key is named with its file and line."""
+    from lacy.errors import UsageError
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "top.yaml").write_text("config: base/common.yaml\nseed_everything: 3\n")
+    (tmp_path / "base" / "common.yaml").write_text("model:\n  lr: 0.1\n")
+    (tmp_path / where).write_text((tmp_path / where).read_text() + "model:\n  lr: 0.2\nmodel:\n  warmup_steps: 5\n")
+    line = 5 if where == "top.yaml" else 3  # the first repeat of "model:" in that file
+    with pytest.raises(UsageError, match=rf"{where}:{line}: the key 'model' is written twice in one block"):
+        cli_main(["fit", "--config", str(tmp_path / "top.yaml")])
+
+
 def test_a_fit_of_zero_steps_is_refused_before_any_work(bios_path, tmp_path):
     from lacy.errors import UsageError
 

@@ -132,6 +132,25 @@ def test_malformed_kb_names_file_line_and_field(tmp_path, edit, message):
         KnowledgeBase.load(lab_file(tmp_path, edit))
 
 
+def test_a_repeated_entity_or_a_shared_alias_is_one_line(tmp_path):
+    """Issue 29: a duplicate entity key dropped the first definition; an alias of two entities made all-true
+    documents score 0.974. Both are refused at load, naming the file, line and key."""
+    path = lab_file(tmp_path)
+    text = path.read_text()
+    start = text.index(' "Teo Brandauer": {')
+    block = text[start:text.index("\n  }", start) + 4]
+    path.write_text(text.replace(block, block + "," + block.replace("Graz", "Linz"), 1))
+    twice = path.read_text()
+    second = twice.index('"Teo Brandauer": {', twice.index('"Teo Brandauer": {') + 1)
+    line = twice[:second].count("\n") + 1  # the line of the second definition
+    with pytest.raises(UsageError, match=rf"kb.json:{line}: the key 'Teo Brandauer' is written twice in one object"):
+        KnowledgeBase.load(path)
+    shared = lambda d: d["entities"]["Teo Brandauer"].update(aliases=["Teo Brandauer", "Rosa Imhof"])
+    with pytest.raises(UsageError, match=r"entities\['Teo Brandauer'\].aliases: 'Rosa Imhof' is also an alias of "
+                                         r"'Rosa Imhof'; a name must mean one entity"):
+        KnowledgeBase.load(lab_file(tmp_path, shared))
+
+
 def test_truncated_kb_names_the_line(tmp_path):
     path = lab_file(tmp_path)
     text = path.read_text()

@@ -243,6 +243,8 @@ def broken_copy(tmp_path, name, edit):
      r"probes.jsonl:1: field 'attribute' is 'age', which kb.json does not declare"),
     ("probes.jsonl", lambda rows: ["[1, 2]"] + rows[1:], r"probes.jsonl:1: a row must be a JSON object"),
     ("kb.json", lambda lines: lines[:len(lines) // 2], r"kb.json:\d+: not valid JSON"),
+    ("val.jsonl", lambda rows: rows[:1] + [rows[1].replace('"text": ', '"text": "mine", "text": ', 1)] + rows[2:],
+     r"val.jsonl:2: the key 'text' is written twice in this row"),  # issue 29: the first silently dropped
 ])
 def test_a_malformed_world_folder_names_file_line_and_field(tmp_path, name, edit, message):
     with pytest.raises(UsageError, match=message):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from lacy.data.corpus import read_utf8
 from lacy.errors import UsageError
+from lacy.io.unique_keys import DuplicateKey, loads_json
 from lacy.worlds.kb import KnowledgeBase
 
 
@@ -26,7 +27,10 @@ def _read_rows(path: Path, fields: dict[str, type], kb: KnowledgeBase) -> list[d
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_json(line)
+        except DuplicateKey as e:
+            raise UsageError(f"{path}:{n}: the key {e.key!r} is written twice in this row; keep one (format: "
+                             "docs/world.md)") from None
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno}); one JSON object per line "
                              "(a truncated file: write it again; format: docs/world.md)") from None

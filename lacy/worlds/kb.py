@@ -53,6 +53,7 @@ from pathlib import Path
 from lacy.data.corpus import read_utf8
 from lacy.errors import UsageError
 from lacy.io.atomic import write_atomic
+from lacy.io.unique_keys import DuplicateKey, loads_json
 
 FORMAT = "lacy-kb/1"
 KINDS = ("text", "entity")
@@ -120,7 +121,12 @@ def _read_json(path: Path, what: str) -> tuple[object, str]:
                          "or fix the path (format: docs/world.md)")
     raw = read_utf8(path)  # a byte that is not UTF-8: UsageError naming the line
     try:
-        return json.loads(raw), raw
+        return loads_json(raw), raw
+    except DuplicateKey as e:
+        at = [m.start() for m in re.finditer(re.escape(json.dumps(e.key, ensure_ascii=False)) + r"\s*:", raw)]
+        where = f"{path}:{raw.count(chr(10), 0, at[1]) + 1}" if len(at) == 2 else str(path)
+        raise UsageError(f"{where}: the key {e.key!r} is written twice in one object; JSON readers keep the last "
+                         "and drop the first silently: keep one (format: docs/world.md)") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno}); the file may be "
                          "truncated: write it again (format: docs/world.md)") from None
@@ -210,6 +216,12 @@ class KnowledgeBase:
                     bad(("entities", name, "attributes", a), f"{v!r} is not an entity of this file (an entity-"
                                                              "valued relation names an entity by its key)")
             ents[name] = Entity(name, aliases, dict(e["attributes"]), pop)
+        owner: dict[str, str] = {}
+        for name, e in ents.items():
+            for alias in e.aliases:
+                if owner.setdefault(alias, name) != name:  # the checker could not tell whom the name means
+                    bad(("entities", name, "aliases"), f"{alias!r} is also an alias of {owner[alias]!r}; a name "
+                                                       "must mean one entity: give it to one of them")
         return cls(attrs, ents)
 
     # -- derived views ------------------------------------------------------------------------------------
