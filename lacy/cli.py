@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 from lacy.data.datamodule import CorpusDataModule
 from lacy.errors import UsageError
 from lacy.io.checkpoints import AtomicCheckpointIO, last_checkpoint, read_checkpoint, resolve_checkpoint
-from lacy.io.monitor import use_monitor
+from lacy.io.monitor import Monitor, use_monitor
 from lacy.io.run_config import SaveConfig, check_replaceable_config
 from lacy.io.unique_keys import DuplicateKey, UniqueKeyLoader
 from lacy.selection.strategy import find_strategy
@@ -50,7 +50,8 @@ class LaCyCLI(LightningCLI):
     def before_run(self) -> None:
         """Before ``fit|validate|test|predict``: the checkpoint (:meth:`check_ckpt_path`) and the config.yaml the
         run will write into its log folder, which must be absent or lacy's own (lacy/io/run_config.py)."""
-        if self.save_config_callback and self.trainer.log_dir is not None:
+        fresh = isinstance(self.trainer.logger, Monitor)  # its version folder is new: claimed when first named
+        if self.save_config_callback and not fresh and self.trainer.log_dir is not None:
             check_replaceable_config(Path(self.trainer.log_dir) / "config.yaml")
         self.check_ckpt_path()
 

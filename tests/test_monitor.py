@@ -31,3 +31,20 @@ def test_a_configured_logger_stays(bios_path, tmp_path):
     cli = cli_main(["fit", "--config", "configs/vanilla.yaml", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
                     "--trainer.logger.save_dir", str(tmp_path / "csv"), *small_run_args(bios_path, tmp_path)])
     assert type(cli.trainer.logger).__name__ == "CSVLogger"
+
+
+def test_two_runs_started_together_claim_different_versions(tmp_path):
+    """Issue 29: two fits on one default_root_dir both took version_0. The version folder is claimed by mkdir:
+    two processes started at once get two versions (and in one process, a second logger the next one)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from lacy.io.monitor import Monitor; m = Monitor(sys.argv[1]); "
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); print(m.version)")
+    start = __import__("time").time() + 8  # both imported and waiting, then both ask at once
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(start)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    versions = sorted(int(p.communicate(timeout=120)[0]) for p in procs)
+    assert versions == [0, 1] and sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == [
+        "version_0", "version_1"]
+    assert Monitor(str(tmp_path)).version == 2 and Monitor(str(tmp_path)).version == 3

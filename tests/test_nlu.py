@@ -84,6 +84,15 @@ def test_nlu_command_on_a_tiny_model(hf_with_call, tmp_path, capsys):
     assert list((tmp_path / "out").glob("events.out.tfevents.*"))  # TensorBoard
 
 
+def test_two_models_of_one_file_name_get_two_output_folders(tmp_path):
+    """Issue 29: two runs' last.ckpt both went to runs/nlu/last.ckpt (the second overwrote the first)."""
+    from lacy.nlu import output_name
+
+    a, b = (tmp_path / r / "checkpoints" / "last.ckpt" for r in ("run1", "run2"))
+    assert output_name(str(a)) != output_name(str(b)) and output_name(str(a)).startswith("last-")
+    assert output_name(str(a)) == output_name(str(a)) and output_name("smollm2") == "smollm2"
+
+
 def test_paired_difference_by_hand():
     """A - B over the items both scored, in points: A right on items 0 and 1, B on 1 and 2 -> d = (1, 0, -1, 0):
     mean 0, sd sqrt(2/3), stderr sqrt(2/3)/2 = 40.8 points; item 9 (A only) is left out."""

@@ -2,6 +2,7 @@
 figures and texts ``main.py test`` puts next to its scalars so a run can be read in the browser."""
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger
 
 BIOS_SHOWN = 3  # bios per cascade row in TensorBoard's text tab (all of them are in the JSON files)
@@ -17,6 +18,22 @@ class Monitor(TensorBoardLogger):
 
     def log_metrics(self, metrics, step=None) -> None:
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    def _get_next_version(self) -> int:
+        """The next ``version_N``, claimed by creating its folder (``mkdir`` is atomic): two runs started
+        together on one ``default_root_dir`` took the same version_0 and mixed their files (Lightning #11418).
+        Rank 0 claims; the other ranks of a run only read the number (Lightning broadcasts rank 0's log_dir)."""
+        version = super()._get_next_version()
+        if rank_zero_only.rank != 0:
+            return version
+        root = Path(self.root_dir)  # <save_dir>/<name>, where Lightning lists the versions
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                (root / f"version_{version}").mkdir()
+                return version
+            except FileExistsError:
+                version += 1
 
 
 def use_monitor(trainer):
