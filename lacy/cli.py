@@ -44,7 +44,10 @@ class LaCyCLI(LightningCLI):
         if not given or given in ("best", "hpc"):
             return
         path = resolve_checkpoint(last_checkpoint(self.trainer) if given == "last" else given)
-        self.model.check_checkpoint(read_checkpoint(path, mmap=True), path, getattr(self.datamodule, "tokenizer", None))
+        checkpoint = read_checkpoint(path, mmap=True)
+        self.model.check_checkpoint(checkpoint, path, getattr(self.datamodule, "tokenizer", None))
+        if self.subcommand == "fit" and isinstance(self.datamodule, CorpusDataModule):  # before annotation
+            self.datamodule.check_resume(checkpoint.get(type(self.datamodule).__qualname__), path, self.trainer)
         config["ckpt_path"] = str(path)
 
     def before_run(self) -> None:

@@ -201,6 +201,34 @@ class CorpusDataModule(L.LightningDataModule):
             self.splits[split] = TokenizedSplit(root / split)
             self.side[split] = {a.name: annotate_split(a, root, split, self.block_size) for a in self.annotators}
 
+    # -- resume: the data position -------------------------------------------------------------------------
+    def position_meaning(self, trainer) -> dict:
+        """What a resumed fit's data position (``global_step`` x accumulation x batch size blocks into the seeded
+        order of the cached training blocks, per device) means; stored in every checkpoint."""
+        return {"data": self.cache_key(), "data.block_size": self.block_size, "data.batch_size": self.batch_size,
+                "trainer.accumulate_grad_batches": trainer.accumulate_grad_batches, "devices": trainer.world_size}
+
+    def check_resume(self, stored: dict | None, path, trainer) -> None:
+        """UsageError when a checkpoint's data position (its :meth:`position_meaning`) would mean other data in this
+        run: resuming with another batch size skipped or repeated blocks. Checkpoints without it pass."""
+        meaning = (stored or {}).get("data_position")
+        if not meaning:
+            return
+        now = self.position_meaning(trainer)
+        for key, was in meaning.items():
+            if key in now and now[key] != was:
+                what = ("the corpus, tokenizer, data.seed or data.val_fraction changed" if key == "data" else
+                        f"{key} {was} (checkpoint) -> {now[key]} (this run)")
+                raise UsageError(f"resuming {path}: {what}, so its data position means other data; resume with the "
+                                 "checkpoint's settings, or drop --ckpt_path to start a new run")
+
+    def state_dict(self) -> dict:
+        return {"data_position": self.position_meaning(self.trainer)} if self.trainer is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.trainer is not None and self.trainer.state.fn == "fit":
+            self.check_resume(state, getattr(self.trainer, "ckpt_path", None) or "the checkpoint", self.trainer)
+
     # -- loaders ----------------------------------------------------------------------------------------
     def dataset(self, split: str) -> PackedBlocks:
         return PackedBlocks(self.splits[split].ids, self.side[split], self.block_size, self.tokenizer.eos_token_id)
