@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import stat
+import zipfile
 from types import SimpleNamespace
 
 import lightning as L
@@ -149,8 +150,9 @@ def test_truncated_checkpoint_names_the_newest_readable_one(checkpoint, tmp_path
     last.write_bytes(data[: len(data) // 2])
     with pytest.raises(UsageError) as err:
         export_checkpoint(last, tmp_path / "out")
-    assert str(err.value) == (f"{last} is not a readable checkpoint ({len(data) // 2} bytes; truncated or not a "
-                              f"checkpoint); the newest readable checkpoint next to it is {good}")
+    assert str(err.value) == (f"{last} is not a readable checkpoint ({len(data) // 2} bytes; truncated, corrupted "
+                              f"(a CRC mismatch) or not a checkpoint); the newest readable lacy checkpoint next to it "
+                              f"is {good}")
     assert "weights_only" not in str(err.value) and "central directory" not in str(err.value)
     export_checkpoint(good, tmp_path / "out")  # the one it names exports
 
@@ -165,8 +167,25 @@ def test_a_checkpoint_carrying_code_is_never_named_as_the_readable_one(checkpoin
     os.utime(good, (1, 1))  # the oldest
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UsageError, match=rf"the newest readable checkpoint next to it is {good}$"):
+    with pytest.raises(UsageError, match=rf"the newest readable lacy checkpoint next to it is {good}$"):
         export_checkpoint(last, tmp_path / "out")
+
+
+def test_a_flipped_byte_is_refused_and_another_projects_checkpoint_is_never_last_good(checkpoint, tmp_path):
+    """Issue 29: a checkpoint with flipped bytes exported with rc 0 (weights up to 3.4e38): the zip directory was
+    intact, the CRCs were not read. Now every record's CRC is checked; the checkpoint it names instead is lacy's."""
+    last = checkpoint / "last.ckpt"
+    good = next(p for p in checkpoint.glob("*.ckpt") if p.name != "last.ckpt")
+    torch.save({"state_dict": {"w": torch.ones(3)}, "global_step": 9}, checkpoint / "theirs.ckpt")  # not lacy's
+    os.utime(good, (1, 1))  # the oldest: the foreign one is newer
+    data = bytearray(last.read_bytes())
+    with zipfile.ZipFile(last) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64)
+    data[info.header_offset + 30 + len(info.filename) + info.extra.__len__() + info.file_size // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match=rf"corrupted \(a CRC mismatch\).*lacy checkpoint next to it is {good}$"):
+        export_checkpoint(last, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_into_the_current_folder(small, tmp_path, monkeypatch):
