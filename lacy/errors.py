@@ -6,10 +6,13 @@ missing package). Its message is one line that names the file or option and says
 prints that line as ``lacy: error: <message>`` and exits with status 2. ``LACY_TRACEBACK=1`` in the
 environment (or ``--traceback`` on the command line) shows the full traceback instead.
 
-Raise ``UsageError`` as early as possible: before any long work (annotation, training, a test loop).
+Raise ``UsageError`` as early as possible: before any long work (annotation, training, a test loop). A write
+the machine refuses (a full disk, a read-only folder) is reported the same way (:func:`write_refused`).
 """
 import argparse
+import errno
 import os
+import shutil
 import sys
 from collections.abc import Callable
 
@@ -33,6 +36,29 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # Lightning's own name for a configuration a user can fix (e.g. a LearningRateMonitor without a logger)
 _LIBRARY_USAGE = ("MisconfigurationException",)
+# the machine, not the input: a write that the disk or the folder refuses (lacy's writers leave nothing
+# half-written: they write a temporary sibling and rename it, removed on failure)
+_WRITE_REFUSED = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied"}
+
+
+def write_refused(err: OSError) -> UsageError | None:
+    """One line for an OSError of a refused write (full disk, quota, read-only or forbidden folder) that names
+    the file, its folder's free space and the fix; None for any other OSError."""
+    if err.errno not in _WRITE_REFUSED or not err.filename:
+        return None
+    path = os.path.abspath(os.fsdecode(err.filename))
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    size = lambda n: f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    try:
+        free = f"; {size(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        free = ""
+    needed = f", {size(err.needed)} needed" if getattr(err, "needed", None) else ""
+    return UsageError(f"{path}: lacy could not write it: {_WRITE_REFUSED[err.errno]}{free}{needed}; nothing half-"
+                      "written was kept: free space or make the folder writable (or point the option at another "
+                      "folder: data.cache_dir, trainer.default_root_dir, --out), then run again: finished work is kept")
 
 
 def want_traceback(argv: list[str] | None = None) -> bool:
@@ -79,6 +105,8 @@ def find_usage_error(err: BaseException | None) -> UsageError | None:
             return err
         if type(err).__name__ in _LIBRARY_USAGE:
             return UsageError(str(err))
+        if isinstance(err, OSError) and (refused := write_refused(err)) is not None:
+            return refused
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None

@@ -174,3 +174,95 @@ def test_annotate_names_a_missing_config_file():
 
     with pytest.raises(UsageError, match="^--config missing.yaml: no such file; give a training YAML"):
         main(["--config", "missing.yaml"])
+
+
+def test_a_write_the_machine_refuses_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """Issue 28: a full disk or a read-only folder ended in a raw OSError deep in a writer. Every write goes through
+    lacy's atomic writers, and every entry point reports a refused write as one line (file, reason, free space,
+    fix), exit 2; the temporary file is gone and the previous file intact."""
+    import errno
+    import tempfile
+
+    from lacy.io.atomic import write_atomic
+
+    from lacy.io import atomic
+
+    target = tmp_path / "cache" / "digests.jsonl"
+    write_atomic(target, "old\n")
+
+    class Full:  # a file on a disk that fills after a few bytes (the OSError names the file, as the kernel's)
+        def __init__(self, path, mode):
+            self.f, self.name = open(path, mode), path
+
+        def write(self, data):
+            self.f.write(data[:3])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.name))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(atomic, "open", Full, raising=False)
+    with pytest.raises(SystemExit) as e:
+        entry_point(lambda: write_atomic(target, "new\n" * 10_000))()
+    monkeypatch.undo()
+    line = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(line.splitlines()) == 1
+    assert ": lacy could not write it: the disk is full;" in line and "B free there" in line
+    assert target.read_text() == "old\n" and sorted(p.name for p in target.parent.iterdir()) == ["digests.jsonl"]
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **k: (_ for _ in ()).throw(
+        OSError(errno.EROFS, os.strerror(errno.EROFS), str(k["dir"]))))
+    with pytest.raises(SystemExit):
+        entry_point(lambda: write_atomic(target, "new\n"))()
+    assert f"{target.parent}: lacy could not write it: the file system is read-only" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_fills_the_disk_says_how_much_it_needs(tmp_path, monkeypatch, capsys):
+    """PyTorch reports a full disk during a checkpoint write as "[enforce fail at inline_container.cc] unexpected
+    pos"; lacy names the file and the size it needed, and keeps the previous checkpoint."""
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    from lacy.io import checkpoints
+    from lacy.io.checkpoints import AtomicCheckpointIO, read_checkpoint
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"w": torch.zeros(4)}, tmp_path / "last.ckpt")
+    monkeypatch.setattr(checkpoints.torch, "save", lambda obj, f: (f.write(b"PK"), (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")))[0])
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("u", "total used free")(1, 1, 0))
+    with pytest.raises(SystemExit):
+        entry_point(lambda: io.save_checkpoint({"w": torch.zeros(2**20)}, tmp_path / "last.ckpt"))()
+    line = capsys.readouterr().err
+    assert "last.ckpt: lacy could not write it: the disk is full; 0 MiB free there, 4 MiB needed" in line
+    monkeypatch.undo()
+    assert torch.equal(read_checkpoint(tmp_path / "last.ckpt")["w"], torch.zeros(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_world_written_onto_a_full_small_filesystem(tmp_path, capsys):
+    """The real thing where the machine lets the test mount a 64 KiB tmpfs: ``python -m lacy.world --out`` fills it,
+    gets one line and exit 2, and leaves no temporary file; with space it writes the world."""
+    from lacy.world import main
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("this machine does not let the test mount a tmpfs")
+    try:
+        with pytest.raises(SystemExit) as e:
+            entry_point(lambda: main(["--out", str(small / "world")]))()
+        line = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(line.splitlines()) == 1 and "the disk is full" in line
+        assert not [p for p in (small / "world").iterdir() if p.name.startswith(".")]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    main(["--out", str(tmp_path / "world")])
+    assert (tmp_path / "world" / "kb.json").is_file()

@@ -36,17 +36,31 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     for a writer that opens files by name (sqlite, a NumPy memmap), renamed over ``path`` when the block ends
     without an exception, removed otherwise."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=suffix)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=suffix)
     os.close(fd)
     try:
-        follow_umask(tmp)
-        yield Path(tmp)
-        if os.path.exists(tmp):  # else the writer renamed it itself (atomic_file, under its lock)
-            os.replace(tmp, path)
+        with naming(path):
+            follow_umask(tmp)
+            yield Path(tmp)
+            if os.path.exists(tmp):  # else the writer renamed it itself (atomic_file, under its lock)
+                os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """A write error without a file name (the kernel's ENOSPC from ``write``) re-raised with ``path``, so the
+    one line a command prints (lacy.errors.write_refused) names what was being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 @contextlib.contextmanager
@@ -78,11 +92,13 @@ def atomic_dir(final: Path, write: Callable[[Path], None], replace: bool = False
     ``replace`` swapped out for the new one (an export: the caller checked it may be replaced)."""
     if final.exists() and not replace:
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    with naming(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
         follow_umask(tmp, directory=True)
-        write(tmp)
+        with naming(final):
+            write(tmp)
         if replace and final.exists():
             # a fresh name for the previous folder: no leftover of an earlier swap can block this one
             old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-old-"))

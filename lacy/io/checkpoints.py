@@ -5,10 +5,13 @@ the previous checkpoint intact, and its temporary file is removed at the next sa
 ``torch.load(weights_only=True)`` only (a checkpoint that holds pickled code is refused), and a path that is not a
 readable checkpoint gets one line naming its size and the newest readable checkpoint next to it.
 """
+import errno
 import fcntl
 import json
+import os
 import pickle
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -47,6 +50,17 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a checkpoint (its size on disk, about)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
@@ -54,7 +68,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         for stale in remove_stale_temp_files(path.parent):
             rank_zero_info(f"removed {stale}, left by an interrupted checkpoint save")
         with atomic_file(path, lock=True, fsync=True) as f:
-            torch.save(checkpoint, f)
+            try:
+                torch.save(checkpoint, f)
+            except RuntimeError as err:  # PyTorch's zip writer reports a full disk as "... unexpected pos ..."
+                needed = _tensor_bytes(checkpoint)
+                if shutil.disk_usage(path.parent).free >= needed:
+                    raise
+                full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                full.needed = needed  # lacy.errors.write_refused says how much
+                raise full from err
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         """Every checkpoint Lightning restores (``--ckpt_path``, ``trainer.fit(ckpt_path=...)``) goes through

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from lacy.errors import UsageError
+from lacy.io.atomic import write_atomic
 
 MARKER = "lacy_export.json"
 
@@ -62,5 +63,5 @@ def write_marker(folder: Path, files: list[str], marker: str = MARKER) -> None:
     """The marker listing ``files``, with the SHA-256 of those already written (write it first with the names,
     so an interrupted write is recognisably lacy's, and again when the files are complete)."""
     digests = {name: _sha256(folder / name) for name in sorted(files) if (folder / name).is_file()}
-    (folder / marker).write_text(json.dumps({"written_by": "lacy", "files": sorted(files), "sha256": digests},
-                                            indent=1) + "\n")
+    write_atomic(folder / marker, json.dumps({"written_by": "lacy", "files": sorted(files), "sha256": digests},
+                                             indent=1) + "\n")

@@ -30,6 +30,7 @@ from typing import Iterator
 
 from lacy.data.corpus import Corpus
 from lacy.errors import UsageError
+from lacy.io.atomic import atomic_file
 from lacy.io.marker import check_replaceable, write_marker
 from lacy.worlds.kb import Attribute, Entity, KnowledgeBase
 
@@ -335,9 +336,9 @@ class ClosedWorld(Corpus):
 
 
 def _write_jsonl(path: Path, rows) -> None:
-    with path.open("w", encoding="utf-8") as f:
+    with atomic_file(path) as f:  # whole or not at all (a full disk leaves the previous file)
         for r in rows:
-            f.write(json.dumps(r) + "\n")
+            f.write((json.dumps(r) + "\n").encode("utf-8"))
 
 
 def _source_digest() -> str:
