@@ -10,10 +10,12 @@ document the server refuses (HTTP 400/413/422) is that document's "no span", log
 Both decode greedily. The answer format is strict: one verbatim span of the document per line, or NONE; an
 answer with any line that is not a verbatim span is logged and counts as "no span", never a crash.
 """
+import email.utils
 import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -138,6 +140,39 @@ class CutBeforeAnswer(ValueError):
 
 REFUSED_STATUS = {400, 413, 422}  # this document only: its "no span"
 RETRIED_STATUS = {408, 429}  # and every 5xx
+MAX_RETRY_AFTER = 600.0  # seconds: a Retry-After beyond it is waited this long
+
+
+def _read_body(resp, deadline: float, limit: int) -> bytes:
+    """A reply body read against a total deadline (urllib's timeout is per read: a server sending a byte a second
+    never trips it) and a size limit (a chat completion is kilobytes; a 10 MB one is not an answer to cache)."""
+    chunks, size = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the reply took longer than the timeout ({size} bytes received)")
+        chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+        if not chunk:
+            if getattr(resp, "length", None):  # the server closed before its Content-Length was sent
+                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise MalformedReply(f"a reply over {limit:,} bytes (max_reply_bytes), not a judge's answer")
+        chunks.append(chunk)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number of seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _completion(raw: bytes) -> str:
@@ -176,17 +211,23 @@ class OpenAIJudge(Judge):
         base_url: e.g. ``http://127.0.0.1:8000/v1``.
         model: the served model name.
         api_key_env: environment variable holding the key (unset: no Authorization header).
-        timeout: seconds per request.
+        timeout: seconds per request, the whole reply included (not per read).
         retries: attempts after the first on timeouts, connection errors, replies that are not well-formed HTTP
             or not a chat completion, and HTTP 5xx/408/429.
-        backoff: seconds before the first retry; doubled each time.
+        backoff: seconds before the first retry; doubled each time; a longer ``Retry-After`` of a 429 / 503 is
+            honoured (up to 600 s).
+        max_reply_bytes: a longer reply body is malformed (retried, never cached).
         cache: sqlite file of answers keyed by (model, prompt): a re-run sends nothing.
         max_tokens: answer length limit.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  retries: int = 4, backoff: float = 1.0, cache: str = ".cache/lacy/judge.sqlite",
-                 max_tokens: int = 256):
+                 max_tokens: int = 256, max_reply_bytes: int = 1 << 20):
+        if not (math.isfinite(timeout) and timeout > 0) or retries < 0 or max_reply_bytes < 1:
+            raise UsageError(f"OpenAIJudge: timeout {timeout}, retries {retries}, max_reply_bytes {max_reply_bytes}: "
+                             "give a positive timeout (seconds), retries >= 0 and a positive size")
+        self.max_reply_bytes = max_reply_bytes
         self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
         self.timeout, self.retries, self.backoff, self.max_tokens = timeout, retries, backoff, max_tokens
         self.cache_path = Path(cache)
@@ -216,9 +257,10 @@ class OpenAIJudge(Judge):
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
         for attempt in range(self.retries + 1):
+            wait = self.backoff * 2 ** attempt
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return _completion(resp.read())
+                    return _completion(_read_body(resp, time.monotonic() + self.timeout, self.max_reply_bytes))
             except CutBeforeAnswer:
                 raise UsageError(f"judge endpoint {self.base_url}: model {self.model!r} stopped at max_tokens="
                                  f"{self.max_tokens} before any answer (finish_reason \"length\", empty content: a "
@@ -232,6 +274,9 @@ class OpenAIJudge(Judge):
                 if e.code < 500 and e.code not in RETRIED_STATUS:
                     raise UsageError(f"judge endpoint {self.base_url} refused the request ({error}); check "
                                      f"base_url, model {self.model!r} and the key in ${self.api_key_env}") from None
+                asked = _retry_after(e.headers.get("Retry-After"))  # a rate limit says when to come back
+                if asked is not None:
+                    wait, error = max(wait, min(asked, MAX_RETRY_AFTER)), f"{error} (Retry-After: {asked:g} s)"
             except (OSError, http.client.HTTPException, MalformedReply) as e:  # URLError, TimeoutError: OSError
                 error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             if attempt == self.retries:
@@ -239,7 +284,7 @@ class OpenAIJudge(Judge):
                                  f"{' '.join(error.split())[:300]}); nothing was cached for it, the cache "
                                  f"{self.cache_path} is intact: fix the endpoint and re-run (annotation resumes "
                                  "from the last finished chunk)") from None
-            time.sleep(self.backoff * 2 ** attempt)
+            time.sleep(wait)
 
     def answer(self, prompts):
         """One answer per prompt; None where the server refused that document. Only answers are cached."""

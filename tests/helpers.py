@@ -83,10 +83,12 @@ class Endpoint:
     ...: that status with an OpenAI-style error message), "slow", "malformed" (200 with a body that is not
     JSON), "not-a-completion" (200 with JSON of another shape), "garbage" (bytes that are not an HTTP
     response), "truncated" (a body shorter than its Content-Length), "hang-up" (closes without a reply),
-    "cut-off" (200: null content, finish_reason "length", as a reasoning model out of tokens)."""
+    "cut-off" (200: null content, finish_reason "length", as a reasoning model out of tokens), "trickle" (a
+    valid reply sent one byte every 0.2 s), "429:S" (HTTP 429 with ``Retry-After: S``), "huge" (a valid reply
+    whose answer is 2 MB)."""
 
     def __init__(self, answer):
-        self.requests, self.script = [], []
+        self.requests, self.script, self.times = [], [], []  # times: when each request arrived (monotonic)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,6 +97,13 @@ class Endpoint:
                 assert self.path == "/v1/chat/completions" and body["temperature"] == 0
                 owner.requests.append(body)
                 behaviour = owner.script.pop(0) if owner.script else "ok"
+                owner.times.append(time.monotonic())
+                if behaviour.startswith("429:"):
+                    self.send_response(429)
+                    self.send_header("Retry-After", behaviour[4:])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if behaviour.isdigit():
                     self.reply(int(behaviour), json.dumps({"error": {"message": f"scripted refusal {behaviour}",
                                                                      "type": "invalid_request_error"}}).encode())
@@ -106,7 +115,7 @@ class Endpoint:
                     return
                 if behaviour == "slow":
                     time.sleep(0.6)
-                reply = answer(body["messages"][0]["content"])
+                reply = answer(body["messages"][0]["content"]) if behaviour != "huge" else "x" * 2_000_000
                 if isinstance(reply, int):  # the model refuses this prompt with that HTTP status
                     self.reply(reply, json.dumps({"error": {"message": "refused: prompt too long"}}).encode())
                     return
@@ -115,14 +124,22 @@ class Endpoint:
                                                                "finish_reason": "length"}]}).encode()}.get(
                     behaviour, json.dumps({"choices": [{"message": {"role": "assistant", "content": reply},
                                                         "finish_reason": "stop"}]}).encode())
-                self.reply(200, payload, extra=100 if behaviour == "truncated" else 0)
+                self.reply(200, payload, extra=100 if behaviour == "truncated" else 0, trickle=behaviour == "trickle")
 
-            def reply(self, status: int, payload: bytes, extra: int = 0):
+            def reply(self, status: int, payload: bytes, extra: int = 0, trickle: bool = False):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload) + extra))
                 self.end_headers()
-                self.wfile.write(payload)
+                for i in range(len(payload)) if trickle else ():
+                    try:
+                        self.wfile.write(payload[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(0.2)
+                if not trickle:
+                    self.wfile.write(payload)
 
             def log_message(self, *args):
                 pass

@@ -1,4 +1,6 @@
 import re
+import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +185,24 @@ def test_llm_judge_strategy_caps_at_the_budget_highest_loss_first():
     call = s.select(batch, TokenLosses(loss, loss, loss, valid), 0)
     assert call.tolist() == [[False, True, False, False, True] + [False] * 5]
     assert s.metrics(batch, call)["cap_binds"].item() == 1.0
+
+
+def test_a_trickling_reply_a_rate_limit_and_a_huge_reply(endpoint, tmp_path):
+    """Issue 29: a server sending a byte every 0.2 s hung annotation despite the timeout (urllib's is per read);
+    429 with Retry-After was retried at 1/2/4/8 s and blamed on the endpoint; a 2 MB answer was cached as is."""
+    judge = OpenAIJudge(endpoint.url, "m", cache=str(tmp_path / "c.sqlite"), timeout=1.0, retries=1, backoff=0.01)
+    endpoint.script = ["trickle"]
+    start = time.monotonic()
+    assert judge.answer(["Text: Oslo"]) == ["Oslo"]  # the trickle timed out as a whole; the retry answered
+    assert time.monotonic() - start < 5 and len(endpoint.requests) == 2
+    endpoint.script = ["429:1.5"]
+    assert judge.answer(["Text: Bergen"]) == ["Bergen"]
+    assert endpoint.times[-1] - endpoint.times[-2] >= 1.5  # waited what the server asked, not the 0.01 s backoff
+    endpoint.script = ["huge", "huge"]
+    with pytest.raises(UsageError, match=r"failed 2 times \(last: MalformedReply: a reply over 1,048,576 bytes"):
+        judge.answer(["Text: Tromso"])
+    assert judge.answer(["Text: Oslo", "Text: Bergen"]) == ["Oslo", "Bergen"]  # cached; the huge one never was
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        assert db.execute("SELECT COUNT(*), MAX(LENGTH(answer)) FROM answers").fetchone() == (2, 6)
+    with pytest.raises(UsageError, match="give a positive timeout"):
+        OpenAIJudge(endpoint.url, "m", timeout=float("nan"))
