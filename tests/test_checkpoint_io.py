@@ -41,6 +41,19 @@ def test_an_interrupted_saves_temp_file_goes_at_the_next_save(tmp_path):
     assert read_checkpoint(tmp_path / "last.ckpt") == {"step": 3}
 
 
+def test_a_resumed_run_removes_the_temp_file_its_interrupted_version_left(tmp_path):
+    """Issue 29: a killed 3.6 GB save left a temporary file in version_0 for good (the resume writes version_1)."""
+    stale = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / ".last.ckpt-k3j9x_0a"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\0" * 4096)
+    mine = tmp_path / "elsewhere" / "checkpoints" / ".last.ckpt-k3j9x_0b"  # not a version of this run: untouched
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"\0")
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "lightning_logs" / "version_1" / "checkpoints" /
+                                         "last.ckpt")
+    assert not stale.exists() and mine.exists()
+
+
 def test_resume_refuses_a_checkpoint_carrying_code(data_kwargs, tmp_path):
     """Lightning's own restore (trainer.fit(ckpt_path=...)) reads through AtomicCheckpointIO: weights_only."""
     from tests.helpers import fit

@@ -65,7 +65,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in remove_stale_temp_files(path.parent):
+        folders = [path.parent]
+        if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
+            # a resume writes version_N+1: the interrupted save's temporary file is in an earlier version's folder
+            folders += [f for f in path.parent.parent.parent.glob("version_*/checkpoints") if f != path.parent]
+        for stale in (p for folder in folders for p in remove_stale_temp_files(folder)):
             rank_zero_info(f"removed {stale}, left by an interrupted checkpoint save")
         with atomic_file(path, lock=True, fsync=True) as f:
             try:
