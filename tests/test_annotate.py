@@ -223,3 +223,33 @@ def test_a_corpus_document_over_spacys_limit_annotates(tmp_path):
                 assert [m.group() for m in re.finditer(r"\w+", text) if m.start() in chars] == ["physicist", "chemist"]
                 return
     pytest.fail("the long document is in neither split")
+
+
+def test_two_processes_on_one_cache_share_the_chunks(root, tmp_path):
+    """Issue 28: two annotators started on one cache both computed every chunk. Each chunk is claimed (an flock
+    a dead process drops), so two processes each compute part of them, none twice, and the array is the one a
+    single process writes."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time, numpy as np; from pathlib import Path; sys.path.insert(0, '.')\n"
+            "from tests.test_annotate import WordLength; from lacy.data.annotation import annotate_split\n"
+            "class Slow(WordLength):\n"
+            "    def annotate(self, texts, offsets):\n"
+            "        open(sys.argv[2], 'a').write(f'{texts[0][:20]!r}\\n'); time.sleep(0.3)\n"
+            "        return super().annotate(texts, offsets)\n"
+            "time.sleep(max(0, float(sys.argv[3]) - time.time()))\n"
+            "annotate_split(Slow(), Path(sys.argv[1]), 'train', progress=False)\n")
+    start = time.time() + 8  # both imported, then both start at once
+    logs = [tmp_path / f"p{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(log), str(start)]) for log in logs]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    done = [log.read_text().splitlines() if log.exists() else [] for log in logs]
+    n_chunks = -(-108 // 10)
+    assert len(done[0]) + len(done[1]) == n_chunks and min(map(len, done)) >= 2  # shared, none twice
+    single = annotate_split(WordLength(), root, "train", progress=False)  # the assembled file, read back
+    fresh = root.parent / "fresh"
+    import shutil
+    shutil.copytree(root, fresh, ignore=shutil.ignore_patterns("side"))
+    assert np.array_equal(single, annotate_split(WordLength(), fresh, "train", progress=False))

@@ -6,8 +6,11 @@ split into chunks, writes each finished chunk atomically and skips finished chun
 resumes where it stopped; ``shard``/``num_shards`` let n machines each do every n-th chunk over a shared folder.
 A strategy that needs a new signal adds an annotator; the loader never changes.
 """
+import contextlib
+import fcntl
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,23 @@ class BlockAnnotator(Annotator):
     def annotate_blocks(self, batch: dict) -> np.ndarray:
         """(B, T) values for a batch of blocks (``input_ids``, ``labels`` as the DataModule yields them)."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def claim(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created empty) while computing what it names; yields False when
+    another process holds it and ``wait`` is off. The kernel drops a dead process's lock: no claim outlives it.
+    Two processes on one cache so share its chunks (each computes about half) instead of both computing all."""
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def annotate_split(ann: Annotator, root: Path, split: str, block_size: int | None = None, shard: int = 0,
@@ -112,12 +132,24 @@ def annotate_split(ann: Annotator, root: Path, split: str, block_size: int | Non
     bar = tqdm(total=sum(len(units[i]) for i in todo), unit=unit_name[:-1], disable=not progress or not todo,
                file=sys.stderr, desc=f"annotating {ann.name} ({split}, {len(todo)} of {len(units)} chunks left)")
     t0 = time.perf_counter()
-    for i in todo:
-        with atomic_file(chunk_dir / f"{i:06d}.npy", suffix=".npy") as f:
-            np.save(f, compute(units[i]))
-        if words[0]:
-            bar.set_postfix_str(f"{words[0] / (time.perf_counter() - t0):,.0f} words/s")
-        bar.update(len(units[i]))
+    # two passes: chunks no other process holds, then (waiting for them) the ones others held: a chunk another
+    # process finished is skipped, one whose process died is computed here (its lock went with it)
+    left = todo
+    for wait in (False, True):
+        held = []  # chunks another process was computing
+        for i in left:
+            chunk = chunk_dir / f"{i:06d}.npy"
+            with claim(chunk_dir / f"{i:06d}.claim", wait) as mine:
+                if not mine:
+                    held.append(i)
+                    continue
+                if not chunk.exists():  # else another process finished it meanwhile
+                    with atomic_file(chunk, suffix=".npy") as f:
+                        np.save(f, compute(units[i]))
+            if words[0]:
+                bar.set_postfix_str(f"{words[0] / (time.perf_counter() - t0):,.0f} words/s")
+            bar.update(len(units[i]))
+        left = held
     bar.close()
     if any(not (chunk_dir / f"{i:06d}.npy").exists() for i in range(len(units))):
         return None
