@@ -48,3 +48,15 @@ def test_two_runs_started_together_claim_different_versions(tmp_path):
     assert versions == [0, 1] and sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == [
         "version_0", "version_1"]
     assert Monitor(str(tmp_path)).version == 2 and Monitor(str(tmp_path)).version == 3
+
+
+def test_a_step_budgeted_run_shows_no_negative_epoch(bios_path, tmp_path):
+    """Issue 28: Rich printed "Epoch 0/-2" (max_epochs - 1) in a TokenBudget run, whose max_epochs is -1."""
+    from lacy.io.monitor import ProgressBar
+
+    cli = cli_main(["fit", "--config", "configs/vanilla.yaml", *small_run_args(bios_path, tmp_path)[:-4],
+                    "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=lacy.TokenBudget",
+                    "--trainer.callbacks.max_tokens", "256"])
+    bar = cli.trainer.progress_bar_callback
+    assert type(bar) is ProgressBar and cli.trainer.max_epochs == -1
+    assert bar._get_train_description(0).strip() == "Epoch 0"

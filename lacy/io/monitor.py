@@ -3,6 +3,7 @@ figures and texts ``main.py test`` puts next to its scalars so a run can be read
 from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 BIOS_SHOWN = 3  # bios per cascade row in TensorBoard's text tab (all of them are in the JSON files)
@@ -36,13 +37,25 @@ class Monitor(TensorBoardLogger):
                 version += 1
 
 
+class ProgressBar(RichProgressBar):
+    """Lightning's default progress bar, without "Epoch 0/-2" in a step-budgeted run (lacy.TokenBudget sets
+    max_epochs to -1: the run ends by steps, and Rich printed max_epochs - 1)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"
+        return super()._get_train_description(current_epoch)
+
+
 def use_monitor(trainer):
     """Put :class:`Monitor` in place of Lightning's default logger (``logger: true``: a plain TensorBoardLogger in
-    ``<default_root_dir>/lightning_logs``), same folder and version; any other configured logger stays."""
+    ``<default_root_dir>/lightning_logs``), same folder and version, and :class:`ProgressBar` in place of the
+    default progress bar; any other configured logger or progress bar stays."""
     default = trainer.loggers[0] if len(trainer.loggers) == 1 else None
     if type(default) is TensorBoardLogger and default.name == "lightning_logs" and \
             Path(default.save_dir) == Path(trainer.default_root_dir):
         trainer.loggers = [Monitor(default.save_dir, name=default.name, version=default._version)]
+    trainer.callbacks = [ProgressBar() if type(cb) is RichProgressBar else cb for cb in trainer.callbacks]
     return trainer
 
 
