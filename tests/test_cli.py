@@ -76,7 +76,8 @@ def test_resume_by_last_or_folder_applies_lr_and_refuses_another_architecture(bi
     # issue 29: another batch size moved the data position (24 blocks of the epoch skipped); refused, one line
     fix = ".*resume with the checkpoint's settings, or drop --ckpt_path"
     for option, value, message in (("--data.batch_size", "2", r"data.batch_size 4 \(checkpoint\) -> 2 \(this run\)" + fix),
-                                   ("--data.seed", "7", "(the corpus, tokenizer, data.seed|tokenizer is not the one .* trained with)"),
+                                   ("--data.seed", "7",
+                                    "(the corpus, tokenizer, data.seed|tokenizer is not the one .* trained with)"),
                                    ("--trainer.accumulate_grad_batches", "2", "trainer.accumulate_grad_batches 1" + fix)):
         with pytest.raises(UsageError, match=message):  # another seed: another BPE split, so the tokenizer check
             cli_main(["fit", *args, "--trainer.max_steps", "6", "--ckpt_path", "last", option, value])

@@ -337,7 +337,8 @@ def test_a_function_word_binds_no_relation_and_the_loader_says_so(tmp_path, caps
                         {"Lina Ort": Entity("Lina Ort", ["Lina Ort"], {"teacher": "Bo Dahl"}),
                          "Bo Dahl": Entity("Bo Dahl", ["Bo Dahl"], {})})
     assert verdicts(kb2, "Her music teacher was Bo Dahl.", "Lina Ort") == [("Lina Ort", "teacher", "Bo Dahl", True, False)]
-    with pytest.raises(UsageError, match=r"\['teacher'\].relation_words: an entity-valued relation needs relation words with"):
+    with pytest.raises(UsageError, match=r"\['teacher'\].relation_words: an entity-valued relation needs relation "
+                                         r"words with"):
         musicians(["of"], ["based in"], tmp_path)
 
 

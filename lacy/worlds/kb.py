@@ -59,13 +59,13 @@ FORMAT = "lacy-kb/1"
 KINDS = ("text", "entity")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+|(?P<relative>,\s+(?=(?:who|whose|whom)\s))")
-# a name right after one of these is an object ("worked with Bo Dahl"), never the clause's owner
 # Words that carry no relation of their own: a relation word made only of these binds nothing ("of" would make
 # every "a recipient of the ..." a claim of that relation)
 FUNCTION_WORDS = frozenset("a an the of in at on to by for from with as into onto about and or than its his her "
                            "their is was".split())
 # "the <relation word>" not after a preposition: with "of <name>" after it, the possessor is whom it is about
 _DEFINITE = re.compile(r"\bthe\s+$", re.IGNORECASE)
+# a name right after one of these is an object ("worked with Bo Dahl"), never the clause's owner
 _OBJECT_MARKER = re.compile(r"\b(?:of|with|to|by|from|under|for|and|or|about|alongside|than|like|beside|"
                             r"besides|between|among|against|at|in|on|into|as)\s+$", re.IGNORECASE)
 
@@ -192,8 +192,8 @@ class KnowledgeBase:
                 bad(("attributes", name, "relation_words"), "an entity-valued relation needs relation words with "
                                                             "content (e.g. \"pupil of\"), not only function words")
             if generic:
-                print(f"lacy: {path}:{_line(raw, 'attributes', name, 'relation_words')}: attributes.{name}."
-                      f"relation_words: {', '.join(map(repr, generic))} only function words, which bind no value; "
+                print(f"lacy: {path}:{_line(raw, 'attributes', name, 'relation_words')}: attributes[{name!r}]"
+                      f".relation_words: {', '.join(map(repr, generic))} only function words, which bind no value; "
                       "write a phrase with content (e.g. \"based in\")", file=sys.stderr)
             attrs[name] = Attribute(**a)
         ents = {}
@@ -242,8 +242,10 @@ class KnowledgeBase:
         alt = lambda words: "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
         bounded = lambda body: re.compile(r"\b(?:" + body + r")\b")
         patterns = {a: bounded(at.pattern) for a, at in self.attributes.items() if at.pattern}
-        content = {a: [w for w in at.relation_words if not function_word_only(w)] for a, at in self.attributes.items()}
-        relation = {a: re.compile(r"\b(?:" + alt(words) + r")\b", re.IGNORECASE) for a, words in content.items() if words}
+        content = {a: [w for w in at.relation_words if not function_word_only(w)]  # a bare "of" binds nothing
+                   for a, at in self.attributes.items()}
+        relation = {a: re.compile(r"\b(?:" + alt(words) + r")\b", re.IGNORECASE)
+                    for a, words in content.items() if words}
         return {"values": values, "alias": alias, "names": bounded(alt(alias)),
                 "value_re": [bounded(alt(values))] if values else [], "patterns": patterns,
                 "full_patterns": {a: re.compile(at.pattern) for a, at in self.attributes.items() if at.pattern},
@@ -265,9 +267,10 @@ class KnowledgeBase:
     def relation_spans(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, attribute) of every relation word in ``text``, by position; a match inside a longer one
         ("teacher" in "music teacher" of another attribute) is left out: the longer phrase is the relation."""
-        found = sorted(((m.start(), m.end(), a) for a, rx in self.index["relation"].items() for m in rx.finditer(text)),
-                       key=lambda x: (x[0], -x[1]))
-        return [w for w in found if not any(o[0] <= w[0] and w[1] <= o[1] and o[1] - o[0] > w[1] - w[0] for o in found)]
+        found = sorted(((m.start(), m.end(), a) for a, rx in self.index["relation"].items()
+                        for m in rx.finditer(text)), key=lambda x: (x[0], -x[1]))
+        inside = lambda w, o: o[0] <= w[0] and w[1] <= o[1] and o[1] - o[0] > w[1] - w[0]
+        return [w for w in found if not any(inside(w, o) for o in found)]
 
     def _read_clause(self, clause: str) -> tuple[str | None, list[tuple[int, int, str, str]]]:
         """(the entity that opens the clause or None, [(start, end, entity, entity-valued attribute)] of the
