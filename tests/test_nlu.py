@@ -76,12 +76,23 @@ def test_nlu_command_on_a_tiny_model(hf_with_call, tmp_path, capsys):
         assert np.mean([row[1] for row in m["per_item"]]) == pytest.approx(m["acc"])
         assert np.mean([row[2] for row in m["per_item"]]) == pytest.approx(m["acc_norm"])
     assert paired(res, res)["piqa"] == {"diff": 0.0, "stderr": 0.0, "items": 6}  # a model against itself
+    assert all(m["contexts_cut"] == 0 for m in res.values())  # a 1,024-token context holds every item here
     model, tokenizer = load(str(hf_with_call))  # the same no-call model, scored by hand
     assert CALL_TOKEN not in tokenizer.get_vocab()
     assert (res["piqa"]["acc"], res["piqa"]["acc_norm"]) == pytest.approx(piqa_by_hand(model, tokenizer, 6))
     out = capsys.readouterr().out
     assert "| piqa |" in out and "AFL-3.0" in out
     assert list((tmp_path / "out").glob("events.out.tfevents.*"))  # TensorBoard
+
+
+@pytest.mark.slow
+def test_contexts_cut_to_fit_the_model_are_counted(hf_with_call):
+    """Issue 29: lm-eval cuts a context longer than the model's from the left without a word; nlu.json counts
+    the items it cut (HellaSwag's contexts are hundreds of tokens with this near-character BPE)."""
+    model, tokenizer = load(str(hf_with_call))
+    model.config.n_positions = model.config.max_position_embeddings = 400
+    res = evaluate(model, tokenizer, ["hellaswag"], limit=3, batch_size=4)
+    assert 1 <= res["hellaswag"]["contexts_cut"] <= 3 and res["hellaswag"]["items"] == 3
 
 
 def test_two_models_of_one_file_name_get_two_output_folders(tmp_path):

@@ -106,8 +106,9 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
     """Zero-shot scores of ``model`` (a causal LM without ``<CALL>``; :func:`no_call`) on ``tasks``.
 
     ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. Returns
-    task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items, per_item}; ``per_item``: [item index, acc,
-    acc_norm] of every scored item, what a paired comparison of two models on the same items needs
+    task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items, contexts_cut, per_item}; ``contexts_cut``: items
+    with an answer choice whose context lm-eval cut from the left to fit the model; ``per_item``: [item index,
+    acc, acc_norm] of every scored item, what a paired comparison of two models on the same items needs
     (:func:`paired`). Raises UsageError on a model that still has
     ``<CALL>`` or whose context is shorter than an answer choice. lm-eval shows a progress bar over the scored
     answer choices.
@@ -139,7 +140,11 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
         res[task] = {k: float(r[f"{k},none"]) for m in METRICS for k in (m, f"{m}_stderr")
                      if isinstance(r.get(f"{k},none"), (int, float))}
         res[task]["items"] = int(out["n-samples"][name]["effective"])
-        res[task]["per_item"] = sorted([int(x["doc_id"]), *(float(x[m]) for m in METRICS)] for x in out["samples"][name])
+        samples = out["samples"][name]
+        res[task]["per_item"] = sorted([int(x["doc_id"]), *(float(x[m]) for m in METRICS)] for x in samples)
+        # lm-eval cuts a context longer than the model's from the left, silently (lm-eval #3115): count the items
+        res[task]["contexts_cut"] = sum(any(sum(map(len, lm._encode_pair(*args))) > lm.max_length + 1
+                                            for args in x["arguments"]) for x in samples)
     return res
 
 
@@ -162,8 +167,9 @@ def paired(a: dict, b: dict, metric: str = "acc") -> dict[str, dict]:
 def format_table(res: dict[str, dict]) -> str:
     """Markdown: one row per task, accuracies in percent +- standard error."""
     pct = lambda m, k: f"{100 * m[k]:.1f} ± {100 * m.get(f'{k}_stderr', float('nan')):.1f}" if k in m else ""
-    lines = ["| task | acc (%) | acc_norm (%) | items | licence |", "|---|---|---|---|---|"]
-    lines += [f"| {t} | {pct(m, 'acc')} | {pct(m, 'acc_norm')} | {m['items']} | {TASKS[t][2]} |" for t, m in res.items()]
+    lines = ["| task | acc (%) | acc_norm (%) | items | contexts cut | licence |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t} | {pct(m, 'acc')} | {pct(m, 'acc_norm')} | {m['items']} | {m.get('contexts_cut', '')} | "
+              f"{TASKS[t][2]} |" for t, m in res.items()]
     return "\n".join(lines)
 
 
