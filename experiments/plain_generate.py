@@ -9,6 +9,7 @@ one. Under the paper's objective ``<CALL>`` is never trained down, so the share 
 ``model.noncall_softmax: full`` it should be near the call rate.
 
     python -m experiments.plain_generate runs/study-dense/lacy-s1 runs/study-dense/lacy_full-s1 [--prompts 50]
+    python -m experiments.plain_generate runs/pretrained/lacy --wiki     # real text: "<person> was", held-out people
 """
 import argparse
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.runner import trained_world
+from experiments.runner import latest_export, trained_world
 from lacy.errors import ArgumentParser, UsageError, entry_point
 
 
@@ -47,11 +48,24 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", help="run folders of experiments.closed_world (their configs name the world)")
     p.add_argument("--prompts", type=int, default=50, help="bio prompts, from the world's first (most popular)")
     p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--wiki", action="store_true", help="runs on real text: prompts '<person> was' for the people of "
+                                                      "the held-out hand-labelled sentences (experiments/call_words.py)")
     args = p.parse_args(argv)
-    runs = [(run, *trained_world(Path(run))) for run in args.runs]  # every run checked before any generation
+    if args.wiki:
+        from experiments.call_words import DATA, HELD_OUT  # here: only the real-text prompts need them
+
+        people = dict.fromkeys(r["source"] for r in map(json.loads, DATA.read_text().splitlines())
+                               if r["split"] in HELD_OUT and r["topic"] == "People")
+        prompts = [f"{name} was" for name in list(people)[:args.prompts]]
+        runs = [(run, latest_export(Path(run)), None) for run in args.runs]
+        missing = next((run for run, export, _ in runs if export is None), None)
+        if missing:
+            raise UsageError(f"{missing}: no Hugging Face export (lightning_logs/version_*/hf); fit the run first")
+    else:
+        runs = [(run, *trained_world(Path(run))) for run in args.runs]  # every run checked before any generation
     for run, export, world in runs:
-        prompts = [q["prompt"] for q in world.prompts()[:args.prompts]]
-        print(json.dumps({"run": str(run), **call_share(export, prompts, args.max_new_tokens)}), flush=True)
+        asked = prompts if world is None else [q["prompt"] for q in world.prompts()[:args.prompts]]
+        print(json.dumps({"run": str(run), **call_share(export, asked, args.max_new_tokens)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 # (configs/pretrained/, the same 204,800 ground-truth-gradient tokens), then what that makes measurable.
 #   experiments/pretrained.sh fit        # both fits, ~50 min each on 2 cores (README "Your own model")
 #   experiments/pretrained.sh nlu        # NLU of base, Vanilla- and LaCy-continued (LIMIT=300 items per task)
+#   experiments/pretrained.sh calls      # <CALL> placement on the hand-labelled fact words (experiments/call_words.py)
+#   experiments/pretrained.sh generate   # plain generate() of the LaCy-continued export with <CALL> let through
 # Resumable: a fitted run has runs/pretrained/<name>/fit.done; an interrupted fit resumes from its last.ckpt.
 # Both cores per job (the fits run one after the other: two 135M fits at once need ~21 GiB).
 set -eu
@@ -39,5 +41,10 @@ case "${1:-fit}" in
   nlu)  # experiments/pretrained.sh nlu [base vanilla lacy]   (one model after another, 2 threads)
     shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)
     for m in "${models[@]}"; do nlu "$m"; done ;;
-  *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu)" >&2; exit 2 ;;
+  calls)  # where <CALL> goes on hand-labelled fact words (LaCy's call score, Vanilla's uncertainty), minutes
+    [ -f runs/pretrained/call_words.jsonl ] || $py -m experiments.call_words runs/pretrained/lacy \
+      runs/pretrained/vanilla --out runs/pretrained/call_words.jsonl ;;
+  generate)  # plain generate() with <CALL> let through, the held-out people's "<name> was"
+    $py -m experiments.plain_generate runs/pretrained/lacy --wiki --prompts 50 | tee runs/pretrained/generate.jsonl ;;
+  *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu, calls, generate)" >&2; exit 2 ;;
 esac

@@ -423,7 +423,7 @@ def test_fact_flags_measure_a_labelled_file_and_a_world_folder(tmp_path, capsys)
     assert f"| {labelled} (test) | 1 | 2 / 7 | before (entities, PROPN/NUM, keywords) | 1.000 | 1.000 |" in table
 
 
-def test_plain_generate_counts_call_tokens_when_let_through(tmp_path):
+def test_plain_generate_counts_call_tokens_when_let_through(tmp_path, capsys):
     """experiments.plain_generate lets <CALL> through the export's suppression: a model whose <CALL> is the top
     token everywhere writes only <CALL> (share 1); the same export with a vocabulary whose <CALL> row is turned
     away from every hidden state never writes it (share 0)."""
@@ -442,6 +442,17 @@ def test_plain_generate_counts_call_tokens_when_let_through(tmp_path):
         model.transformer.wte.weight[-1] *= -1  # <CALL> now has the lowest logit everywhere
     export_hf(model, tokenizer_files(tok), tmp_path / "never")
     assert call_share(tmp_path / "never", ["Anna Novak"], max_new_tokens=6)["call_share"] == 0.0
+    # a real-text run folder (--wiki): its newest export, the held-out people's "<name> was" prompts
+    from experiments.plain_generate import main
+
+    run = tmp_path / "run"
+    export_hf(model, tokenizer_files(tok), run / "lightning_logs" / "version_0" / "hf")
+    capsys.readouterr()
+    main([str(run), "--wiki", "--prompts", "2", "--max-new-tokens", "3"])
+    got = json.loads(capsys.readouterr().out)
+    assert got["run"] == str(run) and got["call_share"] == 0.0 and " was" in got["example"]
+    with pytest.raises(UsageError, match="no Hugging Face export"):
+        main([str(tmp_path / "nothing"), "--wiki"])
 
 
 def test_popularity_rule_calls_the_highest_loss_facts_per_bucket():
