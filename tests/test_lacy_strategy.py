@@ -51,3 +51,60 @@ def test_spacy_only_samples_facts_uniformly_ignoring_loss():
     assert torch.equal(call, s.select(batch, losses_of(target, valid), step=5))  # reproducible per step
     # not the 20 highest-loss facts (LaCy's choice)
     assert not torch.equal(call, LaCy(call_rate=0.1).select(batch, losses_of(target, valid), step=5))
+
+
+def test_random_share_draws_part_of_the_calls_as_spacy_only_does():
+    """Issue 27's switch [ours]: of k calls, round(share x k) are spaCy-only's uniform draw among the flagged
+    tokens, the rest the highest losses among the other flagged ones; share 1 is spaCy-only exactly, 0 the paper."""
+    torch.manual_seed(0)
+    target, valid = torch.rand(4, 25), torch.ones(4, 25, dtype=torch.bool)
+    fact = torch.rand(4, 25) < 0.5
+    batch, losses = {"fact": fact, "labels": torch.zeros(4, 25, dtype=torch.long)}, losses_of(target, valid)
+    for step in (0, 3):
+        assert torch.equal(LaCy(random_share=1.0, seed=2).select(batch, losses, step),
+                           SpacyOnly(seed=2).select(batch, losses, step))
+        assert torch.equal(LaCy(random_share=0.0).select(batch, losses, step), LaCy().select(batch, losses, step))
+    half = LaCy(call_rate=0.2, random_share=0.5).select(batch, losses, step=1)  # k = 20: 10 drawn, 10 by loss
+    assert half.sum().item() == 20 and not (half & ~fact).any()
+    top10 = torch.zeros_like(fact).flatten()
+    top10[torch.where(fact.flatten(), target.flatten(), -1.0).topk(10).indices] = True
+    assert (half.flatten() & top10).sum() == 10  # the ten highest losses are always called
+    assert not torch.equal(half, LaCy(call_rate=0.2).select(batch, losses, step=1))  # and others than the top 20
+    with pytest.raises(UsageError, match="random_share"):
+        LaCy(random_share=1.5)
+
+
+def test_warmup_learns_every_target_first_and_keeps_vanillas_gradient_budget(data_kwargs, tmp_path):
+    """Issue 27's warm-up [ours]: no calls for the first share of the ground-truth-gradient budget, then LaCy's
+    rule; TokenBudget plans it: by hand, 4 x 32 = 128 targets a step, 15% calls leave 109; budget 2,000 with
+    warmup 0.5: W = ceil(1,000 / 128) = 8 steps without calls, then ceil((2,000 - 1,024) / 109) = 9 steps."""
+    import numpy as np
+
+    from lacy.data.annotation import Annotator
+    from lacy.train.budget import TokenBudget
+    from tests.helpers import fit
+
+    class EveryToken(Annotator):  # fact flags on every token: LaCy's budget always binds
+        name, dtype = "fact", np.bool_
+
+        def fingerprint(self):
+            return "all"
+
+        def annotate(self, texts, offsets):
+            return [np.ones(len(o), dtype=bool) for o in offsets]
+
+    class Recorder(LaCy):
+        def select(self, batch, losses, step):
+            mask = super().select(batch, losses, step)
+            self.calls.append((self._global_step, int(mask.sum())))
+            return mask
+
+    lacy = Recorder(warmup=0.5)
+    lacy.calls = []
+    data = dict(data_kwargs, annotators=[EveryToken()])
+    trainer, model = fit(data, tmp_path, [lacy, TokenBudget(max_tokens=2000, count="gradient")], max_steps=-1)
+    assert lacy.warmup_steps == 8 and trainer.global_step == 8 + 9
+    assert all(n == 0 for step, n in lacy.calls if step < 8) and all(n == 19 for step, n in lacy.calls if step >= 8)
+    assert model.gradient_tokens.item() == 8 * 128 + 9 * 109  # >= 2,000, less than one more step
+    with pytest.raises(UsageError, match="warmup=0.2 is a share of the ground-truth-gradient budget"):
+        fit(data, tmp_path, [LaCy(warmup=0.2)], max_steps=2)

@@ -45,13 +45,19 @@ class TokenBudget(L.Callback):
         if self.max_tokens is None:
             return
         per_micro = micro * block
+        full_step = per_micro * world * trainer.accumulate_grad_batches
+        strategy, warm = pl_module.strategy, 0
         if self.count == "gradient":
-            per_micro -= round(self._call_rate(pl_module.strategy) * per_micro)
-        steps = math.ceil(self.max_tokens / (per_micro * world * trainer.accumulate_grad_batches))
+            per_micro -= round(self._call_rate(strategy) * per_micro)
+            if getattr(strategy, "warmup", 0):  # LaCy's warm-up [ours]: steps without calls, every target learned
+                warm = strategy.warmup_steps = strategy.warmup_steps_for(self.max_tokens, full_step)
+        steps = warm + math.ceil(max(0, self.max_tokens - warm * full_step) /
+                                 (per_micro * world * trainer.accumulate_grad_batches))
         trainer.fit_loop.epoch_loop.max_steps = steps
         trainer.fit_loop.max_epochs = -1
         rank_zero_info(f"TokenBudget: {self.max_tokens:,} {self.count} tokens = {steps:,} steps of {sequences} "
-                       f"sequences x {block} tokens (accumulation {trainer.accumulate_grad_batches})")
+                       f"sequences x {block} tokens (accumulation {trainer.accumulate_grad_batches})"
+                       + (f", the first {warm:,} without calls (warm-up)" if warm else ""))
 
     @staticmethod
     def _call_rate(strategy: CallStrategy) -> float:
