@@ -174,3 +174,27 @@ def test_the_cascade_hosts_any_family_with_token_or_text_hand_over(tmp_path, bio
         cascade = Cascade(slm, data.tokenizer, partner, CallPolicy("always"))
         gens = cascade.generate(["Anna Novak", "Boris Okafor was born in"], max_new_tokens=6)
         assert len(gens) == 2 and cascade.stats.calls > 0 and all(any(g.from_partner) for g in gens)
+
+
+def test_a_warm_start_continues_a_vanilla_runs_export_with_lacy(data_kwargs, tmp_path):
+    """Issue 27's warm start: LaCy continued from a Vanilla run's export (``model.pretrained`` and ``data.tokenizer``
+    the export folder). The export already has <CALL> as its last id: the tokenizer keeps it (nothing appended),
+    the rows keep their weights but the <CALL> row, initialised anew (Vanilla never trained it)."""
+    from baselines import RandomCalls
+    from lacy.io.checkpoints import AtomicCheckpointIO
+    from lacy.io.export import ExportHF
+    from tests.helpers import fit
+
+    fit(data_kwargs, tmp_path, [Vanilla(), ExportHF(str(tmp_path / "vanilla"))], max_steps=2)
+    dm = CorpusDataModule(**dict(data_kwargs, tokenizer=str(tmp_path / "vanilla")))
+    assert dm.vocab_size == 301  # the export's tokenizer, <CALL> included, not appended twice
+    warm = CallLM(vocab_size=dm.vocab_size, block_size=dm.block_size, pretrained=str(tmp_path / "vanilla"))
+    vanilla = AutoModelForCausalLM.from_pretrained(tmp_path / "vanilla")
+    emb = warm.model.get_input_embeddings().weight
+    assert torch.equal(emb[:-1], vanilla.get_input_embeddings().weight[:-1])
+    assert torch.allclose(emb[-1], vanilla.get_input_embeddings().weight[:-1].mean(0))
+    trainer = L.Trainer(max_steps=2, callbacks=[RandomCalls()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(warm, dm)
+    assert trainer.global_step == 2
