@@ -253,3 +253,19 @@ def test_two_processes_on_one_cache_share_the_chunks(root, tmp_path):
     import shutil
     shutil.copytree(root, fresh, ignore=shutil.ignore_patterns("side"))
     assert np.array_equal(single, annotate_split(WordLength(), fresh, "train", progress=False))
+
+
+def test_cache_folders_and_side_arrays_follow_the_umask(data_kwargs, tmp_path):
+    """Issue 29: cache folders were 0700 and side arrays 0600 under umask 022 (mkdtemp / mkstemp modes): another
+    user of a shared cache could not read them. Every folder and file lacy writes there follows the umask."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        dm = CorpusDataModule(**dict(data_kwargs, cache_dir=str(tmp_path / "shared")))
+        root = dm.prepare()
+        annotate_split(WordLength(), root, "train", progress=False)
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "shared").rglob("*")}
+    assert modes and all(m == (0o755 if (tmp_path / p).is_dir() else 0o644) for p, m in modes.items()), modes
