@@ -211,7 +211,8 @@ class OpenAIJudge(Judge):
         base_url: e.g. ``http://127.0.0.1:8000/v1``.
         model: the served model name.
         api_key_env: environment variable holding the key (unset: no Authorization header).
-        timeout: seconds per request, the whole reply included (not per read).
+        timeout: seconds per request, the whole reply included, not per read (a read under way when it passes
+            may add up to one more timeout).
         retries: attempts after the first on timeouts, connection errors, replies that are not well-formed HTTP
             or not a chat completion, and HTTP 5xx/408/429.
         backoff: seconds before the first retry; doubled each time; a longer ``Retry-After`` of a 429 / 503 is
@@ -257,10 +258,10 @@ class OpenAIJudge(Judge):
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
         for attempt in range(self.retries + 1):
-            wait = self.backoff * 2 ** attempt
+            wait, deadline = self.backoff * 2 ** attempt, time.monotonic() + self.timeout
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return _completion(_read_body(resp, time.monotonic() + self.timeout, self.max_reply_bytes))
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # headers: one socket timeout
+                    return _completion(_read_body(resp, deadline, self.max_reply_bytes))
             except CutBeforeAnswer:
                 raise UsageError(f"judge endpoint {self.base_url}: model {self.model!r} stopped at max_tokens="
                                  f"{self.max_tokens} before any answer (finish_reason \"length\", empty content: a "

@@ -47,7 +47,8 @@ class LaCyCLI(LightningCLI):
         checkpoint = read_checkpoint(path, mmap=True)
         self.model.check_checkpoint(checkpoint, path, getattr(self.datamodule, "tokenizer", None))
         if self.subcommand == "fit" and isinstance(self.datamodule, CorpusDataModule):  # before annotation
-            self.datamodule.check_resume(checkpoint.get(type(self.datamodule).__qualname__), path, self.trainer)
+            self.datamodule.check_resume(checkpoint.get(type(self.datamodule).__qualname__), path, self.trainer,
+                                         early=True)
         config["ckpt_path"] = str(path)
 
     def before_run(self) -> None:
@@ -135,7 +136,7 @@ def config_file_error(args: list[str] | None) -> str | None:
     includes (``config: base/common.yaml``, a list item naming a YAML file), that does not parse or repeats a
     key in one mapping. None when all of them are fine."""
     args = sys.argv[1:] if args is None else args
-    paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [
+    paths = [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")] + [
         a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     seen: set[Path] = set()
     return next((found for path in paths if (found := _file_error(Path(path), seen))), None)
@@ -157,6 +158,8 @@ def _file_error(path: Path, seen: set[Path]) -> str | None:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         return f"{where}: YAML syntax error: {e.problem or e.context}; fix the file"
+    except yaml.YAMLError as e:  # a character YAML does not allow (a control byte): no mark
+        return f"{path}: not readable as YAML ({' '.join(str(e).split())[:200]}); fix the file"
     included = [v for v in _values(loaded) if isinstance(v, str) and v.endswith((".yaml", ".yml"))]
     return next((found for name in included if (found := _file_error(path.parent / name, seen))), None)
 

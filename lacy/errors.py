@@ -48,6 +48,8 @@ def write_refused(err: OSError) -> UsageError | None:
     the file, its folder's free space and the fix; None for any other OSError."""
     if err.errno not in _WRITE_REFUSED or not err.filename:
         return None
+    if err.errno in (errno.EACCES, errno.EPERM) and not getattr(err, "lacy_write", False):
+        return None  # a refused read (an unreadable corpus or checkpoint) is not a refused write
     path = os.path.abspath(os.fsdecode(err.filename))
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     size = lambda n: f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -78,10 +78,14 @@ def test_resume_by_last_or_folder_applies_lr_and_refuses_another_architecture(bi
     for option, value, message in (("--data.batch_size", "2", r"data.batch_size 4 \(checkpoint\) -> 2 \(this run\)" + fix),
                                    ("--data.seed", "7",
                                     "(the corpus, tokenizer, data.seed|tokenizer is not the one .* trained with)"),
-                                   ("--trainer.accumulate_grad_batches", "2", "trainer.accumulate_grad_batches 1" + fix)):
+                                   ):
         with pytest.raises(UsageError, match=message):  # another seed: another BPE split, so the tokenizer check
             cli_main(["fit", *args, "--trainer.max_steps", "6", "--ckpt_path", "last", option, value])
-    assert not (run.parent / "version_3").exists()
+    assert not (run.parent / "version_3").exists()  # refused before any data work
+    # the accumulation is known only after setup (lacy.TokenBudget may set it): refused at the restore
+    with pytest.raises(UsageError, match="trainer.accumulate_grad_batches 1 .checkpoint. -> 2" + fix):
+        cli_main(["fit", *args, "--trainer.max_steps", "6", "--ckpt_path", "last", "--trainer.accumulate_grad_batches",
+                  "2"])
 
 
 def test_no_logger_leaves_a_users_hf_folder_alone(bios_path, tmp_path, monkeypatch):
@@ -124,6 +128,16 @@ def test_a_key_written_twice_in_a_config_is_one_line(where, tmp_path):
     line = 5 if where == "top.yaml" else 3  # the first repeat of "model:" in that file
     with pytest.raises(UsageError, match=rf"{where}:{line}: the key 'model' is written twice in one block"):
         cli_main(["fit", "--config", str(tmp_path / "top.yaml")])
+
+
+def test_the_duplicate_key_check_accepts_yaml_merges_and_names_unreadable_bytes(tmp_path):
+    """A merge ("<<: *base" then an override) is no duplicate; a control byte is one line, not a raw ReaderError."""
+    from lacy.cli import config_file_error
+
+    (tmp_path / "merge.yaml").write_text("base: &b {lr: 0.1}\nmodel:\n  <<: *b\n  lr: 0.2\n")
+    assert config_file_error(["-c", str(tmp_path / "merge.yaml")]) is None
+    (tmp_path / "bad.yaml").write_bytes(b"model:\n  lr: 0.1\x07\n")
+    assert "bad.yaml: not readable as YAML" in config_file_error(["-c", str(tmp_path / "bad.yaml")])
 
 
 def test_a_fit_of_zero_steps_is_refused_before_any_work(bios_path, tmp_path):

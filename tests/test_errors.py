@@ -266,3 +266,16 @@ def test_a_world_written_onto_a_full_small_filesystem(tmp_path, capsys):
         subprocess.run(["umount", str(small)], check=True)
     main(["--out", str(tmp_path / "world")])
     assert (tmp_path / "world" / "kb.json").is_file()
+
+
+def test_a_refused_read_is_not_reported_as_a_refused_write():
+    """Only lacy's writers mark their errors: an EACCES from reading (an unreadable corpus) stays what it is."""
+    import errno
+
+    from lacy.errors import write_refused
+
+    assert write_refused(OSError(errno.EACCES, "Permission denied", "/data/corpus.jsonl")) is None
+    written = OSError(errno.EACCES, "Permission denied", "/data/cache/x.npy")
+    written.lacy_write = True
+    assert "permission denied" in str(write_refused(written))
+    assert "read-only" in str(write_refused(OSError(errno.EROFS, "Read-only file system", "/ro/digests.jsonl")))

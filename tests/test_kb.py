@@ -316,7 +316,12 @@ def test_an_entity_relation_written_as_a_noun_phrase_of_x_is_read_both_ways(teac
     assert verdicts(kb, "The teacher of Lina Ort was Bo Dahl.", "Bo Dahl") == [(lina, "teacher", "Bo Dahl", True, False)]
     question = "Who was the teacher of Lina Ort? Answer: Bo Dahl. Who was the teacher of Lina Ort?"
     assert [owner for _, _, owner in kb.clauses(question)] == [lina, "Bo Dahl", lina]  # a question: its possessor
-    assert verdicts(kb, "Lina Ort was the pupil of Bo Dahl.", lina) == [(lina, "teacher", "Bo Dahl", True, False)]
+    # "the pupil of": with the word "pupil" it could read either way round (no claim); "pupil of" says which
+    assert verdicts(kb, "Lina Ort was the pupil of Bo Dahl.", lina) == (
+        [] if "pupil" in teacher_words else [(lina, "teacher", "Bo Dahl", True, False)])
+    assert verdicts(kb, "Bo Dahl was the teacher of Lina Ort.", lina) == []  # (the old reading: no claim either)
+    assert verdicts(kb, "The famous teacher of Lina Ort was Bo Dahl.", "Bo Dahl") == [
+        (lina, "teacher", "Bo Dahl", True, False)]
     assert verdicts(kb, "The teacher of Bo Dahl was Lina Ort.", lina) == [
         ("Bo Dahl", "teacher", "Lina Ort", False, False)]
 

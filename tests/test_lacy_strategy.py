@@ -72,6 +72,8 @@ def test_random_share_draws_part_of_the_calls_as_spacy_only_does():
     assert not torch.equal(half, LaCy(call_rate=0.2).select(batch, losses, step=1))  # and others than the top 20
     with pytest.raises(UsageError, match="random_share"):
         LaCy(random_share=1.5)
+    # outside a planned fit (main.py test / validate: no TokenBudget planned a warm-up) the rule selects as usual
+    assert torch.equal(LaCy(warmup=0.5).select(batch, losses, step=1), LaCy().select(batch, losses, step=1))
 
 
 def test_warmup_learns_every_target_first_and_keeps_vanillas_gradient_budget(data_kwargs, tmp_path):

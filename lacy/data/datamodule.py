@@ -208,14 +208,17 @@ class CorpusDataModule(L.LightningDataModule):
         return {"data": self.cache_key(), "data.block_size": self.block_size, "data.batch_size": self.batch_size,
                 "trainer.accumulate_grad_batches": trainer.accumulate_grad_batches, "devices": trainer.world_size}
 
-    def check_resume(self, stored: dict | None, path, trainer) -> None:
+    def check_resume(self, stored: dict | None, path, trainer, early: bool = False) -> None:
         """UsageError when a checkpoint's data position (its :meth:`position_meaning`) would mean other data in this
-        run: resuming with another batch size skipped or repeated blocks. Checkpoints without it pass."""
+        run: resuming with another batch size skipped or repeated blocks. Checkpoints without it pass. ``early``
+        (before the fit's setup, where lacy.TokenBudget may still set the accumulation): accumulation unchecked."""
         meaning = (stored or {}).get("data_position")
         if not meaning:
             return
         now = self.position_meaning(trainer)
         for key, was in meaning.items():
+            if early and key == "trainer.accumulate_grad_batches":
+                continue
             if key in now and now[key] != was:
                 what = ("the corpus, tokenizer, data.seed or data.val_fraction changed" if key == "data" else
                         f"{key} {was} (checkpoint) -> {now[key]} (this run)")

@@ -54,12 +54,16 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 @contextlib.contextmanager
 def naming(path: Path) -> Iterator[None]:
     """A write error without a file name (the kernel's ENOSPC from ``write``) re-raised with ``path``, so the
-    one line a command prints (lacy.errors.write_refused) names what was being written."""
+    one line a command prints (lacy.errors.write_refused) names what was being written; marked as a write
+    (``lacy_write``), so a refused read is never reported as one."""
     try:
         yield
     except OSError as err:
         if err.filename is None and err.errno is not None:
-            raise OSError(err.errno, err.strerror, str(path)) from err
+            named = OSError(err.errno, err.strerror, str(path))
+            named.lacy_write = True
+            raise named from err
+        err.lacy_write = True
         raise
 
 

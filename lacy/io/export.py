@@ -95,7 +95,7 @@ def export_hf(model, files: dict[str, bytes], out_dir: str | Path, call: bool = 
     _remove_leftovers(out_dir)
 
     def write(tmp: Path) -> None:
-        write_marker(tmp, [])  # first, so an interrupted export's leftover is recognisably lacy's
+        write_marker(tmp, [], complete=False)  # first, so an interrupted export's leftover is recognisably lacy's
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         tokenizer = _check_tokenizer(tmp, call, out_dir)

@@ -59,9 +59,9 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
                          "edited file: copy it elsewhere (or undo the edit), or choose a new folder")
 
 
-def write_marker(folder: Path, files: list[str], marker: str = MARKER) -> None:
-    """The marker listing ``files``, with the SHA-256 of those already written (write it first with the names,
-    so an interrupted write is recognisably lacy's, and again when the files are complete)."""
-    digests = {name: _sha256(folder / name) for name in sorted(files) if (folder / name).is_file()}
+def write_marker(folder: Path, files: list[str], marker: str = MARKER, complete: bool = True) -> None:
+    """The marker listing ``files``; ``complete``: with the SHA-256 of each (write it first with ``complete``
+    off, so an interrupted write is recognisably lacy's and holds no digest of a file about to be replaced)."""
+    digests = {name: _sha256(folder / name) for name in sorted(files) if complete and (folder / name).is_file()}
     write_atomic(folder / marker, json.dumps({"written_by": "lacy", "files": sorted(files), "sha256": digests},
                                              indent=1) + "\n")

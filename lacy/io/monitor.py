@@ -49,8 +49,9 @@ class ProgressBar(RichProgressBar):
 
 def use_monitor(trainer):
     """Put :class:`Monitor` in place of Lightning's default logger (``logger: true``: a plain TensorBoardLogger in
-    ``<default_root_dir>/lightning_logs``), same folder and version, and :class:`ProgressBar` in place of the
-    default progress bar; any other configured logger or progress bar stays."""
+    ``<default_root_dir>/lightning_logs``), same folder and version, and :class:`ProgressBar` in place of a
+    plain ``RichProgressBar`` (Lightning's default; one configured with options of its own is replaced too, with
+    the defaults); any other configured logger or progress bar stays."""
     default = trainer.loggers[0] if len(trainer.loggers) == 1 else None
     if type(default) is TensorBoardLogger and default.name == "lightning_logs" and \
             Path(default.save_dir) == Path(trainer.default_root_dir):

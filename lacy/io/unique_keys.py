@@ -36,8 +36,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": a merge, its keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise DuplicateKey(str(key), key_node.start_mark.line + 1)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+            try:
+                if key in seen:
+                    raise DuplicateKey(str(key), key_node.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                pass
+        return super().construct_mapping(node, deep)  # merges "<<" as PyYAML does

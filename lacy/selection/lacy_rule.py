@@ -75,7 +75,7 @@ class LaCy(CallStrategy):
     def select(self, batch, losses, step):
         fact = self.facts(batch, losses)
         k = self.call_budget(losses, fact)
-        if self.warmup and self._global_step < self.warmup_steps:  # warm-up: every target learned
+        if self.warmup_steps is not None and self._global_step < self.warmup_steps:  # a fit's warm-up: no calls
             return torch.zeros_like(fact)
         if not self.random_share:
             return lacy_select(self.scores(batch, losses, step), losses.valid, fact, k)

@@ -173,17 +173,18 @@ class CallLM(L.LightningModule):
 
     def _log_calls(self, split: str, losses: TokenLosses, call: torch.Tensor) -> None:
         """Realised call rate, losses and P(<CALL>) at call vs non-call targets. A batch with no call target logs
-        nothing about call targets (nothing to score is no score, not 0): Vanilla never logs them."""
+        nothing about call targets (nothing to score is no score, not 0): Vanilla never logs them (a Python flag:
+        no device sync per step)."""
         valid = losses.valid
         rest = valid & ~call
-        n_call, n_rest = call.sum(), rest.sum().clamp(min=1)
+        n_call, n_rest = call.sum().clamp(min=1), rest.sum().clamp(min=1)
         p_call = torch.exp(-losses.call.detach())
         self.log_dict({
             f"{split}/call_rate": call.sum() / valid.sum().clamp(min=1),
             f"{split}/loss_noncall": (losses.target.detach() * rest).sum() / n_rest,
             f"{split}/p_call_at_noncalls": (p_call * rest).sum() / n_rest,
         })
-        if n_call > 0:
+        if self.strategy.makes_calls:
             self.log_dict({
                 f"{split}/loss_call_targets": (losses.call.detach() * call).sum() / n_call,  # -log p(<CALL>)
                 f"{split}/orig_loss_at_calls": (losses.target.detach() * call).sum() / n_call,  # what a call saved

@@ -325,7 +325,7 @@ class ClosedWorld(Corpus):
         check_replaceable(out, WORLD_MARKER)
         out.mkdir(parents=True, exist_ok=True)
         files = ["kb.json", "prompts.jsonl", "probes.jsonl", "train.jsonl", "val.jsonl"]
-        write_marker(out, files, WORLD_MARKER)  # first: a write that stops halfway is still recognisably lacy's
+        write_marker(out, files, WORLD_MARKER, complete=False)  # first: a write that stops halfway is still lacy's
         self.kb().save(out / "kb.json")
         _write_jsonl(out / "prompts.jsonl", self.prompts())
         _write_jsonl(out / "probes.jsonl", self.kb().probes())

@@ -31,9 +31,10 @@ templates. Rules (text, not a parse: fast and the same on every machine):
   attribute), and a relation word inside a longer one of another attribute ("of" in "pupil of") is not read;
 - **entity-valued relations** (``kind: entity``: advisor, spouse, teacher): a name is such a value when the
   relation word nearest before it in its clause is one of that relation's words ("student of Bo Dahl",
-  "a pupil of Bo Dahl", "Under the guidance of Bo Dahl"). The possessor rule (above) needs "the" before the
-  relation word, no preposition before that, and no name opening the clause first ("The teacher of Bo Dahl
-  was Mara Voss", "Who was the teacher of Bo Dahl?": about Bo Dahl);
+  "a pupil of Bo Dahl", "Under the guidance of Bo Dahl"). The possessor rule (above) needs "the" (and up to
+  two words) before the relation word, no preposition before that, and no name opening the clause first ("The
+  teacher of Bo Dahl was Mara Voss", "Who was the teacher of Bo Dahl?": about Bo Dahl); after an opener, "Ann
+  was the teacher of Bo Dahl" is no claim (the relation word does not say which way round it reads);
 - the attribute is the one the value can belong to if only one can; else the candidate whose relation word
   ends nearest before the value in the sentence (after it, if none precedes);
 - **ambiguous** (several candidates, no relation word): the claim is supported when the value is the
@@ -64,7 +65,7 @@ _CLAUSE_END = re.compile(r";\s*|,\s+(?:and|but|while|whereas)\s+|(?P<relative>,\
 FUNCTION_WORDS = frozenset("a an the of in at on to by for from with as into onto about and or than its his her "
                            "their is was".split())
 # "the <relation word>" not after a preposition: with "of <name>" after it, the possessor is whom it is about
-_DEFINITE = re.compile(r"\bthe\s+$", re.IGNORECASE)
+_DEFINITE = re.compile(r"\bthe\s+(?:[^\W\d_]+\s+){0,2}$", re.IGNORECASE)  # "the (famous) teacher"
 # a name right after one of these is an object ("worked with Bo Dahl"), never the clause's owner
 _OBJECT_MARKER = re.compile(r"\b(?:of|with|to|by|from|under|for|and|or|about|alongside|than|like|beside|"
                             r"besides|between|among|against|at|in|on|into|as)\s+$", re.IGNORECASE)
@@ -280,11 +281,15 @@ class KnowledgeBase:
         for m in ix["names"].finditer(clause):
             before = [w for w in words if w[1] <= m.start()]
             # "The birthplace of Bo Dahl", "What is the profession of Bo Dahl": the possessor, whom the clause is
-            # about; not "a pupil of Bo Dahl", "Under the guidance of Bo Dahl", "Ann was the pupil of Bo Dahl"
-            possessor = False
-            if opener is None and before and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]):
+            # about. After a name opened the clause, "Ann was the teacher of Bo Dahl" could go either way round
+            # (teacher / pupil of), so it is no claim; "a pupil of Bo Dahl", "Under the guidance of Bo Dahl": a value
+            possessor = unread = False
+            if before and re.fullmatch(r"\s+of\s+", clause[before[-1][1]:m.start()]):
                 head = _DEFINITE.search(clause[:before[-1][0]])
-                possessor = head is not None and not _OBJECT_MARKER.search(clause[:head.start()])
+                if head is not None and not _OBJECT_MARKER.search(clause[:head.start()]):
+                    possessor, unread = opener is None, opener is not None
+            if unread:
+                continue
             if not possessor and before and before[-1][2] in ix["entity_attrs"]:
                 values.append((m.start(), m.end(), ix["alias"][m.group()], before[-1][2]))
                 continue
