@@ -205,7 +205,8 @@ class CorpusDataModule(L.LightningDataModule):
     def position_meaning(self, trainer) -> dict:
         """What a resumed fit's data position (``global_step`` x accumulation x batch size blocks into the seeded
         order of the cached training blocks, per device) means; stored in every checkpoint."""
-        return {"data": self.cache_key(), "data.block_size": self.block_size, "data.batch_size": self.batch_size,
+        data = self._prepared.name if self._prepared is not None else self.cache_key()  # the cache folder's name
+        return {"data": data, "data.block_size": self.block_size, "data.batch_size": self.batch_size,
                 "trainer.accumulate_grad_batches": trainer.accumulate_grad_batches, "devices": trainer.world_size}
 
     def check_resume(self, stored: dict | None, path, trainer, early: bool = False) -> None:
