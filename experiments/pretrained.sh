@@ -5,6 +5,7 @@
 #   experiments/pretrained.sh nlu        # NLU of base, Vanilla- and LaCy-continued (LIMIT=300 items per task)
 #   experiments/pretrained.sh calls      # <CALL> placement on the hand-labelled fact words (experiments/call_words.py)
 #   experiments/pretrained.sh generate   # plain generate() of the LaCy-continued export with <CALL> let through
+#   experiments/pretrained.sh realtext   # the real-text test (configs/eval/wiki_retrieval.yaml) of base, Vanilla, LaCy
 # Resumable: a fitted run has runs/pretrained/<name>/fit.done; an interrupted fit resumes from its last.ckpt.
 # Both cores per job (the fits run one after the other: two 135M fits at once need ~21 GiB).
 set -eu
@@ -33,6 +34,21 @@ nlu() {  # nlu NAME: zero-shot NLU of the base model (base) or a fitted run's fi
   echo "$1: NLU written to $out/nlu.json"
 }
 
+realtext() {  # realtext NAME: cascade bios of the held-out people with a plain and a retrieval partner (issue 26)
+  local out=runs/pretrained/realtext/$1 config=configs/pretrained/smollm2-135m-vanilla.yaml ckpt=()
+  [ -f "$out/wiki_eval.json" ] && { echo "$1: real-text test cached"; return; }
+  [ "$1" = lacy ] && config=configs/pretrained/smollm2-135m.yaml
+  if [ "$1" != base ]; then  # base: the pretrained weights as hosted (<CALL> appended, p_noCALL unchanged)
+    [ -f "runs/pretrained/$1/fit.done" ] || { echo "$1: not fitted yet (experiments/pretrained.sh fit)" >&2; exit 2; }
+    ckpt=(--ckpt_path "$(ls -t runs/pretrained/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1)")
+  fi
+  mkdir -p "$out"
+  /usr/bin/time -f "$1 realtext %e s" $py main.py test --config "$config" --config configs/eval/wiki_retrieval.yaml \
+    --trainer.callbacks+.out "$out/wiki_eval.json" --trainer.default_root_dir "$out" \
+    --trainer.enable_progress_bar false "${ckpt[@]}" > "$out/log.txt" 2>&1
+  echo "$1: real-text test written to $out/wiki_eval.json"
+}
+
 LIMIT=${LIMIT:-300}  # items per task, spread over it (lacy.eval.nlu.subset); the CPU's budget, not the goal
 case "${1:-fit}" in
   fit)
@@ -46,5 +62,8 @@ case "${1:-fit}" in
       runs/pretrained/vanilla --out runs/pretrained/call_words.jsonl ;;
   generate)  # plain generate() with <CALL> let through, the held-out people's "<name> was"
     $py -m experiments.plain_generate runs/pretrained/lacy --wiki --prompts 50 | tee runs/pretrained/generate.jsonl ;;
-  *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu, calls, generate)" >&2; exit 2 ;;
+  realtext)  # experiments/pretrained.sh realtext [base vanilla lacy]; then python -m experiments.real_text --pretrained
+    shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)
+    for m in "${models[@]}"; do realtext "$m"; done ;;
+  *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu, calls, generate, realtext)" >&2; exit 2 ;;
 esac

@@ -51,6 +51,7 @@ def test_datamodule_splits_deterministically_and_caches_by_content(data_kwargs, 
     val = a.splits["val"]
     assert val.texts(range(val.n_docs)) == b.splits["val"].texts(range(12)) and val.n_docs == 12
     assert a.vocab_size == 301 and a.tokenizer.convert_ids_to_tokens(300) == "<CALL>"
+    assert a.held_out_documents() == val.texts(range(val.n_docs))  # what the evaluation's held-out people read
     key = a.cache_key()
     memo = a.cache_dir / "digests.jsonl"
     assert memo.read_text().count("\n") == 1  # the second module read the memo, not the corpus

@@ -7,8 +7,8 @@ import spacy
 from baselines.llm_judge import OpenAIJudge
 from lacy.errors import UsageError
 from lacy.annotators.spacy_facts import default_spacy_model
-from lacy.eval.factscore import (ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, ne_precision, parse_facts,
-                            year_probes)
+from lacy.eval.factscore import ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, parse_facts
+from lacy.eval.page_scores import ne_precision
 from tests.helpers import Endpoint
 
 PAGES = [("Ada Brandt", "Ada Brandt was a French physicist. She was born in Lyon in 1931. She taught at Leeds. "
@@ -125,17 +125,6 @@ def test_factscore_with_nothing_to_score_is_no_score(source, tmp_path):
     assert json.loads(json.dumps(scores, allow_nan=False))["factscore"] is None
     nlp = spacy.blank("en")  # no NER: no named entity to check
     assert ne_precision(["it was fine"], ["Ada Brandt"], source, nlp) == {"ne_precision": None, "named_entities": 0}
-
-
-def test_ne_precision_and_year_probes(source):
-    nlp = spacy.load(default_spacy_model())
-    res = ne_precision(["Ada Brandt taught in Leeds and lived in Madrid."], ["Ada Brandt"], source, nlp)
-    assert res == {"ne_precision": 0.5, "named_entities": 2}  # Leeds found, Madrid not; her own name skipped
-    recs = [{"title": "A. J. P. Taylor", "description": "English historian (1906–1990)"},
-            {"title": "Someone", "description": "Singer (born 1975)"}, {"title": "ABBA", "description": "pop group"}]
-    assert year_probes(recs) == [
-        {"entity": "A. J. P. Taylor", "prompt": "A. J. P. Taylor was born in", "answer": "1906"},
-        {"entity": "Someone", "prompt": "Someone was born in", "answer": "1975"}]
 
 
 def test_wiki_evaluation_runs_the_cascade_with_a_text_partner(tmp_path):

@@ -175,6 +175,10 @@ class CorpusDataModule(L.LightningDataModule):
             self.tokenizer = load_tokenizer(self._prepared / "tokenizer")
         return self._prepared
 
+    def held_out_documents(self) -> list[str]:
+        """The documents of the validation split, as the corpus gives them (what the SLM is never trained on)."""
+        return [d for d, v in zip(self.corpus.nonempty(), self._is_val().tolist()) if v]
+
     @property
     def vocab_size(self) -> int:
         """Tokenizer ids including ``<CALL>``: linked to ``model.vocab_size`` so it is stated once."""

@@ -10,9 +10,8 @@ An entity missing from the knowledge source gives an explicit ``not_in_knowledge
 
 The knowledge source is a FActScore-style sqlite database (title, passages) with an FTS5 index (BM25).
 
-Cheap metrics for every generation: named-entity precision against the entity's page (spaCy entities of the
-generation found in the page; FactualityPrompts' "NE error", Lee et al. 2022) and year leakage (the birth
-year from the summaries' descriptions, "English historian (1906-1990)", after "<name> was born in").
+The scores that need no judge (named-entity precision and recall, years, places, word support) are in
+lacy/eval/page_scores.py.
 """
 import re
 import sqlite3
@@ -113,17 +112,19 @@ class KnowledgeSource:
         row = self.db.execute("SELECT text FROM documents WHERE title = ?", (title,)).fetchone()
         return row[0] if row else None
 
-    def retrieve(self, title: str, query: str, k: int = 5) -> list[str]:
-        """Top-k passages of the entity's page by BM25 against the query (the page's first ones if none match)."""
+    def retrieve(self, title: str, query: str, k: int = 5, page_order: bool = False) -> list[str]:
+        """Top-k passages of the entity's page by BM25 against the query (the page's first ones if none match);
+        ``page_order``: the chosen passages in the order the page has them (not by score)."""
         words = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
         rows = []
         if words:
             match = " OR ".join(f'"{w}"' for w in sorted(words))
-            rows = self.db.execute("SELECT text FROM passages WHERE passages MATCH ? AND title = ? "
+            rows = self.db.execute("SELECT rowid, text FROM passages WHERE passages MATCH ? AND title = ? "
                                    "ORDER BY bm25(passages) LIMIT ?", (match, title, k)).fetchall()
         if not rows:
-            rows = self.db.execute("SELECT text FROM passages WHERE title = ? LIMIT ?", (title, k)).fetchall()
-        return [r[0] for r in rows]
+            rows = self.db.execute("SELECT rowid, text FROM passages WHERE title = ? ORDER BY rowid LIMIT ?",
+                                   (title, k)).fetchall()
+        return [text for _, text in (sorted(rows) if page_order else rows)]
 
 
 @dataclass
@@ -173,30 +174,3 @@ def factscore(generations: list[str], entities: list[str], source: KnowledgeSour
             "respond_ratio": len(scored) / max(1, len(in_source)),
             "facts_per_response": float(np.mean([len(r.facts) for r in scored])) if scored else None,
             "not_in_knowledge_source": len(results) - len(in_source), "refused_prompts": refused}, results
-
-
-def ne_precision(generations: list[str], entities: list[str], source: KnowledgeSource, nlp) -> dict:
-    """Share of the named entities in generations that occur in the entity's page (entity's own name aside)."""
-    found = total = 0
-    for doc, ent in zip(nlp.pipe(generations), entities):
-        page = (source.page(ent) or "").lower()
-        own = set(ent.lower().split())
-        for e in doc.ents:
-            if e.label_ in ("ORDINAL", "CARDINAL") or set(e.text.lower().split()) <= own:
-                continue
-            total += 1
-            found += e.text.lower() in page
-    return {"ne_precision": found / total if total else None, "named_entities": total}
-
-
-_YEARS = re.compile(r"\((?:born )?(\d{3,4})\s*(?:[–-]|\))")
-
-
-def year_probes(records: list[dict]) -> list[dict]:
-    """"<title> was born in" -> the birth year from the description, e.g. "English historian (1906-1990)"."""
-    out = []
-    for r in records:
-        m = _YEARS.search(r.get("description") or "")
-        if m:
-            out.append({"entity": r["title"], "prompt": f"{r['title']} was born in", "answer": m.group(1)})
-    return out

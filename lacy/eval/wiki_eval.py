@@ -1,5 +1,6 @@
-"""``python main.py test`` on real text: cascade bios of Wikipedia people, scored by named-entity precision and
-birth-year leakage (always) and FActScore (lacy/eval/factscore.py, when a judge is given)."""
+"""``python main.py test`` on real text: cascade bios of Wikipedia people, scored against the person's page with no
+judge (lacy/eval/page_scores.py: named entities, years, places, the partner's word support; always), by
+birth-year leakage (always) and by FActScore (lacy/eval/factscore.py, when a judge is given)."""
 import json
 from pathlib import Path
 
@@ -8,16 +9,21 @@ import lightning as L
 from lacy.annotators.spacy_facts import default_spacy_model
 from lacy.data.corpus import WikiSummaries
 from lacy.errors import UsageError
-from lacy.eval.factscore import KnowledgeSource, factscore, ne_precision, year_probes
+from lacy.eval.factscore import KnowledgeSource, factscore
 from lacy.eval.kb_metrics import leakage
+from lacy.eval.page_scores import page_scores, word_support, year_probes
 from lacy.eval.report import call_score, report, spread
 from lacy.inference.cascade import CallPolicy, Cascade
-from lacy.inference.partners import partner_from
+from lacy.inference.partners import PARTNER_HINT, load_partner, partner_from
+from lacy.inference.retrieval import RetrievalPartner
 from lacy.io.atomic import write_atomic
 from lacy.io.monitor import log_bios
 from lacy.model.loading import model_source
 
-PARTNER_HINT = "give smollm2 or a local Hugging Face model folder"
+COLUMNS = ["ne_precision", "ne_recall", "year_precision", "place_precision", "birth_year_accuracy",
+           "partner_page_support", "partner_passage_support", "year_leakage", "call_rate", "factscore", "init_score",
+           "respond_ratio"]
+PEOPLE = ("all", "held_out")
 
 
 class WikiEvaluation(L.Callback):
@@ -30,15 +36,22 @@ class WikiEvaluation(L.Callback):
             asked for explicitly) | a list of them
             (one cascade row each, ``<name>_budget``; a folder named ``hf`` is named after its parent) | null
             (SLM only).
+        retrieval_partner: the same kinds of source, each the LM of a retrieval partner that writes from the
+            person's page (lacy/inference/retrieval.py; rows ``rag_<name>_budget``) | null.
+        passages: passages of the page a retrieval partner is shown per call.
         score: call | uncertainty | auto (uncertainty for Vanilla).
         rate: cascade budget (share of tokens from the partner).
+        sweep: further budgets, one row per partner and rate (``<name>_budget@<rate>``).
         modes: rows: never (``slm_alone``), budget (``<name>_budget``), always (``<name>_alone``: the partner
             writes every token, the cascade's ceiling).
         piece: token | word | entity.
         topic: summaries topic whose titles are the prompts.
-        limit: number of people (spread over the list).
+        people: all (every person of the topic: the people the SLM was trained on, as the paper's FActScore
+            entities are) | held_out (only those whose summary the run's data held out for validation: the
+            people a continued-pretrained SLM never read in its continued pretraining) [ours].
+        limit: number of people (spread over the list); null: all.
         max_new_tokens: bio length cap.
-        judge: a ``baselines.llm_judge`` backend for FActScore (null: cheap metrics only).
+        judge: a ``baselines.llm_judge`` backend for FActScore (null: the scores without a judge only).
         judge_limit: FActScore on this many of the bios (spread over them; a CPU judge is slow); null: all.
         k: passages retrieved per fact.
         gamma: length-penalty constant.
@@ -47,49 +60,83 @@ class WikiEvaluation(L.Callback):
             to it (``<stem>_bios.json``): the numbers of a weak SLM need reading its text.
     """
 
-    def __init__(self, partner: str | list[str] | None = "smollm2", score: str = "auto", rate: float = 0.22,
+    def __init__(self, partner: str | list[str] | None = "smollm2", retrieval_partner: str | list[str] | None = None,
+                 passages: int = 3, score: str = "auto", rate: float = 0.22, sweep: list[float] = (),
                  modes: list[str] = ("never", "budget"), piece: str = "word", topic: str = "People",
-                 limit: int = 64, max_new_tokens: int = 64, judge=None, judge_limit: int | None = None, k: int = 5,
-                 gamma: int = 10, knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
-        self.partners = [partner] if isinstance(partner, str) else list(partner or [])
-        self.score, self.rate, self.piece, self.topic = score, rate, piece, topic
-        self.modes = list(modes)
+                 people: str = "all", limit: int | None = 64, max_new_tokens: int = 64, judge=None,
+                 judge_limit: int | None = None, k: int = 5, gamma: int = 10,
+                 knowledge_source: str = ".cache/lacy/wiki_knowledge.sqlite", out: str | None = None):
+        listed = lambda x: [x] if isinstance(x, str) else list(x or [])
+        self.partners, self.retrieval_partners = listed(partner), listed(retrieval_partner)
+        self.score, self.rate, self.sweep, self.piece, self.topic = score, rate, list(sweep), piece, topic
+        self.modes, self.people, self.passages = list(modes), people, passages
         if not set(self.modes) <= {"never", "budget", "always"}:
             raise UsageError(f"WikiEvaluation modes {self.modes}: use never, budget, always")
         if score not in ("call", "uncertainty", "auto"):
             raise UsageError(f"WikiEvaluation score {score!r}: use call, uncertainty or auto")
+        if people not in PEOPLE:
+            raise UsageError(f"WikiEvaluation people {people!r}: use {' or '.join(PEOPLE)}")
+        if passages < 1:
+            raise UsageError(f"WikiEvaluation passages={passages}: at least 1 passage per call")
         self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
         self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
         self.results: dict = {}
         self.bios: dict[str, list[dict]] = {}  # row -> [{title, text}]
 
-    def run(self, slm, tokenizer, score: str) -> dict:
+    def run(self, slm, tokenizer, score: str, held_out: list[str] | None = None) -> dict:
+        """Every row's scores (and ``self.bios``). ``held_out``: the documents the run held out (people:
+        held_out picks the people whose summary is one of them)."""
         records = WikiSummaries(topic=self.topic).records()
         ks = (KnowledgeSource(self.ks_path) if Path(self.ks_path).is_file() else
               KnowledgeSource.build([(r["title"], r["extract"]) for r in records], self.ks_path))
+        if self.people == "held_out":
+            kept = set(held_out or ())
+            records = [r for r in records if (r.get("extract") or "").strip() in kept]
+            if not records:
+                raise UsageError(f"WikiEvaluation people: held_out: the run's validation split holds no {self.topic} "
+                                 "summary (data.corpus must be lacy.WikiSummaries, data.val_fraction above 0)")
         people = spread(records, self.limit)
         titles = [r["title"] for r in people]
+        descriptions = {r["title"]: r.get("description") or "" for r in people}
         import spacy  # here: spaCy's import costs seconds and only a test needs it
 
         nlp = spacy.load(default_spacy_model(), exclude=["lemmatizer"])
         probes = [dict(p, popularity=1) for p in year_probes(people)]
         res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else None,
-                       "year_probes": len(probes)}}
-        rows = {"slm_alone": (None, CallPolicy("never"))} if "never" in self.modes else {}
-        for path in self.partners:
-            name = Path(path).parent.name if Path(path).name == "hf" else Path(path).name
-            partner = partner_from(path, tokenizer, self.piece)
+                       "year_probes": len(probes), "people": len(people)}}
+        rows = {"slm_alone": (lambda: None, CallPolicy("never"))} if "never" in self.modes else {}
+        named = [(self._name(p), lambda partner=partner_from(p, tokenizer, self.piece): partner)
+                 for p in self.partners]
+        for p in self.retrieval_partners:  # a fresh one per row: it records the passages it showed on that row
+            model, tok = load_partner(p, "retrieval partner")
+            named.append(("rag_" + self._name(p), lambda m=model, t=tok: RetrievalPartner(
+                m, t, tokenizer, ks, self.piece, passages=self.passages)))
+        for name, make in named:
             for mode in ("budget", "always"):
                 if mode in self.modes:
                     rows[f"{name}_{'alone' if mode == 'always' else mode}"] = (
-                        partner, CallPolicy(mode, rate=self.rate, score=score))
-        for row, (partner, policy) in rows.items():
+                        make, CallPolicy(mode, rate=self.rate, score=score))
+            for rate in self.sweep:
+                rows[f"{name}_budget@{rate:g}"] = (make, CallPolicy("budget", rate=rate, score=score))
+        for row, (make, policy) in rows.items():
+            partner = make()
             casc = Cascade(slm, tokenizer, partner, policy)
             gens = casc.generate(titles, self.max_new_tokens)
             texts = [g.text for g in gens]
             self.bios[row] = [{"title": t, "text": g.marked(tokenizer)} for t, g in zip(titles, gens)]
-            metrics = {**ne_precision(texts, titles, ks, nlp), "call_rate": casc.stats.call_rate}
+            metrics = {**page_scores(texts, titles, ks, nlp, descriptions), "call_rate": casc.stats.call_rate}
+            if partner is not None:  # what the partner wrote: from the page? from the passages it was shown?
+                pieces = [g.partner_texts(tokenizer) for g in gens]
+                stop = nlp.Defaults.stop_words
+                on_page = word_support(pieces, [ks.page(t) or "" for t in titles], stop)
+                metrics.update(partner_page_support=on_page["word_support"], partner_words=on_page["content_words"])
+                if isinstance(partner, RetrievalPartner):
+                    shown = word_support(pieces, [" ".join(partner.shown.get(t, [])) for t in titles], stop)
+                    metrics.update(partner_passage_support=shown["word_support"], no_passage=len(partner.no_passage))
+                    if partner.no_passage:
+                        print(f"WikiEvaluation {row}: {len(partner.no_passage)} of {len(titles)} people have no page in "
+                              f"{self.ks_path} (their calls were written with no passage)")
             if self.judge is not None:
                 judged = spread(list(zip(titles, texts)), self.judge_limit)
                 fs, _ = factscore([t + g for t, g in judged], [t for t, _ in judged], ks, self.judge, self.k,
@@ -99,16 +146,23 @@ class WikiEvaluation(L.Callback):
         self.results = res
         return res
 
+    @staticmethod
+    def _name(path: str) -> str:
+        return Path(path).parent.name if Path(path).name == "hf" else Path(path).name
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Before the test loop: every partner must be there (the evaluation loads them only at its end)."""
         if stage == "test":
-            for path in self.partners:
+            for path in self.partners + self.retrieval_partners:
                 model_source(path, "partner", PARTNER_HINT, hub_allowed=True)
+            if self.people == "held_out" and not hasattr(trainer.datamodule, "held_out_documents"):
+                raise UsageError("WikiEvaluation people: held_out needs the run's data module "
+                                 "(lacy.CorpusDataModule) to know its validation documents")
 
     def on_test_epoch_end(self, trainer, pl_module):
-        res = self.run(pl_module.model, trainer.datamodule.tokenizer, call_score(self.score, pl_module))
-        path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json",
-                      ["ne_precision", "year_leakage", "call_rate", "factscore", "init_score", "respond_ratio"])
+        held_out = trainer.datamodule.held_out_documents() if self.people == "held_out" else None
+        res = self.run(pl_module.model, trainer.datamodule.tokenizer, call_score(self.score, pl_module), held_out)
+        path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json", COLUMNS)
         if path is not None:
             write_atomic(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bios, indent=1))
         log_bios(trainer, "wiki", self.bios)

@@ -126,6 +126,17 @@ class Generation:
             text += piece
         return text, spans
 
+    def partner_texts(self, tokenizer) -> list[str]:
+        """The text of each run of partner-written tokens, in order."""
+        text, spans = self.token_spans(tokenizer)
+        runs: list[str] = []
+        for i, ((a, b), p) in enumerate(zip(spans, self.from_partner)):
+            if p:
+                if i == 0 or not self.from_partner[i - 1]:
+                    runs.append("")
+                runs[-1] += text[a:b]
+        return runs
+
     def marked(self, tokenizer) -> str:
         """The continuation with each partner-written run of tokens in [brackets], for reading cascade text."""
         text, spans = self.token_spans(tokenizer)
@@ -219,7 +230,7 @@ class Cascade:
         past, logits = out.past_key_values, out.logits[:, -1]
         self.stats.slm_tokens_processed += int(mask.sum())
         if self.partner is not None:
-            self.partner.reset(B)
+            self.partner.reset(prompts)
         context = [list(x) for x in ids]
         gens = [Generation(p, "", [], [], []) for p in prompts]
         queue: list[list[int]] = [[] for _ in range(B)]

@@ -48,10 +48,11 @@ class ModelPartner:
         self.tokens_processed = 0
         self.params = sum(p.numel() for p in model.parameters())
         self._texts = {}
-        self.reset(0)
+        self.reset([])
 
-    def reset(self, rows: int) -> None:
-        self.state = [{"seen": 0, "past": None, "logits": None} for _ in range(rows)]
+    def reset(self, prompts: list[str]) -> None:
+        """A new batch: one row per prompt (the cascade calls it before decoding)."""
+        self.state = [{"seen": 0, "past": None, "logits": None} for _ in prompts]
 
     def _text(self, tok_id: int) -> str:
         if tok_id not in self._texts:
@@ -91,8 +92,9 @@ class ModelPartner:
 
 class TextPartner:
     """Any causal LM with its own tokenizer (e.g. SmolLM2-135M-Instruct offline, Llama 3.2 1B with internet):
-    text-level hand-over. At a call it reads the context as text (no ``<CALL>``), writes greedily up to the end
-    of the piece, and the piece is re-tokenised for the SLM. Its KV cache is kept per row and cut back to the
+    text-level hand-over. At a call it reads the context as text (no ``<CALL>``; cut from the left to its own
+    context less a piece, counted in ``contexts_cut``), writes greedily up to the end of the piece, and the piece
+    is re-tokenised for the SLM. Its KV cache is kept per row and cut back to the
     longest token prefix shared with the new context, so only the new text is prefilled.
 
     Args:
@@ -107,12 +109,18 @@ class TextPartner:
             raise UsageError(f"partner piece {piece!r}: use one of {PIECES}")
         self.model, self.tok, self.slm_tok = model.eval(), tokenizer, slm_tokenizer
         self.piece, self.max_piece = piece, max_piece_tokens
-        self.tokens_processed = 0
+        self.tokens_processed = self.contexts_cut = 0  # contexts_cut: calls whose text was cut from the left
         self.params = sum(p.numel() for p in model.parameters())
-        self.reset(0)
+        self.reset([])
 
-    def reset(self, rows: int) -> None:
-        self.state = [{"ids": [], "past": None} for _ in range(rows)]
+    def reset(self, prompts: list[str]) -> None:
+        """A new batch: one row per prompt (the cascade calls it before decoding)."""
+        self.state = [{"ids": [], "past": None} for _ in prompts]
+
+    def prompt(self, row: int, text: str) -> str:
+        """What the partner reads at a call on ``row`` whose text so far is ``text``: the text itself (a
+        retrieval partner puts passages before it)."""
+        return text
 
     @torch.no_grad()
     def _feed(self, st: dict, ids: list[int]) -> torch.Tensor:
@@ -125,7 +133,11 @@ class TextPartner:
         st = self.state[row]
         text = self.slm_tok.decode(context, skip_special_tokens=True)
         start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
-        ids = [start] + self.tok(text, add_special_tokens=False)["input_ids"]  # a document start, as in training
+        ids = [start] + self.tok(self.prompt(row, text), add_special_tokens=False)["input_ids"]  # a document start
+        room = getattr(self.model.config, "max_position_embeddings", None)
+        if room and len(ids) + self.max_piece > room:  # longer than the partner's context: its last tokens
+            self.contexts_cut += 1
+            ids = [start] + ids[len(ids) + self.max_piece + 1 - room:]
         keep = next((i for i, (a, b) in enumerate(zip(st["ids"], ids)) if a != b), min(len(st["ids"]), len(ids)))
         keep = min(keep, len(ids) - 1)  # at least one token is fed, so there are fresh logits
         if st["past"] is not None and keep < len(st["ids"]):
@@ -171,7 +183,7 @@ class LookupPartner:
         self.tokens_processed, self.params = 0, 0
         self._value_ids = {}
 
-    def reset(self, rows: int) -> None:
+    def reset(self, prompts: list[str]) -> None:
         pass
 
     def _ids(self, value: str) -> list[int]:
@@ -210,13 +222,20 @@ class LookupPartner:
 
 
 
-def partner_from(path: str, slm_tokenizer, piece: str = "word", role: str = "partner",
-                 hint: str = "give smollm2 or a local Hugging Face model folder"):
+PARTNER_HINT = "give smollm2 or a local Hugging Face model folder"
+
+
+def load_partner(path: str, role: str = "partner", hint: str = PARTNER_HINT):
+    """(model, tokenizer) of a partner source (``smollm2``, a local folder, or ``hf:NAME``); the tokenizer reads
+    prompt text as text (never as a special token)."""
+    source = model_source(path, role, hint, hub_allowed=True)
+    return load_model(source), text_only(load_hf_tokenizer(source))
+
+
+def partner_from(path: str, slm_tokenizer, piece: str = "word", role: str = "partner", hint: str = PARTNER_HINT):
     """A partner for real text from a source (``smollm2``, a local folder, or ``hf:NAME``): the SLM's own
     tokenizer -> token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
-    source = model_source(path, role, hint, hub_allowed=True)
-    tok = text_only(load_hf_tokenizer(source))  # prompt text never becomes a special token
-    model = load_model(source)
+    model, tok = load_partner(path, role, hint)
     if tok.get_vocab() == slm_tokenizer.get_vocab():
         return ModelPartner(model, slm_tokenizer, piece)
     return TextPartner(model, tok, slm_tokenizer, piece)
