@@ -62,7 +62,7 @@ case "${1:-fit}" in
       runs/pretrained/vanilla --out runs/pretrained/call_words.jsonl ;;
   generate)  # plain generate() with <CALL> let through, the held-out people's "<name> was"
     $py -m experiments.plain_generate runs/pretrained/lacy --wiki --prompts 50 | tee runs/pretrained/generate.jsonl ;;
-  realtext)  # experiments/pretrained.sh realtext [base vanilla lacy]; then python -m experiments.real_text --pretrained
+  realtext)  # experiments/pretrained.sh realtext [base vanilla lacy]; then python -m experiments.pretrained_real_text
     shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)
     for m in "${models[@]}"; do realtext "$m"; done ;;
   *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu, calls, generate, realtext)" >&2; exit 2 ;;

@@ -529,3 +529,28 @@ def test_call_words_masks_line_up_with_the_targets_call_placement_scores():
     assert res["placement_precision"] == 1.0 and res["placement_recall"] == 1.0
     assert res["fact_token_share"] == pytest.approx(share)
     assert np.concatenate(docs["spacy"].fact).any()  # spaCy flags some of these words (Paris, 1950, Leiden)
+
+
+def test_pretrained_real_text_report_pairs_rows_bio_by_bio(tmp_path):
+    """Two models' rows written by hand; per-bio NE precision (spaCy): Ada 3/5 vs 1/2, Otto 1/3 in both."""
+    from experiments.pretrained_real_text import report
+    from lacy.eval.factscore import KnowledgeSource
+
+    ks = KnowledgeSource.build([("Ada Brandt", "Ada Brandt was a French physicist. She was born in Lyon in 1931. "
+                                 "She taught at Leeds."), ("Otto Voss", "Otto Voss designed the Ghent library.")],
+                               tmp_path / "ks.sqlite")
+    otto = {"title": "Otto Voss", "text": " was born in 1950 in [Ghent], Belgium."}
+    bios = {"vanilla": [{"title": "Ada Brandt", "text": " was a French physicist born in 1931 in Lyon. She moved to "
+                                                        "Madrid in 1975."}, otto],
+            "lacy": [{"title": "Ada Brandt", "text": " taught in [Leeds] and lived in Madrid."}, otto]}
+    for model, rows in bios.items():
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "wiki_eval_bios.json").write_text(json.dumps({"slm_alone": rows}))
+        (tmp_path / model / "wiki_eval.json").write_text(json.dumps({
+            "slm": {"year_leakage": 0.0, "year_probes": 2, "people": 2},
+            "slm_alone": {"call_rate": 0.0, "ne_precision": 0.5, "named_entities": 2, "ne_recall": None}}))
+    text = report(tmp_path, str(ks.path)).read_text()
+    assert "| lacy | 0.000 (2) | slm_alone | 0.000 | 0.500 (2) | n/a |" in text  # n/a: nothing to score
+    # (1/2 + 1/3) / 2 - (3/5 + 1/3) / 2 = -0.05; resampling 2 people: both Ada -0.1 ... both Otto 0
+    assert "| lacy slm_alone | vanilla slm_alone | 2 | -0.050 | [-0.100, +0.000] |" in text
+    assert "Bios of the 2 held-out people" in text
