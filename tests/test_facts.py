@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lacy.annotators.spacy_facts import SpacyFactAnnotator, subword_flags
+from lacy.errors import UsageError
 from lacy.data.tokenizer import train_bpe
 
 TEXT = "Marie Curie was born in Warsaw in 1867. Curie studied physics and became a famous physicist."
@@ -263,6 +264,29 @@ def test_document_over_max_length_equals_its_pieces_annotated_alone():
     assert flags.tolist() == np.concatenate(alone).tolist()
     words = [text[a:b] for a, b in offsets]
     assert sum(w == "Curie" and f for w, f in zip(words, flags)) == len(cuts)  # tracked per piece
+
+
+def test_a_spacy_batch_holds_at_most_piece_chars_characters(monkeypatch):
+    """Issue 29: memory follows a spaCy batch's characters; a long document's pieces used to share one batch of 64
+    (a 3.47 MB document: 12.8 GB). Now a batch holds at most piece_chars characters, one piece at the least;
+    the flags are those of each piece annotated alone, and only a set piece_chars enters the cache key."""
+    from lacy.annotators.spacy_facts import split_text
+
+    ann = SpacyFactAnnotator(piece_chars=1000)
+    text = "\n\n".join([TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."] * 12)
+    texts = ["Curie was a physicist.", text]
+    batches, pipe = [], ann.nlp.pipe
+    monkeypatch.setattr(ann.nlp, "pipe", lambda stream, **kw: batches.append(kw["batch_size"]) or pipe(stream, **kw))
+    flags = ann.annotate(texts, [word_offsets(t) for t in texts])
+    cuts = split_text(text, 1000)
+    assert len(cuts) > 2 and batches == [1000 // max(b - a for a, b in cuts)] == [1]
+    alone = [SpacyFactAnnotator().annotate([text[a:b]], [word_offsets(text[a:b])])[0] for a, b in cuts]
+    assert flags[1].tolist() == np.concatenate(alone).tolist()
+    ann.annotate(texts[:1] * 3, [word_offsets(texts[0])] * 3)
+    assert batches[-1] == 1000 // len(texts[0]) == 45  # 45 documents of 22 characters: within piece_chars
+    assert SpacyFactAnnotator(piece_chars=None).fingerprint() == SpacyFactAnnotator().fingerprint() != ann.fingerprint()
+    with pytest.raises(UsageError, match="piece_chars=10: at least 1000"):
+        SpacyFactAnnotator(piece_chars=10)
 
 
 @pytest.mark.slow

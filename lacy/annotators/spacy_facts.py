@@ -317,8 +317,14 @@ class SpacyFactAnnotator(Annotator):
         ner_sentences: run the parser so NER sees its sentence starts, as in the full pipeline (identical
             flags); false skips it (unless relation_nouns, coordinated_values or title_words needs it): faster,
             and NER may then join a sentence-initial word to an entity.
+        piece_chars: a document longer than this many characters is annotated as pieces of at most this
+            length (:func:`split_text`; occurrence tracking restarts per piece); null = spaCy's
+            ``nlp.max_length`` (1M characters: the flags as before). Lower bounds memory further (spaCy takes ~3 MB
+            per 1,000 characters of a piece) at the cost of parse and entity context at the cuts.
         n_process: spaCy worker processes.
-        batch_size: documents per spaCy batch.
+        batch_size: documents per spaCy batch; fewer where the batch would hold more than ``piece_chars``
+            characters, down to one piece at a time (memory is bounded by a piece, not by a long document
+            cut into many pieces: spaCy #2792).
         chunk_docs: documents per resumable chunk.
     """
 
@@ -333,7 +339,11 @@ class SpacyFactAnnotator(Annotator):
                  rare_arguments: bool = True, rare_zipf: float = RARE_ZIPF, coordinated_values: bool = True,
                  title_words: bool = True,
                  trim_dates: bool = True, occurrence_tracking: bool = True, ner_sentences: bool = True,
-                 n_process: int = 1, batch_size: int = 64, chunk_docs: int = 2000):
+                 piece_chars: int | None = None, n_process: int = 1, batch_size: int = 64, chunk_docs: int = 2000):
+        if piece_chars is not None and piece_chars < 1000:
+            raise UsageError(f"SpacyFactAnnotator piece_chars={piece_chars}: at least 1000 characters (null = spaCy's "
+                             "max_length)")
+        self.piece_chars = piece_chars
         self.spacy_model = spacy_model or default_spacy_model()
         self.entity_labels = set(ENTITY_LABELS if entity_labels is None else entity_labels)
         self.pos_tags = set(POS_TAGS if pos_tags is None else pos_tags)
@@ -396,6 +406,7 @@ class SpacyFactAnnotator(Annotator):
         rules += [{"rare_zipf": self.rare_zipf}] if uses_zipf else []
         rules += [["coordinated_values"] * self.coordinated + ["title_words"] * self.titles] if (
             self.coordinated or self.titles) else []
+        rules += [{"piece_chars": self.piece_chars}] if self.piece_chars is not None else []  # null: as before
         return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
 
     def rule_flags(self, doc) -> dict[str, np.ndarray]:
@@ -430,13 +441,16 @@ class SpacyFactAnnotator(Annotator):
         return flags & ~r["repeat"] if self.occurrence_tracking else flags
 
     def annotate(self, texts, offsets):
-        """A document longer than spaCy's ``nlp.max_length`` is annotated as the pieces of :func:`split_text`
-        (each alone: occurrence tracking restarts per piece), its flags shifted back into place. Memory grows
-        about linearly with a piece's length, in each spaCy process, so long-document corpora want fewer
-        processes per machine (measured in docs/benchmarks.md, "Fact annotation": "Memory of long documents")."""
-        pieces = [split_text(t, self.nlp.max_length) for t in texts]
-        docs = self.nlp.pipe((t[a:b] for t, cuts in zip(texts, pieces) for a, b in cuts),
-                             n_process=self.n_process, batch_size=self.batch_size)
+        """A document longer than ``piece_chars`` (spaCy's ``nlp.max_length`` by default) is annotated as the
+        pieces of :func:`split_text` (each alone: occurrence tracking restarts per piece), its flags shifted back
+        into place. Memory grows about linearly with the characters of a spaCy batch, in each spaCy process, so
+        a batch holds at most ``piece_chars`` characters or one piece (measured in docs/benchmarks.md, "Fact
+        annotation": "Memory of long documents")."""
+        limit = min(self.piece_chars or self.nlp.max_length, self.nlp.max_length)
+        pieces = [split_text(t, limit) for t in texts]
+        longest = max((b - a for cuts in pieces for a, b in cuts), default=1)
+        docs = self.nlp.pipe((t[a:b] for t, cuts in zip(texts, pieces) for a, b in cuts), n_process=self.n_process,
+                             batch_size=max(1, min(self.batch_size, limit // max(1, longest))))
         out = []
         for text, cuts, off in zip(texts, pieces, offsets):
             spans = []
