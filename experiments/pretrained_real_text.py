@@ -3,8 +3,8 @@
 Each model (base SmolLM2-135M-Instruct, Vanilla- and LaCy-continued) wrote bios of the people whose summaries its
 data held out, alone and in the cascade with SmolLM2 as a plain partner and as a retrieval partner
 (configs/eval/wiki_retrieval.yaml). The table pools each row's scores against the page (lacy/eval/page_scores.py);
-the paired lines compare two rows bio by bio (the same people, in the same order): the mean per-bio NE precision
-difference with a bootstrap interval over the people (experiments/stats.py; one continued-pretraining seed, so
+the paired lines compare two rows on the same people (in the same order): the difference of the rows' mean
+per-bio NE precision (each over its bios with a named entity) with a bootstrap interval over the people (experiments/stats.py; one continued-pretraining seed, so
 the interval carries only which people were asked about).
 
     python -m experiments.pretrained_real_text [--folder runs/pretrained/realtext]   # -> <folder>/results.md
@@ -57,6 +57,10 @@ def report(folder: Path, knowledge_source: str = ".cache/lacy/wiki_knowledge.sql
     runs = {m: folder / m for m in MODELS if (folder / m / "wiki_eval.json").is_file()}
     if not runs:
         raise UsageError(f"{folder}: no <model>/wiki_eval.json; run experiments/pretrained.sh realtext first")
+    for m, d in runs.items():
+        if not (d / "wiki_eval_bios.json").is_file():
+            raise UsageError(f"{d}: wiki_eval.json without wiki_eval_bios.json (an interrupted test?); delete the "
+                             f"folder and run experiments/pretrained.sh realtext {m} again")
     res = {m: json.loads((d / "wiki_eval.json").read_text()) for m, d in runs.items()}
     lines = ["| model | year leakage (probes) | row | " + " | ".join(h for _, _, h in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 3) + "|"]
@@ -70,7 +74,7 @@ def report(folder: Path, knowledge_source: str = ".cache/lacy/wiki_knowledge.sql
     nlp, source = spacy.load(default_spacy_model(), exclude=["lemmatizer"]), KnowledgeSource(knowledge_source)
     bios = {m: json.loads((d / "wiki_eval_bios.json").read_text()) for m, d in runs.items()}
     scores: dict[tuple[str, str], list] = {}
-    paired = ["| A | B | bios | A - B: per-bio NE precision | 95% interval (people) |", "|---|---|---|---|---|"]
+    paired = ["| A | B | people | A - B: mean per-bio NE precision | 95% interval (people) |", "|---|---|---|---|---|"]
     for a, b in PAIRS:
         if not all(m in bios and row in bios[m] for m, row in (a, b)):
             continue

@@ -391,12 +391,11 @@ def no_network(monkeypatch):
 def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_path, monkeypatch, no_network):
     """Issue 16.14: `python -m lacy.evaluate <name>` tried the Hugging Face hub."""
     from lacy.evaluate import main
-    from lacy.inference.partners import partner_from as load_partner_any
+    from lacy.inference.partners import load_partner
 
     monkeypatch.chdir(tmp_path)
-    slm_tok = train_bpe(["a tokenizer for the small model " * 20], 300)
     for run, hub in ((lambda name: main([name]), "download it first with `hf download NAME --local-dir DIR`"),
-                     (lambda name: load_partner_any(name, slm_tok), "write hf:NAME to load a hub model")):
+                     (lambda name: load_partner(name), "write hf:NAME to load a hub model")):
         with pytest.raises(UsageError, match=f"partner 'HuggingFaceTB/SmolLM2-135M' is not a local folder; .*{hub}"):
             run("HuggingFaceTB/SmolLM2-135M")
         (tmp_path / "empty").mkdir(exist_ok=True)
@@ -408,7 +407,7 @@ def test_a_partner_name_that_is_not_a_local_folder_never_reaches_the_hub(tmp_pat
         main(["bare"])
     assert no_network == []
     with pytest.raises(OSError):  # asked for explicitly: the hub is tried (this test refuses the connection)
-        load_partner_any("hf:HuggingFaceTB/SmolLM2-135M", slm_tok)
+        load_partner("hf:HuggingFaceTB/SmolLM2-135M")
     assert no_network
 
 

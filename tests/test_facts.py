@@ -274,17 +274,22 @@ def test_a_spacy_batch_holds_at_most_piece_chars_characters(monkeypatch):
 
     ann = SpacyFactAnnotator(piece_chars=1000)
     text = "\n\n".join([TEXT, "Ada Lovelace, an English mathematician, worked with Charles Babbage in London."] * 12)
-    texts = ["Curie was a physicist.", text]
     batches, pipe = [], ann.nlp.pipe
     monkeypatch.setattr(ann.nlp, "pipe", lambda stream, **kw: batches.append(kw["batch_size"]) or pipe(stream, **kw))
+    texts = ["Bo was a poet.", text, "Al is a cook.", "Ed is a chef."]  # 13-14 characters: 64 fit in 1,000
     flags = ann.annotate(texts, [word_offsets(t) for t in texts])
     cuts = split_text(text, 1000)
-    assert len(cuts) > 2 and batches == [1000 // max(b - a for a, b in cuts)] == [1]
+    # short | the long one alone, one ~1,000-character piece per batch | the two short ones in one stream
+    assert len(cuts) > 2 and batches == [64, 1000 // max(b - a for a, b in cuts), 64] == [64, 1, 64]
     alone = [SpacyFactAnnotator().annotate([text[a:b]], [word_offsets(text[a:b])])[0] for a, b in cuts]
     assert flags[1].tolist() == np.concatenate(alone).tolist()
+    assert [f.tolist() for f in flags[::2]] == [f.tolist() for f in SpacyFactAnnotator().annotate(
+        texts[::2], [word_offsets(t) for t in texts[::2]])]
+    batches.clear()
     ann.annotate(texts[:1] * 3, [word_offsets(texts[0])] * 3)
-    assert batches[-1] == 1000 // len(texts[0]) == 45  # 45 documents of 22 characters: within piece_chars
+    assert batches == [64]  # three short documents: one stream, the configured batch
     assert SpacyFactAnnotator(piece_chars=None).fingerprint() == SpacyFactAnnotator().fingerprint() != ann.fingerprint()
+    assert SpacyFactAnnotator(piece_chars=2_000_000).fingerprint() == SpacyFactAnnotator().fingerprint()  # = max_length
     with pytest.raises(UsageError, match="piece_chars=10: at least 1000"):
         SpacyFactAnnotator(piece_chars=10)
 

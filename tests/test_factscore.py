@@ -6,7 +6,6 @@ import spacy
 
 from baselines.llm_judge import OpenAIJudge
 from lacy.errors import UsageError
-from lacy.annotators.spacy_facts import default_spacy_model
 from lacy.eval.factscore import ATOMIC_INSTRUCTION, KnowledgeSource, factscore, is_true, parse_facts
 from lacy.eval.page_scores import ne_precision
 from tests.helpers import Endpoint

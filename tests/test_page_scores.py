@@ -57,3 +57,19 @@ def test_word_support_counts_content_words_found_in_the_reference(nlp):
     assert res == {"word_support": 2 / 4, "content_words": 4}  # lyon, 1931 found; best, ghent not; in, the: stop
     assert word_support([["the"]], ["the"], stop) == {"word_support": None, "content_words": 0}
     assert word_support([["Lyonnais"]], ["Lyon"], stop)["word_support"] == 0.0  # whole words, not substrings
+
+
+def test_birth_years_and_whole_words_are_read_narrowly():
+    from lacy.eval.page_scores import birth_year, contains, stated_birth_year
+
+    assert [birth_year(d) for d in ("English historian (1906–1990)", "Singer (born 1975)",
+                                    "President of the United States (2017–2021; since 2025)",  # terms, not a life
+                                    "Ancient Greek philosopher (341–270 BC)", "pop group")] == ["1906", "1975", None,
+                                                                                                None, None]
+    assert stated_birth_year(" was born in 1931 in Lyon.") == "1931"
+    assert stated_birth_year(" (1931 – 2004) was a physicist.") == "1931"  # the bracket after the name
+    assert stated_birth_year(" was born in Lyon and died in Paris in 1990.") is None  # "died" ends the window
+    assert stated_birth_year(" released Thriller (1982). He was born in 1958.") == "1958"  # a bracket later: not one
+    assert stated_birth_year(" was born in Lyon, France, in 1931.") is None  # a comma ends the clause: missed, not misread
+    assert contains("Ghent, Belgium", "ghent") and not contains("famous", "us") and not contains("the 1950s", "1950")
+    assert contains("Saint-Denis (Paris)", "Saint-Denis") and not contains("Romeo", "Rome")

@@ -68,7 +68,7 @@ def test_the_partner_reads_the_passage_before_the_text_and_writes_into_the_casca
         ["Ada Brandt", "Nobody Known"], 6, stop_at_eos=False)
     assert plain[1].text == gens[1].text  # without a page it is the plain text partner
     assert plain[0].text != gens[0].text  # with one, the passage changed what the partner wrote
-    assert rag.tokens_processed < sum(len(ids) for ids in seen) + 1  # consistent count of what it read
+    assert rag.tokens_processed == sum(len(ids) for ids in seen)  # its count is what the LM was fed
 
 
 def test_wiki_evaluation_rows_of_a_retrieval_partner_on_held_out_people(tmp_path):
@@ -97,6 +97,8 @@ def test_wiki_evaluation_rows_of_a_retrieval_partner_on_held_out_people(tmp_path
         ev.run(build_slm("micro", len(tok), 256).eval(), tok, "uncertainty", held_out=["no person"])
     with pytest.raises(UsageError, match="people 'train'"):
         WikiEvaluation(people="train")
+    with pytest.raises(UsageError, match=r"rate/sweep \[1.5\]"):
+        WikiEvaluation(sweep=[0.1, 1.5])
 
 
 def test_a_text_longer_than_the_partners_context_is_cut_from_the_left(parts):

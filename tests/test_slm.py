@@ -158,19 +158,19 @@ def test_the_cascade_hosts_any_family_with_token_or_text_hand_over(tmp_path, bio
     """A Llama-style SLM writes, and calls a partner with its own tokenizer (text hand-over) or the SLM's (tokens)."""
     from lacy.data.corpus import JsonlCorpus
     from lacy.inference.cascade import CallPolicy, Cascade
-    from lacy.inference.partners import ModelPartner, TextPartner, partner_from
+    from lacy.inference.partners import ModelPartner, TextPartner, load_partner, partner_for
 
     data = CorpusDataModule(corpus=JsonlCorpus(str(bios_path)), bpe_vocab_size=300, block_size=32,
                             cache_dir=str(tmp_path / "cache"))
     data.prepare()
     slm = build_slm(data.vocab_size, 32, architecture=LLAMA).eval()
     folder, _ = pretrained_folder(tmp_path / "pre", tied=True)
-    other = partner_from(str(folder), data.tokenizer)
+    other = partner_for(*load_partner(str(folder)), data.tokenizer)
     same = tmp_path / "same"
     build_slm(data.vocab_size, 32, architecture=NEOX).save_pretrained(same)
     data.tokenizer.save_pretrained(same)
-    assert isinstance(other, TextPartner) and isinstance(partner_from(str(same), data.tokenizer), ModelPartner)
-    for partner in (other, partner_from(str(same), data.tokenizer)):
+    assert isinstance(other, TextPartner) and isinstance(partner_for(*load_partner(str(same)), data.tokenizer), ModelPartner)
+    for partner in (other, partner_for(*load_partner(str(same)), data.tokenizer)):
         cascade = Cascade(slm, data.tokenizer, partner, CallPolicy("always"))
         gens = cascade.generate(["Anna Novak", "Boris Okafor was born in"], max_new_tokens=6)
         assert len(gens) == 2 and cascade.stats.calls > 0 and all(any(g.from_partner) for g in gens)

@@ -322,9 +322,9 @@ class SpacyFactAnnotator(Annotator):
             ``nlp.max_length`` (1M characters: the flags as before). Lower bounds memory further (spaCy takes ~3 MB
             per 1,000 characters of a piece) at the cost of parse and entity context at the cuts.
         n_process: spaCy worker processes.
-        batch_size: documents per spaCy batch; fewer where the batch would hold more than ``piece_chars``
-            characters, down to one piece at a time (memory is bounded by a piece, not by a long document
-            cut into many pieces: spaCy #2792).
+        batch_size: documents per spaCy batch. A document with a piece longer than ``piece_chars / batch_size``
+            goes through spaCy on its own with fewer pieces per batch, down to one (memory is bounded by a
+            piece, not by a long document cut into many pieces: spaCy #2792); the others keep the batch.
         chunk_docs: documents per resumable chunk.
     """
 
@@ -406,7 +406,7 @@ class SpacyFactAnnotator(Annotator):
         rules += [{"rare_zipf": self.rare_zipf}] if uses_zipf else []
         rules += [["coordinated_values"] * self.coordinated + ["title_words"] * self.titles] if (
             self.coordinated or self.titles) else []
-        rules += [{"piece_chars": self.piece_chars}] if self.piece_chars is not None else []  # null: as before
+        rules += [{"piece_chars": self._limit()}] if self._limit() < self.nlp.max_length else []  # null: as before
         return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:16]
 
     def rule_flags(self, doc) -> dict[str, np.ndarray]:
@@ -445,20 +445,34 @@ class SpacyFactAnnotator(Annotator):
         pieces of :func:`split_text` (each alone: occurrence tracking restarts per piece), its flags shifted back
         into place. Memory grows about linearly with the characters of a spaCy batch, in each spaCy process, so
         a batch holds at most ``piece_chars`` characters or one piece (measured in docs/benchmarks.md, "Fact
-        annotation": "Memory of long documents")."""
-        limit = min(self.piece_chars or self.nlp.max_length, self.nlp.max_length)
+        annotation": "Memory of long documents"); runs of short documents share one ``nlp.pipe`` stream, and
+        each long document gets its own (with ``n_process`` > 1 that restarts spaCy's workers once per long
+        document, seconds against its minutes of parsing)."""
+        limit = self._limit()
         pieces = [split_text(t, limit) for t in texts]
-        longest = max((b - a for cuts in pieces for a, b in cuts), default=1)
-        docs = self.nlp.pipe((t[a:b] for t, cuts in zip(texts, pieces) for a, b in cuts), n_process=self.n_process,
-                             batch_size=max(1, min(self.batch_size, limit // max(1, longest))))
-        out = []
-        for text, cuts, off in zip(texts, pieces, offsets):
-            spans = []
-            for start, _ in cuts:
-                doc = next(docs)
-                spans += flagged_spans(doc, self.token_flags(doc), shift=start)
-            out.append(span_flags(len(text), spans, off))
+        short = limit // self.batch_size  # a document whose pieces are all this short fills a batch safely
+        out, i = [], 0
+        while i < len(texts):  # runs of short documents in one stream; a long one alone, fewer pieces per batch
+            j = i + 1
+            longest = max(b - a for a, b in pieces[i])
+            if longest <= short:
+                while j < len(texts) and max(b - a for a, b in pieces[j]) <= short:
+                    j += 1
+            batch = self.batch_size if longest <= short else max(1, limit // longest)
+            docs = self.nlp.pipe((t[a:b] for t, cuts in zip(texts[i:j], pieces[i:j]) for a, b in cuts),
+                                 n_process=self.n_process, batch_size=batch)
+            for text, cuts, off in zip(texts[i:j], pieces[i:j], offsets[i:j]):
+                spans = []
+                for start, _ in cuts:
+                    doc = next(docs)
+                    spans += flagged_spans(doc, self.token_flags(doc), shift=start)
+                out.append(span_flags(len(text), spans, off))
+            i = j
         return out
+
+    def _limit(self) -> int:
+        """Characters per piece and per spaCy batch: ``piece_chars``, at most the pipeline's ``max_length``."""
+        return min(self.piece_chars or self.nlp.max_length, self.nlp.max_length)
 
 
 # where a too-long document may be cut, strongest first: a blank line, a line end, a sentence end, any space

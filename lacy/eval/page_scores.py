@@ -5,7 +5,7 @@ need only spaCy's entities, the page and string matching, so they are exact and 
 of what a fact is:
 
 - **NE precision** (FactualityPrompts' "NE error", Lee et al. 2022): share of the bio's named entities (spaCy;
-  numbers and the subject's own name aside) found in the page. Cannot see whether an entity found there is
+  numbers and the subject's own name aside) found in the page (as whole words, case-folded, as every match here). Cannot see whether an entity found there is
   attached to the right claim ("born in Leeds" where the page says "died in Leeds" counts as found).
 - **NE recall**: share of the page's distinct named entities (the same kinds) that the bio names. Bounded by
   the bio's length (a 64-token bio cannot name a page's 20 entities): compare rows, not to 1.
@@ -13,29 +13,50 @@ of what a fact is:
   states, over the bios whose page states a year. **Place precision**: the same for places (spaCy GPE, LOC,
   FAC), over the bios whose page names a place. Both blind to which event a year or place belongs to.
 - **Birth-year accuracy**: where the description gives the birth year ("English historian (1906-1990)") and
-  the bio states one ("born ... 1906", "(1906"), the share stated right: an attached claim, but only this one.
+  the bio states one ("born in 1906" in one clause, or "(1906" right after the name), the share stated right:
+  an attached claim, but only this one, and "her son was born in 1960" is read as the subject's.
 - **Word support** (:func:`word_support`): share of a partner's content words (not spaCy stop words) that
   occur in a reference text: the passages a retrieval partner was shown (is it writing from its passage?), or
   the page (for any partner). Sees grounding, not truth: a copied word can be put in a false claim.
 """
 import re
 
-_YEARS = re.compile(r"\((?:born )?(\d{3,4})\s*(?:[–-]|\))")  # the description's "(1906-1990)" / "(born 1975)"
+# the description's life span, nothing else in the brackets: "(1906–1990)", "(born 1975)"; not a BC span, not
+# "(1988–1990; 1993–1996)" (terms of office). A bare span can still be a reign or a term: 8 of the 1,189 People
+# descriptions it reads name one ("Emperor of China (1908–1912) and ...")
+_YEARS = re.compile(r"\((?:born\s+(\d{3,4})|(\d{3,4})\s*[–-]\s*\d{3,4})\)")
 _YEAR = re.compile(r"\b(1\d{3}|20\d{2})\b")
-_BIRTH_YEAR = re.compile(r"(?:\bborn\b[^.;]{0,40}?|\()\b(1\d{3}|20\d{2})\b", re.IGNORECASE)
+# a bio's stated birth year: "born" and a year in the same clause (no comma, semicolon, full stop or "died"
+# between), or a bracket opening the bio right after the name ("Ada Brandt (1931 - ...)")
+_BORN = re.compile(r"\bborn\b(?:(?!\bdied\b)[^.;,]){0,40}?\b(1\d{3}|20\d{2})\b", re.IGNORECASE)
+_OPENING = re.compile(r"^\s*,?\s*\((?:born\s+)?(1\d{3}|20\d{2})\b", re.IGNORECASE)
 _CONTENT = re.compile(r"[^\W_]+")
 SKIPPED_LABELS = ("ORDINAL", "CARDINAL")
 PLACE_LABELS = ("GPE", "LOC", "FAC")
 
 
+def birth_year(description: str) -> str | None:
+    """The birth year a page's short description gives ("English historian (1906–1990)" -> "1906"), else None."""
+    m = _YEARS.search(description or "")
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def stated_birth_year(bio: str) -> str | None:
+    """The birth year a bio states (``_BORN``, ``_OPENING``), else None. Cannot tell whose birth it is: "her son
+    was born in 1960" is read as the subject's."""
+    m = _OPENING.search(bio) or _BORN.search(bio)
+    return m.group(1) if m else None
+
+
+def contains(text: str, phrase: str) -> bool:
+    """``phrase`` occurs in ``text`` as whole words (case-folded): "us" is not in "famous", 1950 not in "1950s"."""
+    return re.search(rf"(?<!\w){re.escape(phrase.lower())}(?!\w)", text.lower()) is not None
+
+
 def year_probes(records: list[dict]) -> list[dict]:
     """"<title> was born in" -> the birth year from the description, e.g. "English historian (1906-1990)"."""
-    out = []
-    for r in records:
-        m = _YEARS.search(r.get("description") or "")
-        if m:
-            out.append({"entity": r["title"], "prompt": f"{r['title']} was born in", "answer": m.group(1)})
-    return out
+    return [{"entity": r["title"], "prompt": f"{r['title']} was born in", "answer": year}
+            for r in records if (year := birth_year(r.get("description") or ""))]
 
 
 def _entities(doc, own: set[str]) -> list:
@@ -52,7 +73,7 @@ def ne_precision(generations: list[str], entities: list[str], source, nlp) -> di
             continue
         for e in _entities(doc, set(ent.lower().split())):
             total += 1
-            found += e.text.lower() in page.lower()
+            found += contains(page, e.text)
     return {"ne_precision": found / total if total else None, "named_entities": total}
 
 
@@ -82,23 +103,23 @@ def page_scores(generations: list[str], titles: list[str], source, nlp,
     docs = nlp.pipe([g for g, _, _ in scored])
     page_docs = nlp.pipe([p for _, _, p in scored])
     for (gen, title, page), doc, page_doc in zip(scored, docs, page_docs):
-        own, low, described = set(title.lower().split()), gen.lower(), descriptions.get(title) or ""
-        page_text = f"{page}\n{described}".lower()
+        own, described = set(title.lower().split()), descriptions.get(title) or ""
+        page_text = f"{page}\n{described}"
         on_page = {e.text.lower() for e in _entities(page_doc, own)}
         page_ents += len(on_page)
-        recalled += sum(e in low for e in on_page)
+        recalled += sum(contains(gen, e) for e in on_page)
         if _YEAR.search(page_text):
             written = _YEAR.findall(gen)
             years += len(written)
-            year_hit += sum(y in page_text for y in written)
+            year_hit += sum(contains(page_text, y) for y in written)
         if any(e.label_ in PLACE_LABELS for e in page_doc.ents):
-            written = [e.text.lower() for e in doc.ents if e.label_ in PLACE_LABELS]
+            written = [e.text for e in doc.ents if e.label_ in PLACE_LABELS]
             places += len(written)
-            place_hit += sum(p in page_text for p in written)
-        truth, stated = _YEARS.search(described), _BIRTH_YEAR.search(gen)
+            place_hit += sum(contains(page_text, p) for p in written)
+        truth, stated = birth_year(described), stated_birth_year(gen)
         if truth and stated:
             births += 1
-            birth_hit += stated.group(1) == truth.group(1)
+            birth_hit += stated == truth
     return {**out, "ne_recall": _share(recalled, page_ents), "page_entities": page_ents,
             "year_precision": _share(year_hit, years), "years": years,
             "place_precision": _share(place_hit, places), "places": places,

@@ -14,7 +14,7 @@ from lacy.eval.kb_metrics import leakage
 from lacy.eval.page_scores import page_scores, word_support, year_probes
 from lacy.eval.report import call_score, report, spread
 from lacy.inference.cascade import CallPolicy, Cascade
-from lacy.inference.partners import PARTNER_HINT, load_partner, partner_from
+from lacy.inference.partners import PARTNER_HINT, load_partner, partner_for
 from lacy.inference.retrieval import RetrievalPartner
 from lacy.io.atomic import write_atomic
 from lacy.io.monitor import log_bios
@@ -78,11 +78,24 @@ class WikiEvaluation(L.Callback):
             raise UsageError(f"WikiEvaluation people {people!r}: use {' or '.join(PEOPLE)}")
         if passages < 1:
             raise UsageError(f"WikiEvaluation passages={passages}: at least 1 passage per call")
+        bad = [r for r in [rate, *self.sweep] if not 0.0 <= r <= 1.0]
+        if bad:
+            raise UsageError(f"WikiEvaluation rate/sweep {bad}: a budget is a share of the tokens, in [0, 1]")
         self.limit, self.max_new_tokens, self.judge, self.k, self.gamma = limit, max_new_tokens, judge, k, gamma
         self.judge_limit = judge_limit
         self.ks_path, self.out = knowledge_source, out
         self.results: dict = {}
         self.bios: dict[str, list[dict]] = {}  # row -> [{title, text}]
+
+    def _people(self, records: list[dict], held_out: list[str] | None) -> list[dict]:
+        """The topic's people the rows write about: all, or those whose summary is a held-out document."""
+        if self.people == "held_out":
+            kept = set(held_out or ())
+            records = [r for r in records if (r.get("extract") or "").strip() in kept]
+            if not records:
+                raise UsageError(f"WikiEvaluation people: held_out: the run's validation split holds no {self.topic} "
+                                 "summary (data.corpus must be lacy.WikiSummaries, data.val_fraction above 0)")
+        return spread(records, self.limit)
 
     def run(self, slm, tokenizer, score: str, held_out: list[str] | None = None) -> dict:
         """Every row's scores (and ``self.bios``). ``held_out``: the documents the run held out (people:
@@ -90,13 +103,7 @@ class WikiEvaluation(L.Callback):
         records = WikiSummaries(topic=self.topic).records()
         ks = (KnowledgeSource(self.ks_path) if Path(self.ks_path).is_file() else
               KnowledgeSource.build([(r["title"], r["extract"]) for r in records], self.ks_path))
-        if self.people == "held_out":
-            kept = set(held_out or ())
-            records = [r for r in records if (r.get("extract") or "").strip() in kept]
-            if not records:
-                raise UsageError(f"WikiEvaluation people: held_out: the run's validation split holds no {self.topic} "
-                                 "summary (data.corpus must be lacy.WikiSummaries, data.val_fraction above 0)")
-        people = spread(records, self.limit)
+        people = self._people(records, held_out)
         titles = [r["title"] for r in people]
         descriptions = {r["title"]: r.get("description") or "" for r in people}
         import spacy  # here: spaCy's import costs seconds and only a test needs it
@@ -106,12 +113,11 @@ class WikiEvaluation(L.Callback):
         res = {"slm": {"year_leakage": leakage(slm, tokenizer, probes)["leakage"] if probes else None,
                        "year_probes": len(probes), "people": len(people)}}
         rows = {"slm_alone": (lambda: None, CallPolicy("never"))} if "never" in self.modes else {}
-        named = [(self._name(p), lambda partner=partner_from(p, tokenizer, self.piece): partner)
-                 for p in self.partners]
-        for p in self.retrieval_partners:  # a fresh one per row: it records the passages it showed on that row
-            model, tok = load_partner(p, "retrieval partner")
-            named.append(("rag_" + self._name(p), lambda m=model, t=tok: RetrievalPartner(
-                m, t, tokenizer, ks, self.piece, passages=self.passages)))
+        loaded = {p: load_partner(p) for p in dict.fromkeys(self.partners + self.retrieval_partners)}  # once each
+        # a fresh partner per row (its counters and the passages it showed are that row's), on the loaded model
+        named = [(self._name(p), lambda lm=loaded[p]: partner_for(*lm, tokenizer, self.piece)) for p in self.partners]
+        named += [("rag_" + self._name(p), lambda lm=loaded[p]: RetrievalPartner(
+            *lm, tokenizer, ks, self.piece, passages=self.passages)) for p in self.retrieval_partners]
         for name, make in named:
             for mode in ("budget", "always"):
                 if mode in self.modes:
@@ -155,9 +161,11 @@ class WikiEvaluation(L.Callback):
         if stage == "test":
             for path in self.partners + self.retrieval_partners:
                 model_source(path, "partner", PARTNER_HINT, hub_allowed=True)
-            if self.people == "held_out" and not hasattr(trainer.datamodule, "held_out_documents"):
-                raise UsageError("WikiEvaluation people: held_out needs the run's data module "
-                                 "(lacy.CorpusDataModule) to know its validation documents")
+            if self.people == "held_out":  # the people must be there before the test loop, not after it
+                if not hasattr(trainer.datamodule, "held_out_documents"):
+                    raise UsageError("WikiEvaluation people: held_out needs the run's data module "
+                                     "(lacy.CorpusDataModule) to know its validation documents")
+                self._people(WikiSummaries(topic=self.topic).records(), trainer.datamodule.held_out_documents())
 
     def on_test_epoch_end(self, trainer, pl_module):
         held_out = trainer.datamodule.held_out_documents() if self.people == "held_out" else None

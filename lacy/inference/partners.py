@@ -7,7 +7,7 @@
   *how good* the partner is.
 
 A piece is a ``token``, a ``word`` (to the end of the word) or an ``entity`` (to the next punctuation mark).
-:func:`partner_from` builds the right one from a model source (lacy/model/loading.py).
+:func:`load_partner` reads a model source (lacy/model/loading.py) and :func:`partner_for` makes the right one of it.
 """
 import torch
 
@@ -232,10 +232,9 @@ def load_partner(path: str, role: str = "partner", hint: str = PARTNER_HINT):
     return load_model(source), text_only(load_hf_tokenizer(source))
 
 
-def partner_from(path: str, slm_tokenizer, piece: str = "word", role: str = "partner", hint: str = PARTNER_HINT):
-    """A partner for real text from a source (``smollm2``, a local folder, or ``hf:NAME``): the SLM's own
-    tokenizer -> token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
-    model, tok = load_partner(path, role, hint)
+def partner_for(model, tok, slm_tokenizer, piece: str = "word"):
+    """A loaded partner (``load_partner``) as the partner the tokenizers call for: the SLM's own tokenizer ->
+    token hand-over (ModelPartner), another one -> text hand-over (TextPartner)."""
     if tok.get_vocab() == slm_tokenizer.get_vocab():
         return ModelPartner(model, slm_tokenizer, piece)
     return TextPartner(model, tok, slm_tokenizer, piece)

@@ -3,7 +3,8 @@ lookup partner): a partner LM that writes from the subject's own page.
 
 At a call on a row it takes the row's subject (its prompt: the person's title, as ``lacy.WikiEvaluation``
 writes prompts), retrieves up to ``passages`` passages of that subject's page from the knowledge source (the
-FActScore sqlite FTS5 index, BM25 against the sentence being written; shown in the page's order) and continues
+FActScore sqlite FTS5 index, BM25 against the sentence being written: the text after its last ".", "?", "!" or
+line break, so an abbreviation shortens it; shown in the page's order) and continues
 the text with them before it. Prompt format [ours]:
 
     <passage> <passage> ...
