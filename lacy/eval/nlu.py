@@ -102,19 +102,53 @@ def subset(task: str, limit: int | None) -> list[int] | None:
 
 
 def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | None = None,
-             batch_size: int = 16) -> dict[str, dict]:
+             batch_size: int = 16, store: "ItemStore | None" = None, chunk: int = 100) -> dict[str, dict]:
     """Zero-shot scores of ``model`` (a causal LM without ``<CALL>``; :func:`no_call`) on ``tasks``.
 
-    ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. Returns
-    task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, items, contexts_cut, per_item}; ``contexts_cut``: items
-    with an answer choice whose context lm-eval cut from the left to fit the model; ``per_item``: [item index,
-    acc, acc_norm] of every scored item, what a paired comparison of two models on the same items needs
-    (:func:`paired`). Raises UsageError on a model that still has
-    ``<CALL>`` or whose context is shorter than an answer choice. lm-eval shows a progress bar over the scored
-    answer choices.
+    ``limit``: score ``limit`` items per task, spread evenly over it (:func:`subset`), for CPU runs. ``store``:
+    an :class:`ItemStore` that makes the run resumable: items it holds are not scored again, and each ``chunk``
+    items per task are saved to it as they are scored (without a store: one pass). Returns task -> {acc,
+    acc_stderr, acc_norm, acc_norm_stderr, items, contexts_cut, per_item}, computed from the items as lm-eval
+    computes them (mean; standard error = sample standard deviation / sqrt(items)); ``contexts_cut``: items with an
+    answer choice whose context lm-eval cut from the left to fit the model; ``per_item``: [item index, acc,
+    acc_norm] of every scored item, what a paired comparison of two models on the same items needs
+    (:func:`paired`). Raises UsageError on a model that still has ``<CALL>`` or whose context is shorter than an
+    answer choice. lm-eval shows a progress bar over the scored answer choices.
     """
     if CALL_TOKEN in tokenizer.get_vocab():
         raise UsageError(f"lacy.eval.nlu: the model still has {CALL_TOKEN}; score its no-call form (lacy.eval.nlu.no_call)")
+    wanted = {task: subset(task, limit) or list(range(task_items(task))) for task in tasks}
+    have = store.load() if store is not None else {}
+    todo = {t: [i for i in ids if i not in have.get(t, {})] for t, ids in wanted.items()}
+    step = chunk if store is not None else max(map(len, todo.values()), default=0)
+    while any(todo.values()):
+        part = {t: ids[:step] for t, ids in todo.items() if ids}
+        scored = score_items(model, tokenizer, part, batch_size)
+        if store is not None:
+            store.add(scored)
+        for t, rows in scored.items():
+            have.setdefault(t, {}).update(rows)
+        todo = {t: ids[step:] for t, ids in todo.items()}
+    return {t: summary([[i, *have[t][i]] for i in ids]) for t, ids in wanted.items()}
+
+
+def summary(rows: list[list]) -> dict:
+    """A task's result from its items' rows [index, acc, acc_norm, context cut]: lm-eval's mean and standard
+    error (its ``mean_stderr``: sample standard deviation over sqrt(n); none for one item)."""
+    out = {}
+    n = len(rows)
+    for k, m in enumerate(METRICS, start=1):
+        xs = [float(r[k]) for r in rows]
+        mean = sum(xs) / n
+        out[m] = mean
+        if n > 1:
+            out[f"{m}_stderr"] = (sum((x - mean) ** 2 for x in xs) / (n - 1)) ** 0.5 / n ** 0.5
+    return {**out, "items": n, "contexts_cut": int(sum(r[3] for r in rows)),
+            "per_item": [[int(r[0]), float(r[1]), float(r[2])] for r in sorted(rows)]}
+
+
+def score_items(model, tokenizer, items: dict[str, list[int]], batch_size: int = 16) -> dict[str, dict[int, list]]:
+    """lm-eval on the given item indices of each task: task -> {index: [acc, acc_norm, context cut (0/1)]}."""
     try:
         from lm_eval import simple_evaluate  # here: lm-eval's import takes seconds (datasets, evaluate)
         from lm_eval.models.huggingface import HFLM
@@ -122,13 +156,13 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
     except ImportError as err:
         raise UsageError(f"lacy.eval.nlu: lm-eval is missing ({err}); {PACKAGE_HINT}") from err
     model.eval()
+    tasks = list(items)
     with tempfile.TemporaryDirectory(prefix="lacy-nlu-tasks-") as folder:
-        names = write_task_yamls(folder, list(tasks))
+        names = write_task_yamls(folder, tasks)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)  # context: the model's config
-        samples = {name: subset(task, limit) for task, name in names.items()}
         try:
             out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=0, log_samples=True,
-                                  samples={k: v for k, v in samples.items() if v is not None} or None,
+                                  samples={names[t]: ids for t, ids in items.items()},
                                   task_manager=TaskManager(include_path=folder, include_defaults=False))
         except AssertionError as err:  # lm-eval asserts that an answer choice fits the context
             raise UsageError(f"lacy.eval.nlu: an answer choice of {', '.join(tasks)} is longer than the model's context "
@@ -136,16 +170,54 @@ def evaluate(model, tokenizer, tasks: list[str] = tuple(TASKS), limit: int | Non
                              "trained with a longer data.block_size (256 is enough)") from err
     res = {}
     for task, name in names.items():
-        r = out["results"][name]
-        res[task] = {k: float(r[f"{k},none"]) for m in METRICS for k in (m, f"{m}_stderr")
-                     if isinstance(r.get(f"{k},none"), (int, float))}
-        res[task]["items"] = int(out["n-samples"][name]["effective"])
-        samples = out["samples"][name]
-        res[task]["per_item"] = sorted([int(x["doc_id"]), *(float(x[m]) for m in METRICS)] for x in samples)
         # lm-eval cuts a context longer than the model's from the left, silently (lm-eval #3115): count the items
-        res[task]["contexts_cut"] = sum(any(sum(map(len, lm._encode_pair(*args))) > lm.max_length + 1
-                                            for args in x["arguments"]) for x in samples)
+        res[task] = {int(x["doc_id"]): [float(x["acc"]), float(x["acc_norm"]), int(any(
+            sum(map(len, lm._encode_pair(*args))) > lm.max_length + 1 for args in x["arguments"]))]
+            for x in out["samples"][name]}
     return res
+
+
+class ItemStore:
+    """Scored items of one model on disk, so a long NLU run resumes where it stopped (``python -m lacy.nlu``).
+
+    ``<folder>/items.jsonl``: one line per scored chunk, ``{"model": key, "scored": {task: {index: [acc,
+    acc_norm, cut]}}}``, appended whole. Lines of another model key (the same folder, another model) and a torn
+    last line (a killed write) are ignored, so what is resumed always belongs to this model.
+    """
+
+    def __init__(self, folder: str | Path, model_key: str):
+        self.path, self.key = Path(folder) / "items.jsonl", model_key
+        self.ignored = 0
+
+    def load(self) -> dict[str, dict[int, list]]:
+        have: dict[str, dict[int, list]] = {}
+        if not self.path.is_file():
+            return have
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                ok = entry["model"] == self.key
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                self.ignored += 1
+                continue
+            for task, rows in entry["scored"].items():
+                have.setdefault(task, {}).update({int(i): r for i, r in rows.items()})
+        return have
+
+    def add(self, scored: dict[str, dict[int, list]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"model": self.key, "scored": scored}) + "\n"
+        with open(self.path, "a+b") as f:
+            f.seek(0, 2)
+            if f.tell():  # after a torn last line, start a new one
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode())
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def paired(a: dict, b: dict, metric: str = "acc") -> dict[str, dict]:
