@@ -2,7 +2,8 @@
 # Issue 25 item 5: SmolLM2-135M-Instruct continued on the Wikipedia summaries with Vanilla and with LaCy
 # (configs/pretrained/, the same 204,800 ground-truth-gradient tokens), then what that makes measurable.
 #   experiments/pretrained.sh fit        # both fits, ~50 min each on 2 cores (README "Your own model")
-#   experiments/pretrained.sh nlu        # NLU of base, Vanilla- and LaCy-continued (LIMIT=300 items per task)
+#   experiments/pretrained.sh nlu        # NLU of base, Vanilla- and LaCy-continued (LIMIT=300 items per task;
+#                                        #   resumable, and a larger LIMIT scores only the items not yet scored)
 #   experiments/pretrained.sh calls      # <CALL> placement on the hand-labelled fact words (experiments/call_words.py)
 #   experiments/pretrained.sh generate   # plain generate() of the LaCy-continued export with <CALL> let through
 #   experiments/pretrained.sh realtext   # the real-text test (configs/eval/wiki_retrieval.yaml) of base, Vanilla, LaCy
@@ -25,7 +26,8 @@ fit() {  # fit NAME CONFIG
 
 nlu() {  # nlu NAME: zero-shot NLU of the base model (base) or a fitted run's final weights, LIMIT items per task
   local out=runs/pretrained/nlu/$1 model=smollm2
-  [ -f "$out/nlu.json" ] && { echo "$1: NLU cached"; return; }
+  grep -qs "\"limit\": $LIMIT," "$out/nlu.json" && { echo "$1: NLU at $LIMIT items cached"; return; }
+  # (another LIMIT: lacy.nlu resumes from the items already scored in $out/items.jsonl)
   if [ "$1" != base ]; then
     [ -f "runs/pretrained/$1/fit.done" ] || { echo "$1: not fitted yet (experiments/pretrained.sh fit)" >&2; exit 2; }
     model=$(ls -t runs/pretrained/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
