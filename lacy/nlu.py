@@ -17,7 +17,10 @@ from pathlib import Path
 from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.eval.nlu import TASKS, ItemStore, evaluate, format_table, load, log_tensorboard, write_task_yamls
 from lacy.io.atomic import write_atomic
+from lacy.io.marker import file_digest, read_marker, write_marker
 from lacy.model.loading import model_source, weights_digest
+
+NLU_MARKER = "lacy_nlu.json"
 from lacy.eval.nlu import NLUEvaluation
 
 __all__ = ["main", "NLUEvaluation"]  # NLUEvaluation: also here, the class path of lacy 0.1 configs
@@ -37,13 +40,28 @@ def model_key(model: str, gguf_file: str | None = None) -> str:
     are this model's even where another was written to the same path since."""
     path = Path(model)
     if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        return h.hexdigest()[:16]
+        return file_digest(path)[:16]
     source = model_source(model, "lacy.nlu model", "give a checkpoint (.ckpt), an export or smollm2", gguf_file=gguf_file)
     return weights_digest(source.path, source.gguf_file)
+
+
+def check_output_folder(out: Path) -> None:
+    """UsageError unless ``out`` is absent or holds only what lacy.nlu writes (nlu.json, items.jsonl, TensorBoard
+    events, its marker), with nlu.json as lacy wrote it (the marker's digest; a folder from before markers has
+    none): a user's folder or an edited result is never written into."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder; give a folder for the results")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ("nlu.json", "items.jsonl", NLU_MARKER)
+                     and not p.name.startswith("events.out.tfevents."))
+    if foreign:
+        raise UsageError(f"--out {out}: holds files lacy.nlu did not write ({', '.join(foreign[:5])}); choose a new "
+                         "or empty folder")
+    digest = ((read_marker(out, NLU_MARKER) or {}).get("sha256") or {}).get("nlu.json")
+    if digest and (out / "nlu.json").is_file() and file_digest(out / "nlu.json") != digest:
+        raise UsageError(f"--out {out}: nlu.json changed after lacy wrote it; copy it elsewhere (or undo the edit), "
+                         "or choose a new folder")
 
 
 def main(argv=None) -> None:
@@ -63,6 +81,7 @@ def main(argv=None) -> None:
     if args.chunk < 1:
         raise UsageError(f"--chunk {args.chunk}: give a positive number of items per task")
     out = Path(args.out or Path("runs/nlu") / output_name(args.model))
+    check_output_folder(out)
     with tempfile.TemporaryDirectory() as tmp:
         write_task_yamls(tmp, args.tasks)  # missing packages or data: fail before loading the model
     store = ItemStore(out, model_key(args.model, args.gguf_file))
@@ -74,6 +93,7 @@ def main(argv=None) -> None:
     res = evaluate(model, tokenizer, args.tasks, args.limit, args.batch_size, store=store, chunk=args.chunk)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "nlu.json", json.dumps({"model": args.model, "limit": args.limit, "results": res}, indent=1))
+    write_marker(out, ["nlu.json"], NLU_MARKER)
     from torch.utils.tensorboard import SummaryWriter  # here: TensorBoard's import costs seconds, only for writing
 
     with SummaryWriter(str(out)) as writer:

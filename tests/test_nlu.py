@@ -194,3 +194,25 @@ def test_an_nlu_run_resumes_the_items_it_scored_and_only_this_models(hf_with_cal
     fresh = evaluate(model, tokenizer, ["piqa"], limit=6, batch_size=4)["piqa"]  # one pass, no store
     assert resumed == fresh and resumed["items"] == 6
     assert json.loads((out / "items.jsonl").read_text().splitlines()[-1])["model"] != "another"  # a new whole line
+
+
+def test_the_output_folder_must_be_lacy_nlus_own(tmp_path):
+    """Issue 29 item 1: a user's folder, or a result edited after lacy wrote it, is refused before any work."""
+    from lacy.nlu import NLU_MARKER, check_output_folder
+    from lacy.io.marker import write_marker
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match=r"holds files lacy.nlu did not write \(notes.txt\)"):
+        main(["smollm2", "--out", str(user)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "nlu.json").write_text("{}")
+    (out / "events.out.tfevents.1.host").write_text("")
+    check_output_folder(out)  # what lacy.nlu wrote before markers: its own
+    write_marker(out, ["nlu.json"], NLU_MARKER)
+    check_output_folder(out)
+    (out / "nlu.json").write_text('{"edited": true}')
+    with pytest.raises(UsageError, match="nlu.json changed after lacy wrote it"):
+        check_output_folder(out)

@@ -14,7 +14,8 @@ from lacy.io.atomic import write_atomic
 MARKER = "lacy_export.json"
 
 
-def _sha256(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -22,7 +23,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _marker(folder: Path, marker_name: str = MARKER) -> dict | None:
+def read_marker(folder: Path, marker_name: str = MARKER) -> dict | None:
     """A lacy folder's marker ({"files": [...], "sha256": {name: digest}}), or None when ``folder`` holds no
     readable lacy marker. Markers written before the digests have none (their files are not checked)."""
     try:
@@ -44,7 +45,7 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
     present = {p.name for p in out_dir.iterdir()}
     if not present:
         return
-    found = _marker(out_dir, marker)
+    found = read_marker(out_dir, marker)
     if found is None:
         raise UsageError(f"{out_dir}: exists and was not written by lacy (no {marker}); refusing to replace it: "
                          "choose a new or empty folder, or move it away yourself")
@@ -53,7 +54,7 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
         raise UsageError(f"{out_dir}: holds files lacy did not write ({', '.join(foreign[:5])}); refusing to replace "
                          "it: move them out, or choose a new folder")
     edited = sorted(name for name, digest in found["sha256"].items()
-                    if (out_dir / name).is_file() and _sha256(out_dir / name) != digest)
+                    if (out_dir / name).is_file() and file_digest(out_dir / name) != digest)
     if edited:
         raise UsageError(f"{out_dir}: {', '.join(edited[:5])} changed after lacy wrote it; refusing to replace an "
                          "edited file: copy it elsewhere (or undo the edit), or choose a new folder")
@@ -62,6 +63,6 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
 def write_marker(folder: Path, files: list[str], marker: str = MARKER, complete: bool = True) -> None:
     """The marker listing ``files``; ``complete``: with the SHA-256 of each (write it first with ``complete``
     off, so an interrupted write is recognisably lacy's and holds no digest of a file about to be replaced)."""
-    digests = {name: _sha256(folder / name) for name in sorted(files) if complete and (folder / name).is_file()}
+    digests = {name: file_digest(folder / name) for name in sorted(files) if complete and (folder / name).is_file()}
     write_atomic(folder / marker, json.dumps({"written_by": "lacy", "files": sorted(files), "sha256": digests},
                                              indent=1) + "\n")
