@@ -2,7 +2,9 @@
 
 Each model (base SmolLM2-135M-Instruct, Vanilla- and LaCy-continued) wrote bios of the people whose summaries its
 data held out, alone and in the cascade with SmolLM2 as a plain partner and as a retrieval partner
-(configs/eval/wiki_retrieval.yaml). The table pools each row's scores against the page (lacy/eval/page_scores.py);
+(configs/eval/wiki_retrieval.yaml). The table pools each row's scores against the page (lacy/eval/page_scores.py),
+recomputed here from the saved bios with the current scorer (so rows scored by different lacy versions compare;
+the call rate, the leakage and the share of partner words in the passages shown come from wiki_eval.json);
 the paired lines compare two rows on the same people (in the same order): the difference of the rows' mean
 per-bio NE precision (each over its bios with a named entity) with a bootstrap interval over the people (experiments/stats.py; one continued-pretraining seed, so
 the interval carries only which people were asked about).
@@ -11,6 +13,7 @@ the interval carries only which people were asked about).
 """
 import argparse
 import json
+import re
 from pathlib import Path
 
 import spacy
@@ -19,7 +22,8 @@ from experiments.stats import paired_difference
 from lacy.annotators.spacy_facts import default_spacy_model
 from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.eval.factscore import KnowledgeSource
-from lacy.eval.page_scores import ne_precision
+from lacy.data.corpus import WikiSummaries
+from lacy.eval.page_scores import ne_precision, page_scores, word_support
 
 MODELS = ("base", "vanilla", "lacy")
 COLUMNS = [("call_rate", None, "call rate"), ("ne_precision", "named_entities", "NE precision (NEs)"),
@@ -37,6 +41,22 @@ def plain_text(marked: str) -> str:
     """A bio as written, from its marked form (partner pieces in [brackets]; a bracket the text itself wrote
     is dropped too, which can only change a bio that wrote one)."""
     return marked.replace("[", "").replace("]", "")
+
+
+def partner_pieces(marked: str) -> list[str]:
+    """The partner's pieces of a marked bio (the text in [brackets])."""
+    return re.findall(r"\[([^\[\]]*)\]", marked)
+
+
+def rescored(bios: list[dict], source, nlp, descriptions: dict[str, str]) -> dict:
+    """A row's page scores and partner words on the page, from its bios (``{"title", "text"}``, marked)."""
+    titles = [b["title"] for b in bios]
+    out = page_scores([plain_text(b["text"]) for b in bios], titles, source, nlp, descriptions)
+    pieces = [partner_pieces(b["text"]) for b in bios]
+    if any(pieces):
+        on_page = word_support(pieces, [source.page(t) or "" for t in titles], nlp.Defaults.stop_words)
+        out.update(partner_page_support=on_page["word_support"], partner_words=on_page["content_words"])
+    return out
 
 
 def per_bio_ne_precision(bios: list[dict], source, nlp) -> list[float | None]:
@@ -62,17 +82,20 @@ def report(folder: Path, knowledge_source: str = ".cache/lacy/wiki_knowledge.sql
             raise UsageError(f"{d}: wiki_eval.json without wiki_eval_bios.json (an interrupted test?); delete the "
                              f"folder and run experiments/pretrained.sh realtext {m} again")
     res = {m: json.loads((d / "wiki_eval.json").read_text()) for m, d in runs.items()}
+    nlp, source = spacy.load(default_spacy_model(), exclude=["lemmatizer"]), KnowledgeSource(knowledge_source)
+    bios = {m: json.loads((d / "wiki_eval_bios.json").read_text()) for m, d in runs.items()}
+    descriptions = {r["title"]: r.get("description") or "" for r in WikiSummaries(topic="People").records()}
     lines = ["| model | year leakage (probes) | row | " + " | ".join(h for _, _, h in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 3) + "|"]
     for m, r in res.items():
         slm = r["slm"]
         leak = "n/a" if slm.get("year_leakage") is None else f"{slm['year_leakage']:.3f} ({slm['year_probes']})"
-        for row, metrics in r.items():
+        for row, saved in r.items():
             if row != "slm":
+                kept = {k: saved[k] for k in ("call_rate", "partner_passage_support") if k in saved}
+                metrics = {**rescored(bios[m][row], source, nlp, descriptions), **kept}
                 lines.append(f"| {m} | {leak} | {row} | " + " | ".join(_cell(metrics, k, c) for k, c, _ in COLUMNS)
                              + " |")
-    nlp, source = spacy.load(default_spacy_model(), exclude=["lemmatizer"]), KnowledgeSource(knowledge_source)
-    bios = {m: json.loads((d / "wiki_eval_bios.json").read_text()) for m, d in runs.items()}
     scores: dict[tuple[str, str], list] = {}
     paired = ["| A | B | people | A - B: mean per-bio NE precision | 95% interval (people) |", "|---|---|---|---|---|"]
     for a, b in PAIRS:

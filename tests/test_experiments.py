@@ -550,7 +550,14 @@ def test_pretrained_real_text_report_pairs_rows_bio_by_bio(tmp_path):
             "slm": {"year_leakage": 0.0, "year_probes": 2, "people": 2},
             "slm_alone": {"call_rate": 0.0, "ne_precision": 0.5, "named_entities": 2, "ne_recall": None}}))
     text = report(tmp_path, str(ks.path)).read_text()
-    assert "| lacy | 0.000 (2) | slm_alone | 0.000 | 0.500 (2) | n/a |" in text  # n/a: nothing to score
+    # rescored from the bios (the call rate from wiki_eval.json). Pages: Ada's entities French, Lyon, 1931, Leeds
+    # (a year, a place: Leeds), Otto's none. Vanilla: NEs French 1931 Lyon | Ghent of 8 found, recall 3 of Ada's 4,
+    # years 1931 of 1931, 1975 (Otto's page states none), places Lyon of Lyon, Madrid, partner word Ghent on the page
+    assert "| vanilla | 0.000 (2) | slm_alone | 0.000 | 0.500 (8) | 0.750 (4) | 0.500 (2) | 0.500 (2) | n/a (0) | " \
+           "1.000 (1) |  |" in text
+    # LaCy: Leeds | Ghent of Leeds, Madrid | 1950, Ghent, Belgium; recall Leeds of 4; no year; Leeds of Leeds, Madrid
+    assert "| lacy | 0.000 (2) | slm_alone | 0.000 | 0.400 (5) | 0.250 (4) | n/a (0) | 0.500 (2) | n/a (0) | " \
+           "1.000 (2) |  |" in text
     # (1/2 + 1/3) / 2 - (3/5 + 1/3) / 2 = -0.05; resampling 2 people: both Ada -0.1 ... both Otto 0
     assert "| lacy slm_alone | vanilla slm_alone | 2 | -0.050 | [-0.100, +0.000] |" in text
     assert "Bios of the 2 held-out people" in text
