@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 25 item 5: SmolLM2-135M-Instruct continued on the Wikipedia summaries with Vanilla and with LaCy
 # (configs/pretrained/, the same 204,800 ground-truth-gradient tokens), then what that makes measurable.
-#   experiments/pretrained.sh fit        # both fits, ~50 min each on 2 cores (README "Your own model")
+#   experiments/pretrained.sh fit        # both fits, ~50 min each on 2 cores (README "Your own model");
+#                                        #   `fit lacy_full`: LaCy under model.noncall_softmax: full (a third fit)
 #   experiments/pretrained.sh nlu        # NLU of base, Vanilla- and LaCy-continued (LIMIT=300 items per task;
 #                                        #   resumable, and a larger LIMIT scores only the items not yet scored)
 #   experiments/pretrained.sh calls      # <CALL> placement on the hand-labelled fact words (experiments/call_words.py)
@@ -36,10 +37,19 @@ nlu() {  # nlu NAME: zero-shot NLU of the base model (base) or a fitted run's fi
   echo "$1: NLU written to $out/nlu.json"
 }
 
+config_of() {  # config_of NAME: the fit's config (base: Vanilla's, for the pretrained weights as hosted)
+  case "$1" in
+    base|vanilla) echo configs/pretrained/smollm2-135m-vanilla.yaml ;;
+    lacy) echo configs/pretrained/smollm2-135m.yaml ;;
+    lacy_full) echo configs/pretrained/smollm2-135m-full.yaml ;;
+    *) echo "experiments/pretrained.sh: unknown model '$1' (base, vanilla, lacy, lacy_full)" >&2; exit 2 ;;
+  esac
+}
+
 realtext() {  # realtext NAME: cascade bios of the held-out people with a plain and a retrieval partner (issue 26)
-  local out=runs/pretrained/realtext/$1 config=configs/pretrained/smollm2-135m-vanilla.yaml ckpt=()
+  local out=runs/pretrained/realtext/$1 config ckpt=()
+  config=$(config_of "$1")
   [ -f "$out/wiki_eval.json" ] && { echo "$1: real-text test cached"; return; }
-  [ "$1" = lacy ] && config=configs/pretrained/smollm2-135m.yaml
   if [ "$1" != base ]; then  # base: the pretrained weights as hosted (<CALL> appended, p_noCALL unchanged)
     [ -f "runs/pretrained/$1/fit.done" ] || { echo "$1: not fitted yet (experiments/pretrained.sh fit)" >&2; exit 2; }
     ckpt=(--ckpt_path "$(ls -t runs/pretrained/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1)")
@@ -53,9 +63,9 @@ realtext() {  # realtext NAME: cascade bios of the held-out people with a plain 
 
 LIMIT=${LIMIT:-300}  # items per task, spread over it (lacy.eval.nlu.subset); the CPU's budget, not the goal
 case "${1:-fit}" in
-  fit)
-    fit vanilla configs/pretrained/smollm2-135m-vanilla.yaml
-    fit lacy configs/pretrained/smollm2-135m.yaml ;;
+  fit)  # experiments/pretrained.sh fit [vanilla lacy lacy_full]   (default: vanilla lacy)
+    shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(vanilla lacy)
+    for m in "${models[@]}"; do fit "$m" "$(config_of "$m")"; done ;;
   nlu)  # experiments/pretrained.sh nlu [base vanilla lacy]   (one model after another, 2 threads)
     shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)
     for m in "${models[@]}"; do nlu "$m"; done ;;
@@ -65,7 +75,7 @@ case "${1:-fit}" in
   generate)  # plain generate() with <CALL> let through, the held-out people's "<name> was"
     $py -m experiments.plain_generate runs/pretrained/lacy --wiki --prompts 50 | tee runs/pretrained/generate.jsonl ;;
   realtext)  # experiments/pretrained.sh realtext [base vanilla lacy]; then python -m experiments.pretrained_real_text
-    shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)
+    shift; models=("$@"); [ ${#models[@]} -gt 0 ] || models=(base vanilla lacy)   # or lacy_full, once fitted
     for m in "${models[@]}"; do realtext "$m"; done ;;
   *) echo "experiments/pretrained.sh: unknown step '$1' (fit, nlu, calls, generate, realtext)" >&2; exit 2 ;;
 esac

@@ -25,7 +25,7 @@ from lacy.eval.factscore import KnowledgeSource
 from lacy.data.corpus import WikiSummaries
 from lacy.eval.page_scores import ne_precision, page_scores, word_support
 
-MODELS = ("base", "vanilla", "lacy")
+MODELS = ("base", "vanilla", "lacy", "lacy_full")  # lacy_full: LaCy under model.noncall_softmax: full
 COLUMNS = [("call_rate", None, "call rate"), ("ne_precision", "named_entities", "NE precision (NEs)"),
            ("ne_recall", "page_entities", "NE recall (page NEs)"), ("year_precision", "years", "year precision (years)"),
            ("place_precision", "places", "place precision (places)"),
@@ -33,7 +33,8 @@ COLUMNS = [("call_rate", None, "call rate"), ("ne_precision", "named_entities", 
            ("partner_page_support", "partner_words", "partner words on the page (words)"),
            ("partner_passage_support", None, "partner words in its passages")]
 # (A, B) pairs: the same row across models, and what retrieval adds within a model
-PAIRS = ([(("lacy", r), ("vanilla", r)) for r in ("slm_alone", "smollm2_budget", "rag_smollm2_budget")]
+PAIRS = ([((m, r), ("vanilla", r)) for m in ("lacy", "lacy_full") for r in ("slm_alone", "smollm2_budget",
+                                                                            "rag_smollm2_budget")]
          + [((m, "rag_smollm2_budget"), (m, "smollm2_budget")) for m in MODELS])
 
 
