@@ -22,8 +22,8 @@ of what a fact is:
 import re
 
 # the description's life span, nothing else in the brackets: "(1906–1990)", "(born 1975)"; not a BC span, not
-# "(1988–1990; 1993–1996)" (terms of office). A bare span can still be a reign or a term: 8 of the 1,189 People
-# descriptions it reads name one ("Emperor of China (1908–1912) and ...")
+# "(1988–1990; 1993–1996)" (terms of office). A bare span can still be a reign or a term ("Emperor of China
+# (1908–1912) and ..."): of the 1,189 People descriptions it reads, 8 name an office (a few of those are life spans)
 _YEARS = re.compile(r"\((?:born\s+(\d{3,4})|(\d{3,4})\s*[–-]\s*\d{3,4})\)")
 _YEAR = re.compile(r"\b(1\d{3}|20\d{2})\b")
 # a bio's stated birth year: "born" and a year in the same clause (no comma, semicolon, full stop or "died"
