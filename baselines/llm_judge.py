@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lacy.data.annotation import Annotator
 from lacy.errors import UsageError
@@ -42,9 +43,14 @@ PROMPT = (
 )
 
 
+def _clean(line: str) -> str:
+    """An answer line as a span: without list bullets, quotes and surrounding blanks."""
+    return line.strip().lstrip("-*•").strip().strip('"').strip()
+
+
 def parse_spans(answer: str, text: str) -> list[tuple[int, int]] | None:
     """Character spans named by ``answer`` (in order), or None when the answer breaks the format."""
-    lines = [line.strip().lstrip("-*•").strip().strip('"').strip() for line in answer.strip().splitlines()]
+    lines = [_clean(line) for line in answer.strip().splitlines()]
     lines = [line for line in lines if line]
     if lines == ["NONE"]:
         return []
@@ -62,11 +68,31 @@ def parse_spans(answer: str, text: str) -> list[tuple[int, int]] | None:
     return spans
 
 
+def rejected(answer: str, text: str) -> bool:
+    """Whether an answer being written can only be rejected by :func:`parse_spans`, whatever it goes on to say:
+    a finished line is not a span of ``text``, or the line being written already is not the start of one (its
+    text so far, bullets and trailing quotes and blanks aside, is not in ``text``, and it is not "NONE" begun).
+    The tokens after that point cannot change the flags."""
+    finished, current = answer.splitlines(), ""  # split as parse_spans splits
+    if finished and answer.splitlines(keepends=True)[-1] == finished[-1]:  # the last line is not finished
+        current = finished.pop()
+    if any(_clean(line) and _clean(line) != "NONE" and _clean(line) not in text for line in finished):
+        return True
+    if len([line for line in finished if _clean(line)]) > 1 and any(_clean(line) == "NONE" for line in finished) \
+            and "NONE" not in text:
+        return True  # NONE beside other lines breaks the format
+    begun = current.rstrip("\ufffd").strip().lstrip("-*•").strip().lstrip('"').rstrip(' \t"')  # \ufffd: half a
+    # character (a token boundary inside a UTF-8 byte sequence), complete only with the next token
+    return bool(begun) and begun not in text and not (not any(map(_clean, finished)) and "NONE".startswith(begun))
+
+
 class Judge:
     """Answers a batch of prompts deterministically."""
 
-    def answer(self, prompts: list[str]) -> list[str | None]:
-        """One answer per prompt; None where the backend refused that prompt (it is "no span")."""
+    def answer(self, prompts: list[str], texts: list[str] | None = None) -> list[str | None]:
+        """One answer per prompt; None where the backend refused that prompt (it is "no span"). ``texts``: each
+        prompt's document, when the answer is a span list of it (a backend may stop an answer once it is
+        :func:`rejected`)."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -82,14 +108,20 @@ class HFJudge(Judge):
         max_new_tokens: answer length limit.
         batch_size: prompts per generate call.
         device: ``auto`` = a GPU when there is one.
+        by_length: [ours] batch prompts of similar length (sorted by token count; answers come back in the
+            given order), so a batch pads little; off: batches in the given order.
+        stop_rejected: [ours] end a span-list answer once a finished line is not a span of its document
+            (:func:`rejected`: the flags are the same, the tokens after it are not generated); off: every answer
+            runs to end of text or ``max_new_tokens``.
     """
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, max_new_tokens: int = 96,
-                 batch_size: int = 8, device: str = "auto"):
+                 batch_size: int = 8, device: str = "auto", by_length: bool = True, stop_rejected: bool = True):
         self.source = model_source(model, "HFJudge model", "give smollm2 or a local Hugging Face model folder",
                                    gguf_file=gguf_file)
         self.path, self.gguf_file = self.source.path, self.source.gguf_file
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.by_length, self.stop_rejected = by_length, stop_rejected
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self._model = self._tok = None
 
@@ -116,17 +148,34 @@ class HFJudge(Judge):
                 + self._tok(tail, add_special_tokens=False, split_special_tokens=False)["input_ids"])
 
     @torch.no_grad()
-    def answer(self, prompts):
+    def answer(self, prompts, texts=None):
         if self._model is None:
             self._load()
-        out = []
-        for i in range(0, len(prompts), self.batch_size):
-            enc = self._tok.pad({"input_ids": [self._encode(p) for p in prompts[i:i + self.batch_size]]},
-                                return_tensors="pt").to(self.device)
+        ids = [self._encode(p) for p in prompts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if self.by_length else list(range(len(ids)))
+        out: list[str | None] = [None] * len(ids)
+        for b in range(0, len(order), self.batch_size):
+            batch = order[b:b + self.batch_size]
+            enc = self._tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
+            start = enc["input_ids"].shape[1]
+            stop = (StoppingCriteriaList([_StopRejected(self._tok, start, [texts[i] for i in batch])])
+                    if texts is not None and self.stop_rejected else None)
             gen = self._model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                       pad_token_id=self._tok.pad_token_id)
-            out += self._tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                                       pad_token_id=self._tok.pad_token_id, stopping_criteria=stop)
+            for i, answer in zip(batch, self._tok.batch_decode(gen[:, start:], skip_special_tokens=True)):
+                out[i] = answer
         return out
+
+
+class _StopRejected(StoppingCriteria):
+    """Marks each sequence of a batch done once its answer is :func:`rejected` by its document."""
+
+    def __init__(self, tokenizer, start: int, texts: list[str]):
+        self.tok, self.start, self.texts = tokenizer, start, texts
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        answers = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([rejected(a, t) for a, t in zip(answers, self.texts)], device=input_ids.device)
 
 
 class MalformedReply(ValueError):
@@ -237,8 +286,19 @@ class OpenAIJudge(Judge):
         return hashlib.sha256(json.dumps([self.model, self.max_tokens]).encode()).hexdigest()[:16]
 
     def _db(self) -> sqlite3.Connection:
+        """The answer cache; an existing file must be one lacy wrote (an sqlite file with only its table)."""
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.cache_path)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            db.close()
+            raise UsageError(f"OpenAIJudge cache {self.cache_path}: not a judge cache ({err}); lacy never writes "
+                             "into another file: give a new path for cache") from None
+        if tables - {"answers"}:
+            db.close()
+            raise UsageError(f"OpenAIJudge cache {self.cache_path}: an sqlite database lacy did not write (tables "
+                             f"{', '.join(sorted(tables)[:5])}); give a new path for cache")
         db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
         return db
 
@@ -287,8 +347,9 @@ class OpenAIJudge(Judge):
                                  "from the last finished chunk)") from None
             time.sleep(wait)
 
-    def answer(self, prompts):
-        """One answer per prompt; None where the server refused that document. Only answers are cached."""
+    def answer(self, prompts, texts=None):
+        """One answer per prompt; None where the server refused that document. Only answers are cached (whole:
+        ``texts`` is not used, a served answer is not stopped early)."""
         db = self._db()
         out = []
         try:
@@ -328,7 +389,8 @@ class JudgeAnnotator(Annotator):
 
     def annotate(self, texts, offsets):
         flags = []
-        for text, off, answer in zip(texts, offsets, self.judge.answer([PROMPT.format(text=t) for t in texts])):
+        answers = self.judge.answer([PROMPT.format(text=t) for t in texts], texts=list(texts))
+        for text, off, answer in zip(texts, offsets, answers):
             if answer is None:  # the server refused this document (logged by the judge)
                 self.refused += 1
                 flags.append(span_flags(len(text), [], off))

@@ -1,5 +1,6 @@
 import json
 import re
+import sqlite3
 
 import pytest
 import spacy
@@ -41,6 +42,15 @@ def test_knowledge_source_retrieves_from_the_entitys_page(source, tmp_path):
     assert not (tmp_path / "ks.tmp").exists()
     with pytest.raises(UsageError, match="KnowledgeSource.build"):
         KnowledgeSource(tmp_path / "missing.sqlite")
+    (tmp_path / "notes.sqlite").write_text("my notes, not a database " * 40)
+    with pytest.raises(UsageError, match="notes.sqlite' is not one lacy built .*give another path"):
+        KnowledgeSource(tmp_path / "notes.sqlite")
+    other = sqlite3.connect(tmp_path / "app.sqlite")
+    other.execute("CREATE TABLE people (name TEXT)")
+    other.commit()
+    other.close()
+    with pytest.raises(UsageError, match=r"app.sqlite' is not one lacy built \(tables: people\)"):
+        KnowledgeSource(tmp_path / "app.sqlite")
 
 
 def test_parsers():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.llm_judge import PROMPT, HFJudge, JudgeAnnotator, LLMJudge, OpenAIJudge, parse_spans
+from baselines.llm_judge import (PROMPT, HFJudge, JudgeAnnotator, LLMJudge, OpenAIJudge, _StopRejected, parse_spans,
+                                 rejected)
 from lacy.errors import UsageError
 from lacy.model.gpt2 import build_slm
 from lacy.train.objective import TokenLosses
@@ -156,6 +157,45 @@ def test_local_hf_judge_is_batched_greedy_and_never_crashes(tmp_path):
     ann = JudgeAnnotator(judge)
     flags = ann.annotate(texts, [offsets_of(t)[1] for t in texts])
     assert [len(f) for f in flags] == [len(offsets_of(t)[1]) for t in texts] and ann.answers == 3
+
+
+def test_an_answer_is_rejected_once_a_finished_line_is_not_a_span():
+    text = "Anna met Boris in Oslo."
+    assert not rejected("Anna\nBor", text)  # the line being written may still become a span
+    assert rejected("Anna\nBerg", text) and not rejected("NON", text) and not rejected("Ann\ufffd", text)
+    assert not rejected("Anna\r", text) and rejected("Anna\rZed", text)  # lines split as parse_spans splits
+    assert not rejected("- Anna\n\"Boris\"\n", text) and not rejected("NONE", text) and not rejected("\n\n", text)
+    assert rejected("Anna\nBergen\nOslo", text) and parse_spans("Anna\nBergen\nOslo", text) is None
+    assert rejected("NONE\nAnna\n", text)  # NONE beside spans breaks the format
+
+
+def test_length_sorted_and_stopped_answers_give_the_same_flags(tmp_path):
+    """by_length only changes which prompts share a batch (answers in the given order); stop_rejected cuts an
+    answer after a line that is not a span: each answer is a prefix of the unstopped one, the flags identical."""
+    tok = train_bpe(["Anna met Boris in Oslo. \n Lima \n Zed \n" * 10], vocab_size=300)
+    torch.manual_seed(0)
+    build_slm("micro", len(tok), 1024).save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    texts = ["Anna met Boris.", "Lima is far away from Oslo, a long way by boat and train.", "Zed", "Oslo."]
+    prompts = [PROMPT.format(text=t) for t in texts]
+    plain = HFJudge(str(tmp_path / "judge"), max_new_tokens=12, batch_size=2, device="cpu", by_length=False,
+                    stop_rejected=False)
+    fast = HFJudge(str(tmp_path / "judge"), max_new_tokens=12, batch_size=2, device="cpu")
+    full = plain.answer(prompts, texts)
+    assert fast.answer(prompts) == full  # sorted batches, same answers, in the given order
+    stopped = fast.answer(prompts, texts)
+    assert all(f.startswith(s) for s, f in zip(stopped, full)) and stopped != full  # some answers were cut
+    assert [parse_spans(s, t) is None for s, t in zip(stopped, texts)] == [parse_spans(f, t) is None
+                                                                          for f, t in zip(full, texts)]
+    flags = [JudgeAnnotator(j).annotate(texts, [offsets_of(t)[1] for t in texts]) for j in (plain, fast)]
+    assert all(np.array_equal(a, b) for a, b in zip(*flags))
+    fast._load()
+    ids = fast._tok("Text: x\n")["input_ids"]
+    stop = _StopRejected(fast._tok, len(ids), ["Anna met Boris."])
+    seq = torch.tensor([ids + fast._tok("Zed\nAnna")["input_ids"]])
+    assert stop(seq, None).tolist() == [True]
+    assert stop(torch.tensor([ids + fast._tok("Anna\nBor")["input_ids"]]), None).tolist() == [False]
+    assert stop(torch.tensor([ids + fast._tok("Anna\nZe")["input_ids"]]), None).tolist() == [True]  # no span starts so
 
 
 def test_local_judge_prompt_text_never_becomes_a_chat_marker(tmp_path):

@@ -19,6 +19,7 @@ from lacy.data.store import CACHE_VERSION, SplitWriter, TokenizedSplit, stable_h
 from lacy.data.tokenizer import EOS_TOKEN, MIN_BPE_VOCAB, gpt2_folder, load_tokenizer, train_bpe
 from lacy.errors import UsageError
 from lacy.io.atomic import atomic_dir
+from lacy.io.marker import own_cache
 from lacy.model.loading import HUB_PREFIX, SMOLLM2, materialise, model_source
 
 
@@ -82,6 +83,7 @@ class CorpusDataModule(L.LightningDataModule):
         """The corpus' content hash and document count; memoised on disk by file metadata, so a process
         start (every DDP rank, every annotation shard) does not re-read a billion-token corpus."""
         if self._corpus_digest is None:
+            own_cache(self.cache_dir)  # the first use of the cache: a user's folder is refused before any write
             key, memo = self.corpus.stat_key(), self.cache_dir / "digests.jsonl"
             known = {}
             if key is not None and memo.exists():

@@ -85,6 +85,15 @@ class KnowledgeSource:
             raise UsageError(f"knowledge source {str(self.path)!r} does not exist; build it with "
                              "KnowledgeSource.build(records, path) (lacy.eval.factscore)")
         self.db = sqlite3.connect(self.path)
+        try:
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            tables = {f"none: {err}"}
+        if not {"documents", "passages"} <= tables:
+            self.db.close()
+            raise UsageError(f"knowledge source {str(self.path)!r} is not one lacy built (tables: "
+                             f"{', '.join(sorted(tables)) or 'none'}); give another path (lacy builds it there "
+                             "when missing)")
 
     @classmethod
     def build(cls, pages: list[tuple[str, str]], path: str | Path, sentences_per_passage: int = 3):

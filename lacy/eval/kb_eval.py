@@ -9,10 +9,10 @@ import torch
 from lacy.data.tokenizer import load_tokenizer
 from lacy.errors import UsageError
 from lacy.eval.kb_metrics import call_placement, evaluate_cascade, leakage, partner_alone
-from lacy.eval.report import call_score, format_table, plot_sweep, report, spread
+from lacy.eval.report import call_score, check_outputs, format_table, plot_sweep, report, spread
 from lacy.inference.cascade import CallPolicy, Cascade, Generation
 from lacy.inference.partners import LookupPartner, ModelPartner
-from lacy.io.atomic import write_atomic
+from lacy.io.marker import write_output
 from lacy.io.monitor import BIOS_SHOWN, log_bios, log_image, log_text
 from lacy.model.loading import load_model, model_source
 from lacy.worlds.fact_masks import PlacementDocs
@@ -106,6 +106,7 @@ class KBEvaluation(L.Callback):
                 if path:
                     model_folder(path, role)
             self._files = self._world(trainer)
+            check_outputs(trainer, self.out or "kb_eval.json", ("_bios.json", ".png"))
 
     @torch.no_grad()
     def run(self, slm, tokenizer, trainer=None) -> dict:
@@ -159,7 +160,7 @@ class KBEvaluation(L.Callback):
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, trainer)
         path = report(trainer, pl_module, res, "world", self.out or "kb_eval.json", KB_COLUMNS)
         if path is not None:  # every bio's score, for paired comparisons between runs (same prompts, same order)
-            write_atomic(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bio_scores))
+            write_output(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bio_scores), "KBEvaluation out")
         log_text(trainer, "world/table", format_table(res, KB_COLUMNS))
         log_bios(trainer, "world", self.bios)
         if path is not None and self.sweep:

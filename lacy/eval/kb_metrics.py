@@ -13,6 +13,7 @@
 """
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,13 @@ import torch
 
 from lacy.eval.report import length_penalty
 from lacy.inference.cascade import CallPolicy, Cascade, Generation, call_scores
-from lacy.io.atomic import write_atomic
+from lacy.errors import UsageError
+from lacy.io.marker import read_marker, write_output
 from lacy.train.objective import token_losses
 from lacy.worlds.fact_masks import PlacementDocs
 from lacy.worlds.kb import KnowledgeBase
+
+log = logging.getLogger(__name__)
 
 BUCKETS = ((1, 1, "1"), (2, 4, "2-4"), (5, 9, "5-9"), (10, 10**9, "10+"))
 
@@ -218,7 +222,9 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
 def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[dict], probes: list[dict],
                   max_new_tokens: int = 96, gamma: int = 10) -> dict:
     """The partner's own leakage (probe accuracy) and FactScore, cached in ``<path>/partner_eval.json`` keyed
-    by everything that changes them, so each SLM's evaluation reuses one partner measurement."""
+    by everything that changes them, so each SLM's evaluation reuses one partner measurement. Only a lacy export
+    keeps it (recorded in its marker, so a later export may replace the folder); a user's model folder is left
+    as it is and the measurement is made again."""
     key = hashlib.sha256(json.dumps(["leakage-baseline", repr(kb), prompts, probes, max_new_tokens, gamma])
                          .encode()).hexdigest()[:16]
     cache = Path(path) / "partner_eval.json"
@@ -229,7 +235,13 @@ def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[
     metrics = {**leakage(model, tokenizer, probes, kb=kb),
                **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
                                   gamma)[0]}
-    write_atomic(cache, json.dumps({"key": key, "metrics": metrics}, indent=1))  # DDP ranks: alike, whole
+    if read_marker(Path(path)) is None:  # not a lacy export: lacy writes nothing into a user's model folder
+        log.info("%s is not a lacy export: the partner's own scores are not cached there", path)
+        return metrics
+    try:
+        write_output(cache, json.dumps({"key": key, "metrics": metrics}, indent=1), "KBEvaluation partner")
+    except UsageError as err:  # a partner_eval.json lacy did not write (or one edited): kept, not replaced
+        log.warning("%s; the partner's own scores are not cached", err)
     return metrics
 
 

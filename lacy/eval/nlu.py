@@ -32,8 +32,8 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from lacy.errors import UsageError  # noqa: E402
 from lacy.io.export import export_checkpoint, tokenizer_files, without_call  # noqa: E402
-from lacy.eval.report import spread  # noqa: E402
-from lacy.io.atomic import write_atomic  # noqa: E402
+from lacy.eval.report import check_outputs, output_path, spread  # noqa: E402
+from lacy.io.marker import write_output  # noqa: E402
 from lacy.io.monitor import log_text  # noqa: E402
 from lacy.model.call_token import CALL_TOKEN  # noqa: E402
 from lacy.model.loading import load_hf_tokenizer, load_model, model_source  # noqa: E402
@@ -308,6 +308,7 @@ class NLUEvaluation(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         """``test``: lm-eval and the validation sets must be there before the test loop, not after it."""
         if stage == "test":
+            check_outputs(trainer, self.out)
             with tempfile.TemporaryDirectory() as tmp:
                 write_task_yamls(tmp, self.tasks)
 
@@ -320,6 +321,6 @@ class NLUEvaluation(L.Callback):
         if not trainer.is_global_zero:
             return
         log_text(trainer, "nlu", format_table(res))
-        path = Path(self.out) if Path(self.out).parent != Path(".") else Path(trainer.log_dir or ".") / self.out
-        write_atomic(path, json.dumps(res, indent=1))
+        path = output_path(trainer, self.out)
+        write_output(path, json.dumps(res, indent=1), f"NLUEvaluation out ({self.out})")
         print(format_table(res) + f"\n(written to {path})")

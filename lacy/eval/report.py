@@ -4,11 +4,12 @@ strategy implies, and the report (TensorBoard scalars, a JSON file, a printed ta
 Nothing to score is no score, not 0: a metric over an empty set is None (JSON null, "n/a" in a table, no
 TensorBoard scalar).
 """
+import io
 import json
 import math
 from pathlib import Path
 
-from lacy.io.atomic import write_atomic
+from lacy.io.marker import check_output, write_output
 
 
 def spread(items: list, limit: int | None) -> list:
@@ -31,6 +32,20 @@ def call_score(score: str, pl_module) -> str:
     return "call" if pl_module.strategy.makes_calls else "uncertainty"
 
 
+def output_path(trainer, out: str) -> Path:
+    """Where the report file ``out`` goes: a bare name into the run's log folder, a path with a folder as given.
+    Read it on every rank (``trainer.log_dir`` is a collective under DDP)."""
+    return Path(out) if Path(out).parent != Path(".") else Path(getattr(trainer, "log_dir", None) or ".") / out
+
+
+def check_outputs(trainer, out: str, siblings: tuple[str, ...] = ()) -> None:
+    """Before the test loop: the report ``out`` and its ``siblings`` (e.g. ``_bios.json``, ``.png``: suffixes
+    of its stem) may be written there: absent, or files lacy wrote and nobody edited since (lacy.io.marker)."""
+    path = output_path(trainer, out)
+    for p in (path, *(path.with_name(path.stem + s) for s in siblings)):
+        check_output(p, f"the evaluation's out ({out})")
+
+
 def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[str]) -> Path | None:
     """Results to TensorBoard (``<prefix>/<row>/<metric>``), to a JSON file (a bare name lands in the run's log
     folder) and to a printed table; returns the JSON path on rank 0. Call it on every rank: ``trainer.log_dir``
@@ -40,11 +55,10 @@ def report(trainer, pl_module, res: dict, prefix: str, out: str, columns: list[s
             if v is not None and not isinstance(v, str):  # None: nothing to measure (e.g. no bio made a claim);
                 # JSON null, no scalar. A name (the top relation) is in the JSON and the table only
                 pl_module.log(f"{prefix}/{row}/{k}", float(v), rank_zero_only=True)
-    log_dir = trainer.log_dir  # every rank: read only on rank 0 it deadlocks the others
+    path = output_path(trainer, out)  # every rank: read only on rank 0 it deadlocks the others
     if not trainer.is_global_zero:
         return None
-    path = Path(out) if Path(out).parent != Path(".") else Path(log_dir or ".") / out
-    write_atomic(path, json.dumps(res, indent=1))
+    write_output(path, json.dumps(res, indent=1), f"the evaluation's out ({out})")
     print(format_table(res, columns) + f"\n(written to {path})")
     return path
 
@@ -69,8 +83,10 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    write_output(path, png.getvalue(), "the evaluation's out")
 
 
 def format_table(res: dict, cols: list[str]) -> str:

@@ -12,11 +12,11 @@ from lacy.errors import UsageError
 from lacy.eval.factscore import KnowledgeSource, factscore
 from lacy.eval.kb_metrics import leakage
 from lacy.eval.page_scores import page_scores, word_support, year_probes
-from lacy.eval.report import call_score, report, spread
+from lacy.eval.report import call_score, check_outputs, report, spread
 from lacy.inference.cascade import CallPolicy, Cascade
 from lacy.inference.partners import PARTNER_HINT, load_partner, partner_for
 from lacy.inference.retrieval import RetrievalPartner
-from lacy.io.atomic import write_atomic
+from lacy.io.marker import write_output
 from lacy.io.monitor import log_bios
 from lacy.model.loading import model_source
 
@@ -159,6 +159,7 @@ class WikiEvaluation(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Before the test loop: every partner must be there (the evaluation loads them only at its end)."""
         if stage == "test":
+            check_outputs(trainer, self.out or "wiki_eval.json", ("_bios.json",))
             for path in self.partners + self.retrieval_partners:
                 model_source(path, "partner", PARTNER_HINT, hub_allowed=True)
             if self.people == "held_out":  # the people must be there before the test loop, not after it
@@ -172,5 +173,5 @@ class WikiEvaluation(L.Callback):
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, call_score(self.score, pl_module), held_out)
         path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json", COLUMNS)
         if path is not None:
-            write_atomic(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bios, indent=1))
+            write_output(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bios, indent=1), "WikiEvaluation out")
         log_bios(trainer, "wiki", self.bios)

@@ -3,15 +3,32 @@
 An export (``lacy_export.json``) or a world folder (``lacy_world.json``) is replaced only when it is absent, empty,
 or holds just the files its marker lists, each as lacy wrote it (the marker keeps their SHA-256: a file edited
 since, e.g. a world's kb.json, is the user's now); anything else is refused with one line, never deleted.
+
+A cache folder (``data.cache_dir``) is lacy's when it holds ``lacy_cache.json`` (:func:`own_cache`): a folder of
+the user's is refused before anything is written into it.
+
+A single output file (an evaluation report, a plot, a measurement cached next to a model) may land in a folder
+lacy shares with the user (the working directory, a folder named by an ``out`` option): :func:`write_output`
+records it in that folder's ``lacy_outputs.json`` (or in the folder's own marker, an export's), and
+:func:`check_output` lets lacy replace only a file so recorded and unchanged since.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
 from lacy.errors import UsageError
 from lacy.io.atomic import write_atomic
 
 MARKER = "lacy_export.json"
+OUTPUTS = "lacy_outputs.json"  # single files lacy wrote into a folder it shares
+CACHE = "lacy_cache.json"
+# what an unmarked cache of an earlier lacy holds: hashed folders, the digest memo, models, the GPT-2 files, the
+# judge's answers and the summaries' index (sqlite files), hidden temporary siblings
+_CACHE_ENTRY = re.compile(r"[0-9a-f]{16}|digests\.jsonl|models|gpt2|[\w.-]+\.sqlite|\..+")
 
 
 def file_digest(path: Path) -> str:
@@ -66,3 +83,72 @@ def write_marker(folder: Path, files: list[str], marker: str = MARKER, complete:
     digests = {name: file_digest(folder / name) for name in sorted(files) if complete and (folder / name).is_file()}
     write_atomic(folder / marker, json.dumps({"written_by": "lacy", "files": sorted(files), "sha256": digests},
                                              indent=1) + "\n")
+
+
+def own_cache(folder: str | Path, option: str = "data.cache_dir") -> Path:
+    """Check that ``folder`` may hold lacy's cache, marking it on first use: absent or empty (created and marked),
+    marked (``lacy_cache.json``), or the cache of an earlier lacy (only names lacy gives there: marked now).
+    Anything else is the user's folder: UsageError naming ``option``, before any file is written into it."""
+    folder = Path(folder)
+    if (folder / CACHE).is_file():
+        return folder
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}={folder}: exists and is not a folder; give a folder for lacy's cache")
+    foreign = sorted(p.name for p in folder.iterdir() if not _CACHE_ENTRY.fullmatch(p.name)) if folder.is_dir() else []
+    if foreign:
+        raise UsageError(f"{option}={folder}: holds files lacy did not write ({', '.join(foreign[:5])}); lacy keeps "
+                         "its cache in a folder of its own: give a new or empty folder (the default is .cache/lacy)")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        write_marker(folder, [], CACHE)
+    except OSError:  # a read-only cache of lacy's is still read; a write lacy needs there names the folder itself
+        if not any(folder.iterdir()):
+            raise
+    return folder
+
+
+def _output_marker(folder: Path) -> str:
+    """The marker that records files written into ``folder``: an export's own when it is one, else OUTPUTS."""
+    return MARKER if read_marker(folder, MARKER) is not None else OUTPUTS
+
+
+def check_output(path: str | Path, option: str) -> None:
+    """Raise UsageError unless ``path`` is absent or a file lacy wrote there (:func:`write_output`) that is unchanged
+    since. Call it before the work whose result goes there; ``option`` names what sets the path."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    found = read_marker(path.parent, _output_marker(path.parent))
+    if path.is_symlink() or not path.is_file() or found is None or path.name not in found["sha256"]:
+        raise UsageError(f"{path}: exists and was not written by lacy; refusing to replace it: set {option} to "
+                         "another path, or move the file away yourself")
+    if file_digest(path) != found["sha256"][path.name]:
+        raise UsageError(f"{path}: changed after lacy wrote it; refusing to replace an edited file: copy it "
+                         f"elsewhere, or set {option} to another path")
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive ``flock`` on the folder itself (no lock file is left in a folder whose contents are checked)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_output(path: str | Path, data: str | bytes, option: str) -> Path:
+    """Write ``data`` to ``path`` whole (checked by :func:`check_output` first) and record its SHA-256 in the
+    folder's marker, under a lock: two processes recording files in one folder keep both."""
+    path = Path(path)
+    check_output(path, option)
+    write_atomic(path, data)
+    name = _output_marker(path.parent)
+    with _locked(path.parent):
+        found = read_marker(path.parent, name) or {"files": set(), "sha256": {}}
+        found["files"].add(path.name)
+        found["sha256"][path.name] = file_digest(path)
+        write_atomic(path.parent / name, json.dumps({"written_by": "lacy", "files": sorted(found["files"]),
+                                                     "sha256": dict(sorted(found["sha256"].items()))}, indent=1) + "\n")
+    return path

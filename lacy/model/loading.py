@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lacy.errors import UsageError
 from lacy.io.atomic import atomic_dir
+from lacy.io.marker import own_cache
 
 HUB_PREFIX = "hf:"  # hf:NAME asks for a Hugging Face hub model explicitly, where a command allows it
 SMOLLM2 = "smollm2"
@@ -126,4 +127,4 @@ def materialise(source: ModelSource, cache_dir: str | Path = ".cache/lacy") -> M
         load_hf_tokenizer(source).save_pretrained(tmp)
 
     key = source.digest() if source.local else hashlib.sha256(source.path.encode()).hexdigest()[:16]
-    return ModelSource(str(atomic_dir(Path(cache_dir) / "models" / key, write)))
+    return ModelSource(str(atomic_dir(own_cache(cache_dir) / "models" / key, write)))
