@@ -10,7 +10,10 @@ Two studies. ``default`` (configs/world/slm.yaml, 3 seeds; docs/results.md "Clos
 (1-5) for Vanilla, loss-only, spaCy-only, LaCy, LaCy with the true fact mask and LaCy under the full-softmax
 objective (model.noncall_softmax: full, [ours]); one seed for random calls, Rho-1, spaCy + reference and the
 KB-oracle judge; the call-rate sweep on seed 1; the cascade rows at 22% (budget) and the paper's own rule
-(argmax: call where <CALL> is the top token); runs ordered seed by seed, so rows land comparable.
+(argmax: call where <CALL> is the top token); runs ordered seed by seed, so rows land comparable. Then issue 27's
+fixes of the self-feeding selection [ours] (five seeds each: LaCy with a 20% and a 40% warm-up, with 30% of its
+calls drawn at random among the flagged tokens, warm-started from a Vanilla run on 40% of the budget, and
+spaCy + reference), and seeds 6-10 of LaCy and Vanilla (the headline pair at ten seeds).
 
 A world folder (docs/world.md; ``--world-folder``: its train.jsonl is the training text, configs/world/folder.yaml
 the overlay): five seeds (``--seeds``) of Vanilla, LaCy, spaCy-only, loss-only and LaCy with the true fact mask
@@ -86,7 +89,28 @@ def dense_specs() -> list[dict]:
         for name, cfg, extra, changes in five + (one if seed == 1 else ()):
             specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=extra, changes=changes, seed=seed,
                               sweep=seed == 1 and (name, cfg, extra, changes) in five, fact_fraction=None))
+    # issue 27: the self-feeding selection's fixes [ours], five seeds each, then seeds 6-10 of the headline pair
+    fixes = (("lacy_warmup0.2", "lacy", {"callbacks": {"LaCy": {"warmup": 0.2}}}, None),
+             ("lacy_warmup0.4", "lacy", {"callbacks": {"LaCy": {"warmup": 0.4}}}, None),
+             ("lacy_random0.3", "lacy", {"callbacks": {"LaCy": {"random_share": 0.3}}}, None),
+             ("lacy_warmstart0.4", "lacy", {}, WARM_START), ("spacy_ref", "spacy_ref", {}, None))
+    for seed in (1, 2, 3, 4, 5):
+        for name, cfg, changes, warm in fixes:
+            if not (name == "spacy_ref" and seed == 1):  # seed 1 is above
+                specs.append(dict(name=f"{name}-s{seed}", config=cfg, extra=[], changes=changes, seed=seed,
+                                  sweep=False, fact_fraction=None, warm_start=warm))
+    for seed in range(6, 11):
+        for name in ("lacy", "vanilla"):
+            specs.append(dict(name=f"{name}-s{seed}", config=name, extra=[], changes={}, seed=seed, sweep=False,
+                              fact_fraction=None))
     return specs
+
+
+# A warm start [ours]: Vanilla on the first WARM_START of the ground-truth-gradient budget (its own run folder,
+# vanilla_part0.4-sN, fitted only), then LaCy from that export (model.pretrained) on the rest: the two together
+# give every target of the budget a ground-truth gradient, as Vanilla's one run does. The LaCy part restarts the
+# optimiser and the learning-rate schedule (warm-up, cosine), as continued pretraining does.
+WARM_START = 0.4
 
 
 # LaCy with the true fact mask: configs/world/kb_oracle.yaml's oracle flags under LaCy's batch key
@@ -160,9 +184,9 @@ def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
                       **study.get("evaluation", {}))  # a folder study: its world, its partner (null: lookup only)
     if not set_init_args(callbacks, "KBEvaluation", **evaluation):
         raise ValueError(f"{spec['name']}: no KBEvaluation in callbacks of {' + '.join(sources)}")
-    fraction = spec["fact_fraction"]
+    fraction, share = spec["fact_fraction"], spec.get("budget_share", 1.0)
     budget = ({"max_tokens": round(BASE_STEPS * BATCH * BLOCK / (1 - fraction * study["flagged"])), "count": "seen"}
-              if fraction else {"max_tokens": BASE_STEPS * BATCH * BLOCK, "count": "gradient"})
+              if fraction else {"max_tokens": round(share * BASE_STEPS * BATCH * BLOCK), "count": "gradient"})
     overlay = {"seed_everything": spec["seed"],
                "trainer": {"callbacks": callbacks + [{"class_path": "lacy.TokenBudget", "init_args": budget}]}}
     if annotators != shipped:
@@ -171,13 +195,28 @@ def write_configs(spec: dict, folder: Path, study: dict) -> list[str]:
         overlay["data"] = {**overlay.get("data", {}), **study["data"]}
     if "model" in spec["changes"]:
         overlay["model"] = spec["changes"]["model"]
+    if spec.get("pretrained"):  # a warm start: the export's weights and its tokenizer (<CALL> already its last id)
+        overlay["model"] = {**overlay.get("model", {}), "pretrained": spec["pretrained"]}
+        overlay["data"] = {**overlay.get("data", {}), "tokenizer": spec["pretrained"]}
     return write_run_configs(folder, sources, overlay)
+
+
+def warm_start_part(spec: dict) -> dict:
+    """The Vanilla run a warm-started spec continues from: the first ``warm_start`` share of the budget."""
+    share = spec["warm_start"]
+    return dict(name=f"vanilla_part{share:g}-s{spec['seed']}", config="vanilla", extra=[], changes={},
+                seed=spec["seed"], sweep=False, fact_fraction=None, budget_share=share)
 
 
 def run_one(spec: dict, out: Path, study: dict, fit_only: bool = False) -> str:
     folder = out / spec["name"]
     if (folder / "kb_eval.json").exists():  # before write_configs: a finished run keeps the configs it ran with
         return f"{spec['name']}: cached"
+    if spec.get("warm_start"):  # its Vanilla part first (fitted only; resumable like any fit), then the rest
+        part = warm_start_part(spec)
+        fit_and_test(out / part["name"], write_configs(part, out / part["name"], study), "kb_eval.json",
+                     fit_only=True)
+        spec = dict(spec, budget_share=1 - spec["warm_start"], pretrained=str(latest_export(out / part["name"])))
     return fit_and_test(folder, write_configs(spec, folder, study), "kb_eval.json", fit_only)
 
 

@@ -136,3 +136,12 @@ def test_last_checkpoint_holds_the_final_weights_the_export_holds(data_kwargs, t
     exported = load_file(tmp_path / "hf" / "model.safetensors")
     for name, tensor in exported.items():
         assert torch.equal(last["state_dict"][f"model.{name}"], tensor)
+    # a chosen dirpath holding lacy's checkpoints takes more of them; a user's file or another project's
+    # checkpoint there is refused at setup, before any step
+    fit(data_kwargs, tmp_path, [Vanilla(), ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], max_steps=1)
+    (tmp_path / "mine").mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "mine" / "last.ckpt")
+    with pytest.raises(UsageError, match="dirpath=.*mine: holds last.ckpt, which no lacy fit wrote"):
+        fit(data_kwargs, tmp_path, [Vanilla(), ModelCheckpoint(dirpath=tmp_path / "mine", save_last=True)],
+            max_steps=1)
+    assert list(torch.load(tmp_path / "mine" / "last.ckpt", weights_only=True)) == ["state_dict"]

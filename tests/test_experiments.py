@@ -61,13 +61,14 @@ def test_study_configs(name, tmp_path, capsys):
     assert SWEEP
 
 
-@pytest.mark.parametrize("name", ["lacy_full-s3", "lacy_true_mask-s1", "vanilla-s5", "spacy_only-s2"])
+@pytest.mark.parametrize("name", ["lacy_full-s3", "lacy_true_mask-s1", "vanilla-s5", "spacy_only-s2", "vanilla-s9"])
 def test_dense_study_configs(name, tmp_path, capsys):
     """Issue 14: the dense world, five seeds of the main methods, the full-softmax objective variant, the
     paper's argmax rule next to the 22% budget, the sweep on seed 1, the same gradient tokens for every run;
     the spaCy rules the study started with (the later ones off, whatever the configs' defaults become)."""
     specs = dense_specs()
-    assert len(specs) == 5 * 6 + 4 and [s["seed"] for s in specs] == sorted(s["seed"] for s in specs)
+    first = specs[:5 * 6 + 4]  # issue 14's runs first, in their order; then issue 27's
+    assert [s["seed"] for s in first] == sorted(s["seed"] for s in first)
     assert sorted(s["name"] for s in specs if s["sweep"]) == sorted(
         f"{m}-s1" for m in ("vanilla", "loss_only", "spacy_only", "lacy", "lacy_true_mask", "lacy_full"))
     spec = next(s for s in specs if s["name"] == name)
@@ -88,6 +89,30 @@ def test_dense_study_configs(name, tmp_path, capsys):
     for rules in spacy:
         assert rules["relation_nouns"] and rules["trim_entities"]
         assert not any(rules[r] for r in LATER_RULES)
+
+
+def test_self_feeding_fixes_keep_vanillas_gradient_tokens(tmp_path, capsys):
+    """Issue 27: five seeds of each fix, ten of the headline pair; every variant's ground-truth-gradient tokens
+    are Vanilla's: warm-up inside LaCy's own budget, a warm start as a 40% Vanilla part plus a 60% LaCy part."""
+    from experiments.closed_world import BASE_STEPS, BATCH, BLOCK, warm_start_part
+
+    specs = {s["name"]: s for s in dense_specs()}
+    for fix in ("lacy_warmup0.2", "lacy_warmup0.4", "lacy_random0.3", "lacy_warmstart0.4", "spacy_ref"):
+        assert [n for n in specs if n.startswith(fix + "-s")] == [f"{fix}-s{i}" for i in range(1, 6)]
+    assert {n for n in specs if n.split("-s")[0] in ("lacy", "vanilla")} == {
+        f"{m}-s{i}" for m in ("lacy", "vanilla") for i in range(1, 11)}
+    budget = BASE_STEPS * BATCH * BLOCK
+    warm = by_class(resolved(specs["lacy_warmup0.2-s3"], tmp_path / "w", capsys, STUDIES["dense"])["trainer"]["callbacks"])
+    assert warm["LaCy"]["warmup"] == 0.2 and warm["TokenBudget"]["max_tokens"] == budget
+    spec = specs["lacy_warmstart0.4-s2"]
+    part = warm_start_part(spec)
+    assert part["name"] == "vanilla_part0.4-s2" and part["config"] == "vanilla" and part["seed"] == 2
+    first = by_class(resolved(part, tmp_path / "p", capsys, STUDIES["dense"])["trainer"]["callbacks"])
+    rest = resolved(dict(spec, budget_share=0.6, pretrained="runs/x/hf"), tmp_path / "r", capsys, STUDIES["dense"])
+    assert first["TokenBudget"]["max_tokens"] + by_class(rest["trainer"]["callbacks"])["TokenBudget"]["max_tokens"] \
+        == budget and first["TokenBudget"]["count"] == "gradient"
+    assert rest["model"]["pretrained"] == rest["data"]["tokenizer"] == "runs/x/hf"
+    assert "LaCy" in by_class(rest["trainer"]["callbacks"])
 
 
 def test_fig5_reference_is_the_same_seeds_vanilla(tmp_path, capsys):

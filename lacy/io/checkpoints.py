@@ -95,7 +95,24 @@ class ModelCheckpoint(LightningModelCheckpoint):
     """Lightning's ModelCheckpoint, whose ``last.ckpt`` also holds the final weights of a fit: Lightning writes it
     only at its intervals (and at the end when none was written), so a 706-step fit kept step 700's weights in
     last.ckpt while the export held step 706's, and ``main.py test --ckpt_path last.ckpt`` scored the older ones.
-    Uses two Lightning internals (``_last_global_step_saved``, ``_save_last_checkpoint``): no public hook saves last."""
+    Uses two Lightning internals (``_last_global_step_saved``, ``_save_last_checkpoint``): no public hook saves last.
+
+    A ``dirpath`` the user chose (null: the run's own version folder) must be absent, empty or hold only lacy
+    checkpoints (``*.ckpt`` a lacy fit wrote, and the hidden temporary files of interrupted saves): a fit never
+    writes its checkpoints among a user's files, nor over another project's ``last.ckpt``."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        chosen = self.dirpath  # before Lightning resolves a null one into the run's version folder
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit" or chosen is None or not Path(chosen).is_dir():
+            return
+        for entry in sorted(Path(chosen).iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not (entry.is_file() and entry.suffix == ".ckpt" and _names_the_slm(entry)):
+                raise UsageError(f"ModelCheckpoint dirpath={chosen}: holds {entry.name}, which no lacy fit wrote; "
+                                 "checkpoints go into a folder of lacy's: give a new or empty folder (or null: the "
+                                 "run's own folder)")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step and \
@@ -115,12 +132,21 @@ def is_readable(path: Path) -> bool:
         return False
 
 
+def _names_the_slm(path: Path) -> bool:
+    """A checkpoint that carries lacy's SLM architecture or tokenizer: read without its tensors (mmap), so a folder
+    of large checkpoints is checked in milliseconds (a resume checks the one it loads end to end)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch archive, or one that needs unsafe unpickling: not lacy's
+        return False
+    return isinstance(checkpoint, dict) and (MODEL_CONFIG_KEY in checkpoint or TOKENIZER_KEY in checkpoint)
+
+
 def is_lacys(path: Path) -> bool:
     """A readable checkpoint written by a lacy fit (it carries the SLM's architecture or tokenizer), safe to load."""
     if not (is_readable(path) and loads_safely(path)):
         return False
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return MODEL_CONFIG_KEY in checkpoint or TOKENIZER_KEY in checkpoint  # (lacy 0.1: the tokenizer only)
+    return _names_the_slm(path)  # (lacy 0.1: the tokenizer only)
 
 
 def loads_safely(path: Path) -> bool:
