@@ -13,6 +13,7 @@ answer with any line that is not a verbatim span is logged and counts as "no spa
 import email.utils
 import hashlib
 import http.client
+import inspect
 import json
 import logging
 import math
@@ -81,8 +82,9 @@ def rejected(answer: str, text: str) -> bool:
     if len([line for line in finished if _clean(line)]) > 1 and any(_clean(line) == "NONE" for line in finished) \
             and "NONE" not in text:
         return True  # NONE beside other lines breaks the format
-    begun = current.rstrip("\ufffd").strip().lstrip("-*•").strip().lstrip('"').rstrip(' \t"')  # \ufffd: half a
-    # character (a token boundary inside a UTF-8 byte sequence), complete only with the next token
+    # what the line holds so far, cleaned as _clean cleans it: whatever follows, the cleaned line starts with it.
+    # \ufffd: half a character (a token boundary inside a UTF-8 byte sequence), complete only with the next token
+    begun = current.rstrip("\ufffd").strip().lstrip("-*•").strip().lstrip('"').strip().rstrip('"').rstrip()
     return bool(begun) and begun not in text and not (not any(map(_clean, finished)) and "NONE".startswith(begun))
 
 
@@ -389,7 +391,9 @@ class JudgeAnnotator(Annotator):
 
     def annotate(self, texts, offsets):
         flags = []
-        answers = self.judge.answer([PROMPT.format(text=t) for t in texts], texts=list(texts))
+        prompts = [PROMPT.format(text=t) for t in texts]
+        takes_texts = "texts" in inspect.signature(self.judge.answer).parameters  # a judge written before it: without
+        answers = self.judge.answer(prompts, texts=list(texts)) if takes_texts else self.judge.answer(prompts)
         for text, off, answer in zip(texts, offsets, answers):
             if answer is None:  # the server refused this document (logged by the judge)
                 self.refused += 1

@@ -102,7 +102,8 @@ def test_self_feeding_fixes_keep_vanillas_gradient_tokens(tmp_path, capsys):
     assert {n for n in specs if n.split("-s")[0] in ("lacy", "vanilla")} == {
         f"{m}-s{i}" for m in ("lacy", "vanilla") for i in range(1, 11)}
     budget = BASE_STEPS * BATCH * BLOCK
-    warm = by_class(resolved(specs["lacy_warmup0.2-s3"], tmp_path / "w", capsys, STUDIES["dense"])["trainer"]["callbacks"])
+    warm = resolved(specs["lacy_warmup0.2-s3"], tmp_path / "w", capsys, STUDIES["dense"])
+    warm = by_class(warm["trainer"]["callbacks"])
     assert warm["LaCy"]["warmup"] == 0.2 and warm["TokenBudget"]["max_tokens"] == budget
     spec = specs["lacy_warmstart0.4-s2"]
     part = warm_start_part(spec)

@@ -169,6 +169,22 @@ def test_an_answer_is_rejected_once_a_finished_line_is_not_a_span():
     assert rejected("NONE\nAnna\n", text)  # NONE beside spans breaks the format
 
 
+def test_no_rejected_answer_parses_whatever_follows():
+    """rejected() against parse_spans, exhaustively over short answers: no answer it stops could still be
+    accepted (quotes and Unicode blanks around a span, NONE being written, line breaks of every kind)."""
+    import itertools
+
+    alphabet = ['"', " ", "\u3000", "P", "a", "N", "O", "E", "\n", "-", "x", "\r"]
+    endings = alphabet + ["ris", "aris", "ONE", "NE", '"']
+    for text in ("Paris is the capital", 'He said "NONE" once in Oslo'):
+        for n in range(1, 4):
+            for answer in map("".join, itertools.product(alphabet, repeat=n)):
+                if rejected(answer, text):
+                    for m in range(3):
+                        for more in map("".join, itertools.product(endings, repeat=m)):
+                            assert parse_spans(answer + more, text) is None, (answer, more, text)
+
+
 def test_length_sorted_and_stopped_answers_give_the_same_flags(tmp_path):
     """by_length only changes which prompts share a batch (answers in the given order); stop_rejected cuts an
     answer after a line that is not a span: each answer is a prefix of the unstopped one, the flags identical."""

@@ -1,5 +1,6 @@
 """lacy.io.marker: lacy replaces only what it wrote. Single outputs in a shared folder, the cache folder, an
 export's own measurements, the judge's sqlite cache; two writers in one folder keep both records."""
+import hashlib
 import json
 import multiprocessing
 import sqlite3
@@ -7,8 +8,8 @@ import sqlite3
 import pytest
 
 from lacy.errors import UsageError
-from lacy.io.marker import (CACHE, OUTPUTS, check_output, check_replaceable, own_cache, read_marker, write_marker,
-                            write_output)
+from lacy.io.marker import (CACHE, MARKER, OUTPUTS, check_output, check_replaceable, own_cache, read_marker,
+                            write_marker, write_output)
 
 
 def test_an_output_is_replaced_only_while_it_is_as_lacy_wrote_it(tmp_path):
@@ -36,6 +37,31 @@ def test_a_users_file_is_never_replaced_and_the_check_comes_first(tmp_path):
     (tmp_path / "link.json").symlink_to(tmp_path / "lacy.json")
     with pytest.raises(UsageError, match="link.json: exists and was not written by lacy"):
         check_output(tmp_path / "link.json", "out")
+
+
+def test_a_write_killed_before_its_record_is_still_lacys(tmp_path):
+    """The digest is recorded as pending before the write: a kill between the write and the final record leaves
+    a file the next run replaces; a killed export-folder write leaves a temporary sibling that is not foreign."""
+    from lacy.io.atomic import write_atomic
+    from lacy.io.marker import _record
+
+    out = tmp_path / "kb_eval.json"
+    write_output(out, "{}", "out")
+    _record(out, OUTPUTS, hashlib.sha256(b'{"new": 1}').hexdigest(), pending=True)
+    write_atomic(out, '{"new": 1}')  # killed here: the final record never came
+    check_output(out, "out")
+    write_output(out, '{"newer": 1}', "out")
+    assert read_marker(tmp_path, OUTPUTS)["pending"] == {}
+    export = tmp_path / "hf"
+    export.mkdir()
+    (export / "config.json").write_text("{}")
+    write_marker(export, ["config.json"])
+    _record(export / "partner_eval.json", MARKER, hashlib.sha256(b"{}").hexdigest(), pending=True)
+    (export / ".partner_eval.json-ab12cd34").write_text("{")  # the write killed after its pending record
+    check_replaceable(export)
+    (export / ".notes-ab12cd34").write_text("mine")
+    with pytest.raises(UsageError, match="holds files lacy did not write"):
+        check_replaceable(export)
 
 
 def _write_many(folder, tag, n):
@@ -77,7 +103,7 @@ def test_the_cache_folder_is_lacys_or_refused(tmp_path):
     old = tmp_path / "old"  # an earlier lacy's cache: only names lacy gives
     (old / "0123456789abcdef" / "train").mkdir(parents=True)
     (old / "digests.jsonl").write_text("")
-    (old / ".0123456789abcdef-x1y2").mkdir()
+    (old / ".0123456789abcdef-x1y2z3w4").mkdir()  # a killed build's temporary sibling
     assert (own_cache(old) / CACHE).is_file()
     home = tmp_path / "home"
     home.mkdir()
@@ -85,6 +111,11 @@ def test_the_cache_folder_is_lacys_or_refused(tmp_path):
     with pytest.raises(UsageError, match=r"data.cache_dir=.*home: holds files lacy did not write \(thesis.tex\)"):
         own_cache(home)
     assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "models").mkdir()
+    with pytest.raises(UsageError, match=r"holds files lacy did not write \(.git\)"):
+        own_cache(repo)
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="exists and is not a folder"):
         own_cache(tmp_path / "file")
@@ -146,3 +177,48 @@ def test_evaluation_reports_are_checked_at_setup_before_the_test_loop(tmp_path):
         NLUEvaluation().setup(trainer, None, "test")
     write_output(tmp_path / "mine.json", "{}", "out")
     check_outputs(trainer, "mine.json", ("_bios.json",))  # lacy's own and an absent sibling: fine
+
+
+def test_a_report_and_its_plot_are_replaced_by_the_next_test_of_the_run(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from lacy.eval.report import check_outputs, plot_sweep, report
+
+    trainer = SimpleNamespace(log_dir=str(tmp_path), is_global_zero=True)
+    module = SimpleNamespace(log=lambda *a, **k: None)
+    res = {"trained_budget@0.1": {"factscore": 0.5, "call_rate": 0.1}, "trained_budget": {"factscore": 0.6,
+                                                                                      "call_rate": 0.22}}
+    for _ in range(2):
+        check_outputs(trainer, "kb_eval.json", (".png",))  # what KBEvaluation.setup checks
+        path = report(trainer, module, res, "world", "kb_eval.json", ["factscore"])
+        plot_sweep(res, path.with_suffix(".png"))
+    assert json.loads(path.read_text()) == res and path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert read_marker(tmp_path, OUTPUTS)["files"] == {"kb_eval.json", "kb_eval.png"}
+    path.with_suffix(".png").write_bytes(b"my own figure")
+    with pytest.raises(UsageError, match="kb_eval.png: changed after lacy wrote it"):
+        check_outputs(trainer, "kb_eval.json", (".png",))
+
+
+def test_the_partners_own_scores_are_kept_only_in_a_lacy_export(tmp_path):
+    from lacy.data.tokenizer import train_bpe
+    from lacy.eval.kb_metrics import partner_alone
+    from lacy.io.export import export_hf, tokenizer_files
+    from lacy.model.gpt2 import build_slm
+    from lacy.worlds.closed_world import ClosedWorld
+
+    world = ClosedWorld(people=6, rounds=1, seed=0)
+    tok = train_bpe(world.bpe_documents(), 400)
+    model = build_slm("micro", len(tok), 128).eval()
+    prompts, probes = world.prompts()[:2], world.kb().probes()[:2]
+    mine = tmp_path / "mine"
+    model.save_pretrained(mine)
+    before = sorted(p.name for p in mine.iterdir())
+    partner_alone(str(mine), model, tok, world.kb(), prompts, probes, max_new_tokens=4)
+    assert sorted(p.name for p in mine.iterdir()) == before  # a user's folder: nothing written
+    export = export_hf(model, tokenizer_files(tok), tmp_path / "hf", call=False)
+    partner_alone(str(export), model, tok, world.kb(), prompts, probes, max_new_tokens=4, keep=False)
+    assert not (export / "partner_eval.json").exists()  # another DDP rank: measured, not written
+    first = partner_alone(str(export), model, tok, world.kb(), prompts, probes, max_new_tokens=4)
+    assert "partner_eval.json" in read_marker(export)["files"]
+    check_replaceable(export)  # still a replaceable lacy export
+    assert partner_alone(str(export), model, tok, world.kb(), prompts, probes, max_new_tokens=4) == first

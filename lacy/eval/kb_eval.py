@@ -124,7 +124,8 @@ class KBEvaluation(L.Callback):
             model = load_partner(self.partner_path, tokenizer)
             partners["trained"] = ModelPartner(model, tokenizer, self.piece)
             res["partner_alone"] = partner_alone(self.partner_path, model, tokenizer, kb, prompts, probes,
-                                                 self.max_new_tokens, self.gamma)
+                                                 self.max_new_tokens, self.gamma,
+                                                 keep=trainer is None or trainer.is_global_zero)
         for mode in self.modes:
             for name, partner in partners.items():
                 if mode == "never" and name != "lookup":

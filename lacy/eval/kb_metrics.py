@@ -220,11 +220,11 @@ def evaluate_cascade(kb: KnowledgeBase, slm, tokenizer, prompts: list[dict], par
 
 
 def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[dict], probes: list[dict],
-                  max_new_tokens: int = 96, gamma: int = 10) -> dict:
+                  max_new_tokens: int = 96, gamma: int = 10, keep: bool = True) -> dict:
     """The partner's own leakage (probe accuracy) and FactScore, cached in ``<path>/partner_eval.json`` keyed
     by everything that changes them, so each SLM's evaluation reuses one partner measurement. Only a lacy export
     keeps it (recorded in its marker, so a later export may replace the folder); a user's model folder is left
-    as it is and the measurement is made again."""
+    as it is and the measurement is made again. ``keep`` off: measured, not written (the other DDP ranks)."""
     key = hashlib.sha256(json.dumps(["leakage-baseline", repr(kb), prompts, probes, max_new_tokens, gamma])
                          .encode()).hexdigest()[:16]
     cache = Path(path) / "partner_eval.json"
@@ -235,6 +235,8 @@ def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[
     metrics = {**leakage(model, tokenizer, probes, kb=kb),
                **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
                                   gamma)[0]}
+    if not keep:
+        return metrics
     if read_marker(Path(path)) is None:  # not a lacy export: lacy writes nothing into a user's model folder
         log.info("%s is not a lacy export: the partner's own scores are not cached there", path)
         return metrics

@@ -173,5 +173,6 @@ class WikiEvaluation(L.Callback):
         res = self.run(pl_module.model, trainer.datamodule.tokenizer, call_score(self.score, pl_module), held_out)
         path = report(trainer, pl_module, res, "wiki", self.out or "wiki_eval.json", COLUMNS)
         if path is not None:
-            write_output(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bios, indent=1), "WikiEvaluation out")
+            write_output(path.with_name(f"{path.stem}_bios.json"), json.dumps(self.bios, indent=1),
+                         "WikiEvaluation out")
         log_bios(trainer, "wiki", self.bios)

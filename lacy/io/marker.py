@@ -27,8 +27,10 @@ MARKER = "lacy_export.json"
 OUTPUTS = "lacy_outputs.json"  # single files lacy wrote into a folder it shares
 CACHE = "lacy_cache.json"
 # what an unmarked cache of an earlier lacy holds: hashed folders, the digest memo, models, the GPT-2 files, the
-# judge's answers and the summaries' index (sqlite files), hidden temporary siblings
-_CACHE_ENTRY = re.compile(r"[0-9a-f]{16}|digests\.jsonl|models|gpt2|[\w.-]+\.sqlite|\..+")
+# judge's answers and the summaries' index (sqlite files and their journals), and the hidden temporary siblings
+# of any of them (lacy.io.atomic: ".<name>-XXXXXXXX", ".<name>-old-XXXXXXXX")
+_CACHED = r"[0-9a-f]{16}|digests\.jsonl|models|gpt2|[\w.-]+\.sqlite"
+_CACHE_ENTRY = re.compile(rf"(?:{_CACHED})(?:-journal|-wal|-shm)?|\.(?:{_CACHED})-(?:old-)?[a-z0-9_]{{8}}(?:\.sqlite)?")
 
 
 def file_digest(path: Path) -> str:
@@ -47,7 +49,8 @@ def read_marker(folder: Path, marker_name: str = MARKER) -> dict | None:
         marker = json.loads((folder / marker_name).read_text())
         if marker.get("written_by") != "lacy":
             return None
-        return {"files": set(marker["files"]), "sha256": dict(marker.get("sha256") or {})}
+        return {"files": set(marker["files"]), "sha256": dict(marker.get("sha256") or {}),
+                "pending": dict(marker.get("pending") or {})}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -66,15 +69,21 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
     if found is None:
         raise UsageError(f"{out_dir}: exists and was not written by lacy (no {marker}); refusing to replace it: "
                          "choose a new or empty folder, or move it away yourself")
-    foreign = sorted(present - found["files"] - {marker})
+    listed = found["files"] | {marker}
+    foreign = sorted(name for name in present - listed if not _leftover(name, listed))
     if foreign:
         raise UsageError(f"{out_dir}: holds files lacy did not write ({', '.join(foreign[:5])}); refusing to replace "
                          "it: move them out, or choose a new folder")
-    edited = sorted(name for name, digest in found["sha256"].items()
-                    if (out_dir / name).is_file() and file_digest(out_dir / name) != digest)
+    edited = sorted(name for name, digest in found["sha256"].items() if (out_dir / name).is_file()
+                    and file_digest(out_dir / name) not in (digest, found["pending"].get(name)))
     if edited:
         raise UsageError(f"{out_dir}: {', '.join(edited[:5])} changed after lacy wrote it; refusing to replace an "
                          "edited file: copy it elsewhere (or undo the edit), or choose a new folder")
+
+
+def _leftover(name: str, listed: set[str]) -> bool:
+    """A hidden temporary sibling (lacy.io.atomic: ``.<name>-XXXXXXXX``) of a listed file, left by a killed write."""
+    return any(re.fullmatch(rf"\.{re.escape(n)}-[a-z0-9_]{{8}}", name) for n in listed)
 
 
 def write_marker(folder: Path, files: list[str], marker: str = MARKER, complete: bool = True) -> None:
@@ -119,10 +128,11 @@ def check_output(path: str | Path, option: str) -> None:
     if not path.exists() and not path.is_symlink():
         return
     found = read_marker(path.parent, _output_marker(path.parent))
-    if path.is_symlink() or not path.is_file() or found is None or path.name not in found["sha256"]:
+    known = () if found is None else (found["sha256"].get(path.name), found["pending"].get(path.name))
+    if path.is_symlink() or not path.is_file() or not any(known):
         raise UsageError(f"{path}: exists and was not written by lacy; refusing to replace it: set {option} to "
                          "another path, or move the file away yourself")
-    if file_digest(path) != found["sha256"][path.name]:
+    if file_digest(path) not in known:  # the recorded digest, or the one of a write killed before it was recorded
         raise UsageError(f"{path}: changed after lacy wrote it; refusing to replace an edited file: copy it "
                          f"elsewhere, or set {option} to another path")
 
@@ -140,15 +150,31 @@ def _locked(folder: Path):
 
 def write_output(path: str | Path, data: str | bytes, option: str) -> Path:
     """Write ``data`` to ``path`` whole (checked by :func:`check_output` first) and record its SHA-256 in the
-    folder's marker, under a lock: two processes recording files in one folder keep both."""
+    folder's marker, under a lock (two processes recording files in one folder keep both). The new digest is
+    recorded as pending before the write and as the file's after it, so a write killed in between leaves a file
+    the next run still knows as lacy's."""
     path = Path(path)
     check_output(path, option)
-    write_atomic(path, data)
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    digest = hashlib.sha256(blob).hexdigest()
+    path.parent.mkdir(parents=True, exist_ok=True)
     name = _output_marker(path.parent)
-    with _locked(path.parent):
-        found = read_marker(path.parent, name) or {"files": set(), "sha256": {}}
-        found["files"].add(path.name)
-        found["sha256"][path.name] = file_digest(path)
-        write_atomic(path.parent / name, json.dumps({"written_by": "lacy", "files": sorted(found["files"]),
-                                                     "sha256": dict(sorted(found["sha256"].items()))}, indent=1) + "\n")
+    _record(path, name, digest, pending=True)
+    write_atomic(path, blob)
+    _record(path, name, digest, pending=False)
     return path
+
+
+def _record(path: Path, marker: str, digest: str, pending: bool) -> None:
+    with _locked(path.parent):
+        found = read_marker(path.parent, marker) or {"files": set(), "sha256": {}, "pending": {}}
+        found["files"].add(path.name)
+        if pending:
+            found["pending"][path.name] = digest
+        else:
+            found["sha256"][path.name] = digest
+            found["pending"].pop(path.name, None)
+        body = {"written_by": "lacy", "files": sorted(found["files"]), "sha256": dict(sorted(found["sha256"].items()))}
+        if found["pending"]:
+            body["pending"] = dict(sorted(found["pending"].items()))
+        write_atomic(path.parent / marker, json.dumps(body, indent=1) + "\n")
