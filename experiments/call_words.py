@@ -23,7 +23,7 @@ from lacy.annotators.spacy_facts import SpacyFactAnnotator
 from lacy.annotators.spans import span_flags
 from lacy.errors import ArgumentParser, UsageError, entry_point
 from lacy.eval.kb_metrics import call_placement
-from lacy.io.atomic import write_atomic
+from lacy.io.marker import write_output
 from lacy.worlds.fact_masks import PlacementDocs
 
 DATA = Path(__file__).parent / "data" / "wiki_fact_words.jsonl"
@@ -78,7 +78,7 @@ def main(argv=None):
             lines.append(json.dumps(placement(Path(run), rows, args.rate)))
             print(lines[-1], flush=True)
     if args.out:
-        write_atomic(args.out, "\n".join(lines) + "\n")
+        write_output(args.out, "\n".join(lines) + "\n", "--out")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from lacy.eval.kb_metrics import _target_losses, call_placement
 from lacy.annotators.spacy_facts import SpacyFactAnnotator
 from lacy.annotators.spans import span_flags
 from lacy.data.tokenizer import train_bpe
+from lacy.io.marker import write_output
 from lacy.worlds.closed_world import ClosedWorld
 
 
@@ -98,8 +99,7 @@ def main(argv=None):
                      (f" | {v['_precision']:.3f} |" if "_precision" in v else " | |"))
     text = (f"Share of each relation's value tokens flagged by each signal / called by each model ({args.docs} "
             "validation documents; precision: share of flags or calls on fact values):\n\n" + "\n".join(lines))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_output(args.out, text + "\n", "--out")
     print(text)
 
 

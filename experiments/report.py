@@ -8,6 +8,8 @@ import math
 import statistics
 from pathlib import Path
 
+from lacy.io.marker import write_output
+
 BUCKETS = ("1", "2-4", "5-9", "10+")
 LABELS = {"vanilla": "vanilla (confidence cascade)", "llm_judge_oracle": "llm_judge (KB oracle judge)",
           "lacy_true_mask": "lacy, true fact mask (oracle)", "lacy_full": "lacy, full softmax [ours]"}
@@ -284,7 +286,7 @@ def report(out: Path) -> Path:
                   f"thread each (two jobs in parallel on 2 cores: ~{(fit_h + test_h) / 2:.2f} h wall clock); the "
                   "partner's training is cached outside the study."]
     path = out / "results.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_output(path, "\n".join(lines) + "\n", "--out")
     _plots(runs, swept, out)
     print(path.read_text())
     return path
@@ -292,6 +294,8 @@ def report(out: Path) -> Path:
 
 def _plots(runs: dict, swept: dict, out: Path) -> None:
     import matplotlib
+
+    from lacy.eval.report import write_figure  # here, with matplotlib: only the plots need them
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -306,7 +310,7 @@ def _plots(runs: dict, swept: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no point hidden
     fig.tight_layout()
-    fig.savefig(out / "factscore_vs_call_rate.png", dpi=120)
+    write_figure(fig, out / "factscore_vs_call_rate.png", "--out")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colours = plt.cm.tab20.colors  # more methods than the default cycle's 10 colours
@@ -321,5 +325,5 @@ def _plots(runs: dict, swept: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no point hidden
     fig.tight_layout()
-    fig.savefig(out / "factscore_vs_leakage.png", dpi=120)
+    write_figure(fig, out / "factscore_vs_leakage.png", "--out")
     plt.close(fig)

@@ -83,10 +83,15 @@ def plot_sweep(res: dict, path: Path, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    write_figure(fig, path, "the evaluation's out")
+    plt.close(fig)
+
+
+def write_figure(fig, path: Path, option: str) -> Path:
+    """A matplotlib figure as a PNG file lacy owns (lacy.io.marker.write_output: never over a user's file)."""
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
-    plt.close(fig)
-    write_output(path, png.getvalue(), "the evaluation's out")
+    return write_output(path, png.getvalue(), option)
 
 
 def format_table(res: dict, cols: list[str]) -> str:
