@@ -64,6 +64,13 @@ def test_a_write_killed_before_its_record_is_still_lacys(tmp_path):
         check_replaceable(export)
 
 
+def test_a_users_file_named_like_the_record_is_never_replaced(tmp_path):
+    (tmp_path / OUTPUTS).write_text("my list of outputs")
+    with pytest.raises(UsageError, match="lacy_outputs.json: a file lacy did not write"):
+        write_output(tmp_path / "kb_eval.json", "{}", "out")
+    assert (tmp_path / OUTPUTS).read_text() == "my list of outputs" and not (tmp_path / "kb_eval.json").exists()
+
+
 def _write_many(folder, tag, n):
     for i in range(n):
         write_output(folder / f"{tag}{i}.json", "{}", "out")
@@ -111,6 +118,24 @@ def test_the_cache_folder_is_lacys_or_refused(tmp_path):
     with pytest.raises(UsageError, match=r"data.cache_dir=.*home: holds files lacy did not write \(thesis.tex\)"):
         own_cache(home)
     assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+    lookalike = tmp_path / "lookalike"  # names lacy gives, contents it never wrote: the user's
+    for name, make in (("contacts.sqlite", lambda f: sqlite3.connect(f).execute("CREATE TABLE people (n TEXT)")),
+                       ("digests.jsonl", lambda f: f.write_text("my own log line\n")),
+                       ("models", lambda f: (f.mkdir(), (f / "mine.bin").write_text("weights")))):
+        folder = lookalike / name.split(".")[0]
+        folder.mkdir(parents=True)
+        make(folder / name)
+        with pytest.raises(UsageError, match=f"holds files lacy did not write \\({name}\\)"):
+            own_cache(folder)
+        assert not (folder / CACHE).exists()
+    judged = tmp_path / "judged"  # an earlier lacy's cache with the judge's answers and the memo
+    judged.mkdir()
+    db = sqlite3.connect(judged / "judge.sqlite")
+    db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+    db.commit()
+    db.close()
+    (judged / "digests.jsonl").write_text('{"key": "k", "digest": "d", "docs": 3}\n')
+    assert (own_cache(judged) / CACHE).is_file()
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     (repo / "models").mkdir()
@@ -222,3 +247,6 @@ def test_the_partners_own_scores_are_kept_only_in_a_lacy_export(tmp_path):
     assert "partner_eval.json" in read_marker(export)["files"]
     check_replaceable(export)  # still a replaceable lacy export
     assert partner_alone(str(export), model, tok, world.kb(), prompts, probes, max_new_tokens=4) == first
+    (export / "partner_eval.json").write_text("my notes, not JSON")  # not lacy's any more: measured, kept
+    assert partner_alone(str(export), model, tok, world.kb(), prompts, probes, max_new_tokens=4) == first
+    assert (export / "partner_eval.json").read_text() == "my notes, not JSON"

@@ -228,10 +228,12 @@ def partner_alone(path: str, model, tokenizer, kb: KnowledgeBase, prompts: list[
     key = hashlib.sha256(json.dumps(["leakage-baseline", repr(kb), prompts, probes, max_new_tokens, gamma])
                          .encode()).hexdigest()[:16]
     cache = Path(path) / "partner_eval.json"
-    if cache.is_file():
-        known = json.loads(cache.read_text())
-        if known.get("key") == key:
-            return known["metrics"]
+    try:
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, ValueError):  # not lacy's (or torn): measured again; write_output then leaves it as it is
+        known = {}
+    if isinstance(known, dict) and known.get("key") == key and isinstance(known.get("metrics"), dict):
+        return known["metrics"]
     metrics = {**leakage(model, tokenizer, probes, kb=kb),
                **evaluate_cascade(kb, model, tokenizer, prompts, None, CallPolicy("never"), max_new_tokens,
                                   gamma)[0]}

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 from lacy.errors import UsageError
@@ -103,7 +104,7 @@ def own_cache(folder: str | Path, option: str = "data.cache_dir") -> Path:
         return folder
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option}={folder}: exists and is not a folder; give a folder for lacy's cache")
-    foreign = sorted(p.name for p in folder.iterdir() if not _CACHE_ENTRY.fullmatch(p.name)) if folder.is_dir() else []
+    foreign = sorted(p.name for p in folder.iterdir() if not _cached_by_lacy(p)) if folder.is_dir() else []
     if foreign:
         raise UsageError(f"{option}={folder}: holds files lacy did not write ({', '.join(foreign[:5])}); lacy keeps "
                          "its cache in a folder of its own: give a new or empty folder (the default is .cache/lacy)")
@@ -116,6 +117,33 @@ def own_cache(folder: str | Path, option: str = "data.cache_dir") -> Path:
     return folder
 
 
+def _cached_by_lacy(entry: Path) -> bool:
+    """An entry of an unmarked cache folder that an earlier lacy wrote: a name lacy gives there and, where a user
+    could have a file of that name, lacy's content (the digest memo's records, the judge's or the summaries'
+    sqlite tables, models under hashed folders)."""
+    if not _CACHE_ENTRY.fullmatch(entry.name):
+        return False
+    if entry.name == "digests.jsonl":
+        try:
+            rows = [json.loads(line) for line in entry.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return False
+        return all(isinstance(r, dict) and {"key", "digest", "docs"} <= r.keys() for r in rows)
+    if entry.name.endswith(".sqlite"):
+        try:
+            db = sqlite3.connect(f"file:{entry}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
+        return all(t in ("answers", "documents") or t.startswith("passages") for t in tables)
+    if entry.name == "models":
+        return entry.is_dir() and all(re.fullmatch(r"\.?[0-9a-f]{16}(-.+)?", m.name) for m in entry.iterdir())
+    return True
+
+
 def _output_marker(folder: Path) -> str:
     """The marker that records files written into ``folder``: an export's own when it is one, else OUTPUTS."""
     return MARKER if read_marker(folder, MARKER) is not None else OUTPUTS
@@ -125,6 +153,7 @@ def check_output(path: str | Path, option: str) -> None:
     """Raise UsageError unless ``path`` is absent or a file lacy wrote there (:func:`write_output`) that is unchanged
     since. Call it before the work whose result goes there; ``option`` names what sets the path."""
     path = Path(path)
+    _refuse_foreign_marker(path.parent)
     if not path.exists() and not path.is_symlink():
         return
     found = read_marker(path.parent, _output_marker(path.parent))
@@ -165,8 +194,16 @@ def write_output(path: str | Path, data: str | bytes, option: str) -> Path:
     return path
 
 
+def _refuse_foreign_marker(folder: Path) -> None:
+    """A file named like lacy's record of outputs that lacy did not write is the user's: never replaced."""
+    if (folder / OUTPUTS).exists() and read_marker(folder, OUTPUTS) is None and read_marker(folder, MARKER) is None:
+        raise UsageError(f"{folder / OUTPUTS}: a file lacy did not write, where lacy keeps the record of its outputs "
+                         "in this folder; move it away, or have lacy write into another folder")
+
+
 def _record(path: Path, marker: str, digest: str, pending: bool) -> None:
     with _locked(path.parent):
+        _refuse_foreign_marker(path.parent)
         found = read_marker(path.parent, marker) or {"files": set(), "sha256": {}, "pending": {}}
         found["files"].add(path.name)
         if pending:
