@@ -62,7 +62,7 @@ def check_replaceable(out_dir: Path, marker: str = MARKER) -> None:
     if not out_dir.exists() and not out_dir.is_symlink():
         return
     if not out_dir.is_dir() or out_dir.is_symlink():
-        raise UsageError(f"{out_dir}: exists and is not a folder; choose a new folder for the export")
+        raise UsageError(f"{out_dir}: exists and is not a folder; choose a new folder")
     present = {p.name for p in out_dir.iterdir()}
     if not present:
         return
