@@ -112,9 +112,12 @@ class HFJudge(Judge):
         device: ``auto`` = a GPU when there is one.
         by_length: [ours] batch prompts of similar length (sorted by token count; answers come back in the
             given order), so a batch pads little; off: batches in the given order.
-        stop_rejected: [ours] end a span-list answer once a finished line is not a span of its document
-            (:func:`rejected`: the flags are the same, the tokens after it are not generated); off: every answer
-            runs to end of text or ``max_new_tokens``.
+        stop_rejected: [ours] end a span-list answer once a line, finished or being written, cannot be a span of
+            its document (:func:`rejected`: the flags are the same, the tokens after it are not generated); off:
+            every answer runs to end of text or ``max_new_tokens``.
+
+    Neither switch is in :meth:`fingerprint`: both leave the flags as they were (bench/judge.py measures it; 32 of
+    32 documents identical, docs/benchmarks.md), so a cache annotated with either setting serves the other.
     """
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, max_new_tokens: int = 96,
