@@ -10,6 +10,7 @@ document the server refuses (HTTP 400/413/422) is that document's "no span", log
 Both decode greedily. The answer format is strict: one verbatim span of the document per line, or NONE; an
 answer with any line that is not a verbatim span is logged and counts as "no span", never a crash.
 """
+import copy
 import email.utils
 import hashlib
 import http.client
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from lacy.data.annotation import Annotator
 from lacy.errors import UsageError
@@ -115,18 +116,30 @@ class HFJudge(Judge):
         stop_rejected: [ours] end a span-list answer once a line, finished or being written, cannot be a span of
             its document (:func:`rejected`: the flags are the same, the tokens after it are not generated); off:
             every answer runs to end of text or ``max_new_tokens``.
+        shared_prefix: [ours] the prompts' common first tokens (chat template and instruction, about half of a
+            biography's prompt) are read once per :meth:`answer` call and their KV cache copied into every batch;
+            off: every prompt is read whole.
+        drop_finished: [ours] decode with our own greedy loop, which takes an answer out of the batch (and its
+            rows out of the KV cache) as soon as it ends, so a batch costs the sum of its answers' lengths, not
+            its longest answer times its size; off: transformers' ``generate``. Its continuous batching
+            (``generate_batch``), the library's way to drop finished rows, was measured 1.6x slower than
+            ``generate`` on this CPU (docs/benchmarks.md).
 
-    Neither switch is in :meth:`fingerprint`: both leave the flags as they were (bench/judge.py measures it; 32 of
-    32 documents identical, docs/benchmarks.md), so a cache annotated with either setting serves the other.
+    Decoding is raw greedy in both paths: the argmax of the model's logits until one of its EOS ids; options of
+    the model's ``generation_config`` that reshape logits (repetition penalties, bad words) are not applied. No
+    switch is in :meth:`fingerprint`: they leave the answers as they were (bench/judge.py measures it against the
+    judge as it first ran, docs/benchmarks.md), so a cache annotated with any setting serves the others.
     """
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, max_new_tokens: int = 96,
-                 batch_size: int = 8, device: str = "auto", by_length: bool = True, stop_rejected: bool = True):
+                 batch_size: int = 8, device: str = "auto", by_length: bool = True, stop_rejected: bool = True,
+                 shared_prefix: bool = True, drop_finished: bool = True):
         self.source = model_source(model, "HFJudge model", "give smollm2 or a local Hugging Face model folder",
                                    gguf_file=gguf_file)
         self.path, self.gguf_file = self.source.path, self.source.gguf_file
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.by_length, self.stop_rejected = by_length, stop_rejected
+        self.shared_prefix, self.drop_finished = shared_prefix, drop_finished
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self._model = self._tok = None
 
@@ -157,19 +170,74 @@ class HFJudge(Judge):
         if self._model is None:
             self._load()
         ids = [self._encode(p) for p in prompts]
+        head = _common_prefix(ids) if self.shared_prefix else []
+        head_cache = DynamicCache()  # empty: no shared head
+        if head:  # read once; each batch gets a copy (decoding appends to it)
+            self._model(input_ids=torch.tensor([head], device=self.device), past_key_values=head_cache,
+                        use_cache=True, logits_to_keep=1)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if self.by_length else list(range(len(ids)))
+        stop = texts if texts is not None and self.stop_rejected else None
         out: list[str | None] = [None] * len(ids)
         for b in range(0, len(order), self.batch_size):
             batch = order[b:b + self.batch_size]
-            enc = self._tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
-            start = enc["input_ids"].shape[1]
-            stop = (StoppingCriteriaList([_StopRejected(self._tok, start, [texts[i] for i in batch])])
-                    if texts is not None and self.stop_rejected else None)
-            gen = self._model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                       pad_token_id=self._tok.pad_token_id, stopping_criteria=stop)
-            for i, answer in zip(batch, self._tok.batch_decode(gen[:, start:], skip_special_tokens=True)):
+            rest = self._tok.pad({"input_ids": [ids[i][len(head):] for i in batch]}, return_tensors="pt")
+            cache = copy.deepcopy(head_cache)
+            cache.batch_repeat_interleave(len(batch))
+            mask = torch.cat([torch.ones(len(batch), len(head), dtype=torch.long), rest["attention_mask"]], 1)
+            decode = self._greedy if self.drop_finished else self._generate
+            answers = decode(rest["input_ids"].to(self.device), mask.to(self.device), cache, head,
+                             None if stop is None else [stop[i] for i in batch])
+            for i, answer in zip(batch, answers):
                 out[i] = answer
         return out
+
+    def _eos(self) -> list[int]:
+        eos = self._model.generation_config.eos_token_id
+        eos = self._tok.eos_token_id if eos is None else eos
+        return eos if isinstance(eos, list) else [eos]
+
+    def _generate(self, rest, mask, cache, head, texts):
+        """transformers' ``generate`` on [head][left padding][prompt's rest], the head read from ``cache`` (its
+        ids stand in ``input_ids`` too: generate reads only the positions past the cache; ``mask`` covers both)."""
+        inputs = torch.cat([torch.tensor([head] * len(rest), dtype=rest.dtype, device=self.device).reshape(
+            len(rest), len(head)), rest], 1)
+        config = GenerationConfig(do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=self._eos(),
+                                  pad_token_id=self._tok.pad_token_id)
+        stop = (StoppingCriteriaList([_StopRejected(self._tok, inputs.shape[1], texts)]) if texts is not None
+                else None)
+        gen = self._model.generate(input_ids=inputs, attention_mask=mask, past_key_values=cache,
+                                   generation_config=config, stopping_criteria=stop)
+        return self._tok.batch_decode(gen[:, inputs.shape[1]:], skip_special_tokens=True)
+
+    def _greedy(self, rest, mask, cache, head, texts):
+        """Greedy decoding that takes each answer out of the batch when it ends: at an EOS id, at ``max_new_tokens``, or once :func:`rejected` by its document (``texts``; the token that
+        made it so is kept, as ``generate`` with :class:`_StopRejected` keeps it)."""
+        eos = set(self._eos())
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_ids, step_pos = rest, positions[:, len(head):]
+        live = list(range(len(rest)))  # the batch rows still decoding, in cache order
+        tokens: list[list[int]] = [[] for _ in live]
+        for _ in range(self.max_new_tokens):
+            logits = self._model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            nxt = logits.argmax(-1)
+            keep = []
+            for k, (row, t) in enumerate(zip(live, nxt.tolist())):
+                tokens[row].append(t)  # an EOS too: decoded as generate's output is (a special id is skipped)
+                if t not in eos and len(tokens[row]) < self.max_new_tokens and not (
+                        texts is not None and rejected(self._tok.decode(tokens[row], skip_special_tokens=True),
+                                                       texts[row])):
+                    keep.append(k)
+            if not keep:
+                break
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, nxt, step_pos = mask[index], nxt[index], step_pos[index]
+                live = [live[k] for k in keep]
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
+            step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+        return self._tok.batch_decode(tokens, skip_special_tokens=True)
 
 
 class _StopRejected(StoppingCriteria):
@@ -181,6 +249,16 @@ class _StopRejected(StoppingCriteria):
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
         answers = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
         return torch.tensor([rejected(a, t) for a, t in zip(answers, self.texts)], device=input_ids.device)
+
+
+def _common_prefix(ids: list[list[int]]) -> list[int]:
+    """The first tokens every prompt shares, short of the shortest prompt's last token (each prompt keeps at
+    least one token to read with its own padding)."""
+    n = min(len(i) for i in ids) - 1
+    first = ids[0]
+    for other in ids[1:]:
+        n = next((k for k in range(n) if other[k] != first[k]), n)
+    return first[:max(n, 0)]
 
 
 class MalformedReply(ValueError):

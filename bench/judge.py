@@ -3,8 +3,9 @@
     python bench/judge.py [--docs 32] [--batch-size 16] [--endpoint http://127.0.0.1:8000/v1 --model NAME]
 
 Default backend: SmolLM2-135M-Instruct (offline, greedy), run twice on the same documents in one process: as the
-judge ran before (batches in corpus order, every answer to its end: ``by_length`` and ``stop_rejected`` off,
-8 prompts a batch) and as it runs now (the defaults and ``--batch-size``). Prints each one's documents/s and GPT-2
+judge ran before (batches in corpus order, every answer to its end, each prompt read whole, transformers'
+``generate``: ``by_length``, ``stop_rejected``, ``shared_prefix`` and ``drop_finished`` off, 8 prompts a batch)
+and as it runs now (the defaults and ``--batch-size``). Prints each one's documents/s and GPT-2
 tokens/s, the speed-up, the share of documents whose flags agree token for token, the answers breaking the
 strict span format and the flagged fraction. The paper: 233 A100-hours per 1B tokens.
 """
@@ -38,8 +39,10 @@ def main():
                                                         cache=tempfile.mktemp(suffix=".sqlite"))}
     else:
         judges = {"before (corpus order, 8 a batch, whole answers)":
-                  HFJudge("smollm2", batch_size=8, by_length=False, stop_rejected=False),
-                  f"now (by length, {args.batch_size} a batch, rejected answers stopped)":
+                  HFJudge("smollm2", batch_size=8, by_length=False, stop_rejected=False, shared_prefix=False,
+                          drop_finished=False),
+                  f"now (by length, {args.batch_size} a batch, rejected answers stopped, shared prompt head read "
+                  "once, finished answers dropped)":
                   HFJudge("smollm2", batch_size=args.batch_size)}
     runs = {}
     for name, judge in judges.items():

@@ -33,6 +33,7 @@ nlu() {  # nlu NAME: zero-shot NLU of the base model (base) or a fitted run's fi
     [ -f "runs/pretrained/$1/fit.done" ] || { echo "$1: not fitted yet (experiments/pretrained.sh fit)" >&2; exit 2; }
     model=$(ls -t runs/pretrained/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
   fi
+  mkdir -p runs/pretrained
   /usr/bin/time -f "$1 nlu %e s" $py -m lacy.nlu "$model" --limit "$LIMIT" --out "$out" > "runs/pretrained/nlu-$1.log" 2>&1
   echo "$1: NLU written to $out/nlu.json"
 }

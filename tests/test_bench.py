@@ -24,3 +24,12 @@ def test_cascade_bench_reports_both_ratios(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "0% calls: HF generate" in out and "(goal >= 0.8)" in out
     assert "same text: True" in out  # the partner's cache changes the cost, never the text
+
+
+def test_objective_bench_compares_the_same_gradient(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["objective.py", "--batch-size", "2", "--block-size", "8", "--vocab", "11",
+                                      "--repeats", "1"])
+    runpy.run_path("bench/objective.py", run_name="__main__")
+    out = capsys.readouterr().out
+    assert "autograd: " in out and "lacy: " in out and "speed-up " in out
+    assert float(out.rsplit("largest gradient difference ", 1)[1]) < 1e-6

@@ -1,3 +1,5 @@
+import itertools
+import json
 import re
 import sqlite3
 import time
@@ -6,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.llm_judge import (PROMPT, HFJudge, JudgeAnnotator, LLMJudge, OpenAIJudge, _StopRejected, parse_spans,
-                                 rejected)
+from baselines.llm_judge import (PROMPT, HFJudge, JudgeAnnotator, LLMJudge, OpenAIJudge, _StopRejected,
+                                 _common_prefix, parse_spans, rejected)
 from lacy.errors import UsageError
 from lacy.model.gpt2 import build_slm
 from lacy.train.objective import TokenLosses
@@ -172,8 +174,6 @@ def test_an_answer_is_rejected_once_a_finished_line_is_not_a_span():
 def test_no_rejected_answer_parses_whatever_follows():
     """rejected() against parse_spans, exhaustively over short answers: no answer it stops could still be
     accepted (quotes and Unicode blanks around a span, NONE being written, line breaks of every kind)."""
-    import itertools
-
     alphabet = ['"', " ", "\u3000", "P", "a", "N", "O", "E", "\n", "-", "x", "\r"]
     endings = alphabet + ["ris", "aris", "ONE", "NE", '"']
     for text in ("Paris is the capital", 'He said "NONE" once in Oslo'):
@@ -195,7 +195,7 @@ def test_length_sorted_and_stopped_answers_give_the_same_flags(tmp_path):
     texts = ["Anna met Boris.", "Lima is far away from Oslo, a long way by boat and train.", "Zed", "Oslo."]
     prompts = [PROMPT.format(text=t) for t in texts]
     plain = HFJudge(str(tmp_path / "judge"), max_new_tokens=12, batch_size=2, device="cpu", by_length=False,
-                    stop_rejected=False)
+                    stop_rejected=False, shared_prefix=False, drop_finished=False)
     fast = HFJudge(str(tmp_path / "judge"), max_new_tokens=12, batch_size=2, device="cpu")
     full = plain.answer(prompts, texts)
     assert fast.answer(prompts) == full  # sorted batches, same answers, in the given order
@@ -212,6 +212,51 @@ def test_length_sorted_and_stopped_answers_give_the_same_flags(tmp_path):
     assert stop(seq, None).tolist() == [True]
     assert stop(torch.tensor([ids + fast._tok("Anna\nBor")["input_ids"]]), None).tolist() == [False]
     assert stop(torch.tensor([ids + fast._tok("Anna\nZe")["input_ids"]]), None).tolist() == [True]  # no span starts so
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_every_decoding_switch_gives_the_answers_of_plain_generate(tmp_path, family):
+    """shared_prefix (the common head's KV cache copied into each batch) and drop_finished (our greedy loop,
+    finished rows out of the batch and its cache) against transformers' generate on whole prompts, with EOS
+    ending some answers early, batches of unequal lengths, and rotary positions (llama) behind the left padding."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = train_bpe(["Anna met Boris in Oslo. \n Lima \n Zed \n" * 10], vocab_size=300)
+    torch.manual_seed(0)
+    model = build_slm("micro", len(tok), 1024) if family == "gpt2" else AutoModelForCausalLM.from_config(
+        AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024))
+    with torch.no_grad():  # weights x16: a random model this small writes nearly one answer to every prompt
+        for w in model.parameters():
+            w.mul_(16 if w.dim() > 1 else 1)
+    model.save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    texts = ["Anna met Boris.", "Lima is far away from Oslo, a long way by boat and train.", "Zed", "Oslo.",
+             "Boris and Anna, Lima and Zed."]
+    prompts = [PROMPT.format(text=t) for t in texts]
+
+    def judge(**switches):
+        return HFJudge(str(tmp_path / "judge"), max_new_tokens=12, batch_size=3, device="cpu", **switches)
+
+    plain = judge(by_length=False, stop_rejected=False, shared_prefix=False, drop_finished=False)
+    plain._load()
+    written = [plain._model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12, min_new_tokens=12,
+                                     pad_token_id=0)[0, len(ids):].tolist() for ids in map(plain._encode, prompts)]
+    first = {t: {row.index(t) if t in row else None for row in written} for row in written for t in row[1:]}
+    eos = max(first, key=lambda t: len(first[t]))  # as EOS it ends the answers at the most different steps
+    (tmp_path / "judge" / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    plain = judge(by_length=False, stop_rejected=False, shared_prefix=False, drop_finished=False)
+    full = plain.answer(prompts, texts)
+    assert len(first[eos]) >= 3 and len(set(full)) >= 3, full
+    stopped = judge(by_length=False, shared_prefix=False, drop_finished=False).answer(prompts, texts)
+    for by_length, shared_prefix, drop_finished in itertools.product([False, True], repeat=3):
+        j = judge(by_length=by_length, shared_prefix=shared_prefix, drop_finished=drop_finished)
+        assert j.answer(prompts) == full, (by_length, shared_prefix, drop_finished)
+        assert j.answer(prompts, texts) == stopped, (by_length, shared_prefix, drop_finished)
+    head = judge()
+    head._load()
+    assert len(_common_prefix([head._encode(p) for p in prompts])) > 30  # a long shared head was in play
+    assert judge().answer([prompts[2]]) == [full[2]]  # one prompt: its last token is not shared
 
 
 def test_local_judge_prompt_text_never_becomes_a_chat_marker(tmp_path):

@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lacy.train.objective import IGNORE_INDEX, lacy_objective, token_losses
+from lacy.train.objective import IGNORE_INDEX, _VocabTerms, lacy_objective, token_losses
 
 
 def test_matches_hand_computation():
@@ -96,3 +96,24 @@ def test_unknown_noncall_form_is_refused():
 
     with pytest.raises(ValueError, match="renormalised"):
         lacy_objective(token_losses(torch.zeros(1, 1, 3), torch.tensor([[0]])), torch.tensor([[False]]), "fulll")
+
+
+def test_the_hand_written_gradient_is_autograd_s():
+    """_VocabTerms.backward against numerical differentiation (float64), and the whole objective's gradient,
+    both non-call forms, against autograd through the plain formulas (slice, logsumexp, gather)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_VocabTerms.apply, (logits, torch.randint(0, 5, (2, 3))))
+    x = torch.randn(3, 5, 9, requires_grad=True)
+    labels = torch.randint(0, 8, (3, 5))
+    labels[0, :2] = IGNORE_INDEX
+    call = torch.rand(3, 5) < 0.4
+    for noncall in ("renormalised", "full"):
+        grad, = torch.autograd.grad(lacy_objective(token_losses(x, labels), call, noncall), x)
+        vocab, valid = x[..., :-1], labels != IGNORE_INDEX
+        lse = torch.logsumexp(vocab, -1)
+        target = lse - vocab.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        logodds = x[..., -1] - lse
+        other = target + F.softplus(logodds) if noncall == "full" else target
+        ref = (torch.where(call & valid, F.softplus(-logodds), other) * valid).sum() / valid.sum()
+        assert torch.allclose(grad, torch.autograd.grad(ref, x)[0], atol=1e-7), noncall

@@ -34,17 +34,42 @@ class TokenLosses:
 
 
 def token_losses(logits: Tensor, labels: Tensor) -> TokenLosses:
-    """Both losses every position could receive. Cost: one logsumexp over the vocabulary."""
-    logits = logits.float()
-    vocab = noncall_logits(logits)
-    lse_vocab = torch.logsumexp(vocab, dim=-1)  # normaliser of p_noCALL
-    call_logodds = call_logit(logits) - lse_vocab
+    """Both losses every position could receive, from logits (B, T, V) with ``<CALL>`` last and labels (B, T).
+    Cost: one logsumexp over the vocabulary (and, in backward, one pass that writes the logits' gradient)."""
     valid = labels != IGNORE_INDEX
-    safe = labels.masked_fill(~valid, 0)
-    target = (lse_vocab - vocab.gather(-1, safe.unsqueeze(-1)).squeeze(-1)).masked_fill(~valid, 0.0)
+    target, lse_vocab, call = _VocabTerms.apply(logits.float(), labels.masked_fill(~valid, 0))
+    call_logodds = call - lse_vocab
     # -log p(<CALL>) = log(1 + exp(-log-odds)): stable when p(<CALL>) -> 1 or -> 0
-    call = torch.nn.functional.softplus(-call_logodds)
-    return TokenLosses(target=target, call=call, call_logodds=call_logodds, valid=valid)
+    return TokenLosses(target=target.masked_fill(~valid, 0.0), call=torch.nn.functional.softplus(-call_logodds),
+                       call_logodds=call_logodds, valid=valid)
+
+
+class _VocabTerms(torch.autograd.Function):
+    """(-log p_noCALL(label), logsumexp of the non-call logits, the ``<CALL>`` logit), each (B, T), from logits
+    (B, T, V) and labels (B, T) with no ignore index. Why a Function: autograd's gradient of these three through a
+    slice, a logsumexp and a gather makes about ten passes over the (B, T, V) logits (zero-filled slice and gather
+    gradients, the logsumexp's exp and products), most of the objective's time on a CPU; :meth:`backward` writes
+    the same gradient in one: softmax(non-call) * (g_target + g_lse), minus g_target at the label, g_call in the
+    last column (docs/benchmarks.md, "The objective")."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor):
+        vocab = noncall_logits(logits)
+        lse = torch.logsumexp(vocab, dim=-1)
+        target = lse - vocab.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(logits, labels, lse)
+        return target, lse, call_logit(logits).contiguous()  # a copy (B, T), not a view of the input
+
+    @staticmethod
+    def backward(ctx, g_target: Tensor, g_lse: Tensor, g_call: Tensor):
+        logits, labels, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        vocab = grad[..., :-1]
+        torch.sub(noncall_logits(logits), lse.unsqueeze(-1), out=vocab)
+        vocab.exp_().mul_((g_target + g_lse).unsqueeze(-1))  # softmax over the non-call logits, times both grads
+        vocab.scatter_add_(-1, labels.unsqueeze(-1), -g_target.unsqueeze(-1))
+        grad[..., -1] = g_call
+        return grad, None
 
 
 NONCALL_FORMS = ("renormalised", "full")
