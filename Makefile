@@ -25,8 +25,9 @@ demo: install  ## pretrain a tiny SLM with LaCy on the Wikipedia summaries (anno
 	$(PY) main.py fit --config configs/lacy.yaml
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir lightning_logs"
 
+TEST_WORKERS ?= 2  # pytest-xdist workers (the suite's time: README "Tests")
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 reference: install  ## the Rho-1 / spaCy+reference reference model: a vanilla SLM, exported to runs/reference/hf
 	$(PY) main.py fit --config configs/vanilla.yaml --trainer.default_root_dir runs/reference

@@ -1,9 +1,20 @@
-"""Shared fixtures: a small real corpus of biographies written to a temporary jsonl file (helpers: tests/helpers.py)."""
+"""Shared fixtures: a small real corpus of biographies written to a temporary jsonl file (helpers: tests/helpers.py).
+Under pytest-xdist (`make test` runs 2 workers) each worker gets its share of the cores, for torch and for the
+processes a test starts, so the workers do not oversubscribe the machine."""
 import json
+import os
 
-import pytest
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # before torch is imported
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(
+        os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
-from tests.helpers import make_bios
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # also where a plugin imported torch first
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+from tests.helpers import make_bios  # noqa: E402
 
 
 @pytest.fixture

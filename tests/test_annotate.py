@@ -212,7 +212,8 @@ def test_a_corpus_document_over_spacys_limit_annotates(tmp_path):
     path.write_text("\n".join(json.dumps({"text": d}) for d in [long_doc] + make_bios(30)) + "\n")
     root = CorpusDataModule(corpus=JsonlCorpus(str(path)), bpe_vocab_size=300, block_size=32, batch_size=4,
                             val_fraction=0.1, cache_dir=str(tmp_path / "cache")).prepare()
-    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)
+    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False, coordinated_values=False,
+                             title_words=False)
     for split in ("train", "val"):
         arr, data = annotate_split(ann, root, split, progress=False), TokenizedSplit(root / split)
         for d in range(data.n_docs):

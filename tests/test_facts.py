@@ -296,7 +296,8 @@ def test_a_spacy_batch_holds_at_most_piece_chars_characters(monkeypatch):
 
 @pytest.mark.slow
 def test_document_over_spacys_real_limit_annotates():
-    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False)  # keywords only: the tokenizer
+    ann = SpacyFactAnnotator(entity_labels=[], pos_tags=[], relation_nouns=False, coordinated_values=False,
+                             title_words=False)  # keywords only: the tokenizer
     assert ann.nlp.max_length == 1_000_000
     filler = "The cat sat on the mat and looked at the garden for a while. " * 200
     text = "She was a physicist.\n\n" + "\n\n".join([filler] * 90) + "\n\nHe was a chemist."
