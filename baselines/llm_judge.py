@@ -132,7 +132,7 @@ class HFJudge(Judge):
     """
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, max_new_tokens: int = 96,
-                 batch_size: int = 8, device: str = "auto", by_length: bool = True, stop_rejected: bool = True,
+                 batch_size: int = 16, device: str = "auto", by_length: bool = True, stop_rejected: bool = True,
                  shared_prefix: bool = True, drop_finished: bool = True):
         self.source = model_source(model, "HFJudge model", "give smollm2 or a local Hugging Face model folder",
                                    gguf_file=gguf_file)
