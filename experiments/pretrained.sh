@@ -34,6 +34,10 @@ nlu() {  # nlu NAME: zero-shot NLU of the base model (base) or a fitted run's fi
     model=$(ls -t runs/pretrained/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
   fi
   mkdir -p runs/pretrained
+  # items scored in an earlier session (committed, keyed by the weights' digest: lacy.nlu reuses only matching ones)
+  if [ -f "experiments/data/nlu/$1.items.jsonl" ] && [ ! -e "$out/items.jsonl" ]; then
+    mkdir -p "$out" && cp "experiments/data/nlu/$1.items.jsonl" "$out/items.jsonl"
+  fi
   /usr/bin/time -f "$1 nlu %e s" $py -m lacy.nlu "$model" --limit "$LIMIT" --out "$out" > "runs/pretrained/nlu-$1.log" 2>&1
   echo "$1: NLU written to $out/nlu.json"
 }
