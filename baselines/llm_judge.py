@@ -171,7 +171,7 @@ class HFJudge(Judge):
             self._load()
         ids = [self._encode(p) for p in prompts]
         head = _common_prefix(ids) if self.shared_prefix else []
-        head_cache = DynamicCache()  # empty: no shared head
+        head_cache = DynamicCache(config=self._model.config)  # the model's own layer kinds; empty: no shared head
         if head:  # read once; each batch gets a copy (decoding appends to it)
             self._model(input_ids=torch.tensor([head], device=self.device), past_key_values=head_cache,
                         use_cache=True, logits_to_keep=1)
@@ -210,8 +210,9 @@ class HFJudge(Judge):
         return self._tok.batch_decode(gen[:, inputs.shape[1]:], skip_special_tokens=True)
 
     def _greedy(self, rest, mask, cache, head, texts):
-        """Greedy decoding that takes each answer out of the batch when it ends: at an EOS id, at ``max_new_tokens``, or once :func:`rejected` by its document (``texts``; the token that
-        made it so is kept, as ``generate`` with :class:`_StopRejected` keeps it)."""
+        """Greedy decoding that takes each answer out of the batch when it ends: at an EOS id, at
+        ``max_new_tokens``, or once :func:`rejected` by its document (``texts``; the token that made it so is
+        kept, as ``generate`` with :class:`_StopRejected` keeps it)."""
         eos = set(self._eos())
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         step_ids, step_pos = rest, positions[:, len(head):]
