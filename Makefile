@@ -50,9 +50,10 @@ runs/world/%/hf/partner_eval.json:
 	test -f runs/world/$*/hf/config.json || $(PY) -m lacy.export $(LAST_CKPT) runs/world/$*/hf
 	$(PY) -m lacy.evaluate runs/world/$*/hf --config configs/world/$*.yaml
 
-bench: install  ## CPU benchmarks: annotation, step-time ratios, judge cost, cascade cost (docs/benchmarks.md)
+bench: install  ## CPU benchmarks: annotation, step-time ratios, the objective, judge cost, cascade cost (docs/benchmarks.md)
 	$(PY) bench/annotation.py
 	$(PY) bench/step_time.py
+	$(PY) bench/objective.py
 	$(PY) bench/judge.py
 	$(PY) bench/cascade.py
 

@@ -128,7 +128,6 @@ def test_main_names_the_config_file_and_line_of_a_yaml_syntax_error(text, where,
     assert "unicode string" not in str(err.value)
 
 
-@pytest.mark.slow
 def test_main_with_a_bad_strategy_argument_is_one_line_not_a_union_block(tmp_path, bios_path, capsys, monkeypatch):
     """jsonargparse wraps an error raised while building trainer.callbacks in a "Union subtypes" block; main.py
     prints lacy's own line instead; LACY_TRACEBACK=1 shows it all."""
@@ -169,6 +168,7 @@ def test_module_entry_points_print_one_line(args, needles, tmp_path, capsys, mon
     assert set(Path.cwd().iterdir()) == before  # nothing written
 
 
+@pytest.mark.slow
 def test_bad_numbers_and_library_configuration_errors_are_one_line(tmp_path, bios_path, capsys, monkeypatch):
     """Values no run can use fail when the config is built, naming the option; a configuration Lightning refuses
     (a LearningRateMonitor without a logger, as every shipped config has) is one line too."""
