@@ -27,7 +27,7 @@ demo: install  ## pretrain a tiny SLM with LaCy on the Wikipedia summaries (anno
 
 TEST_WORKERS ?= 2  # pytest-xdist workers (the suite's time: README "Tests")
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 reference: install  ## the Rho-1 / spaCy+reference reference model: a vanilla SLM, exported to runs/reference/hf
 	$(PY) main.py fit --config configs/vanilla.yaml --trainer.default_root_dir runs/reference

@@ -34,6 +34,7 @@ def run(tmp_path, name, devices, batch_size, bios_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")  # `make test`: both two-process tests on one worker, one after the other
 def test_two_process_ddp_matches_one_process(tmp_path, bios_path):
     # same global batch: 2 ranks x 2 sequences vs 1 x 4; 15% of 80 and of 160 targets are whole numbers
     one = run(tmp_path, "one", 1, 4, bios_path)
@@ -45,6 +46,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, bios_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")
 def test_two_process_ddp_test_writes_the_evaluation(tmp_path):
     """`main.py test` under 2-process DDP with the world overlay: the evaluation's report reads the log folder
     (a collective) on every rank, so the run ends instead of deadlocking, and rank 0 writes one kb_eval.json."""

@@ -25,6 +25,9 @@ def in_process(args: list[str], capsys, monkeypatch, module: str | None = None) 
     """``python main.py ARGS[1:]`` (or ``python -m MODULE ARGS[1:]``) run in this process, seconds instead of an
     interpreter's start: its exit status and stderr."""
     monkeypatch.delenv("LACY_TRACEBACK", raising=False)
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # what seed_everything sets is undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(sys, "argv", args)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:

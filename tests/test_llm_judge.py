@@ -215,10 +215,11 @@ def test_length_sorted_and_stopped_answers_give_the_same_flags(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_every_decoding_switch_gives_the_answers_of_plain_generate(tmp_path, family):
+def test_every_decoding_switch_gives_the_answers_of_plain_generate(tmp_path, family, caplog):
     """shared_prefix (the common head's KV cache copied into each batch) and drop_finished (our greedy loop,
     finished rows out of the batch and its cache) against transformers' generate on whole prompts, with EOS
-    ending some answers early, batches of unequal lengths, and rotary positions (llama) behind the left padding."""
+    ending some answers early, batches of unequal lengths, rotary positions (llama) behind the left padding, and
+    decoding options in the model's generation_config that only generate would apply (dropped: raw greedy)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     tok = train_bpe(["Anna met Boris in Oslo. \n Lima \n Zed \n" * 10], vocab_size=300)
@@ -244,9 +245,12 @@ def test_every_decoding_switch_gives_the_answers_of_plain_generate(tmp_path, fam
                                      pad_token_id=0)[0, len(ids):].tolist() for ids in map(plain._encode, prompts)]
     first = {t: {row.index(t) if t in row else None for row in written} for row in written for t in row[1:]}
     eos = max(first, key=lambda t: len(first[t]))  # as EOS it ends the answers at the most different steps
-    (tmp_path / "judge" / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    (tmp_path / "judge" / "generation_config.json").write_text(json.dumps(  # options generate alone would apply
+        {"eos_token_id": eos, "repetition_penalty": 1.5, "min_new_tokens": 3}))
     plain = judge(by_length=False, stop_rejected=False, shared_prefix=False, drop_finished=False)
-    full = plain.answer(prompts, texts)
+    with caplog.at_level("WARNING"):
+        full = plain.answer(prompts, texts)
+    assert "sets min_new_tokens, repetition_penalty; the judge decodes raw greedy without them" in caplog.text
     assert len(first[eos]) >= 3 and len(set(full)) >= 3, full
     stopped = judge(by_length=False, shared_prefix=False, drop_finished=False).answer(prompts, texts)
     for by_length, shared_prefix, drop_finished in itertools.product([False, True], repeat=3):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from lacy.model.call_token import call_logit, noncall_logits
 
@@ -61,6 +62,7 @@ class _VocabTerms(torch.autograd.Function):
         return target, lse, call_logit(logits).contiguous()  # a copy (B, T), not a view of the input
 
     @staticmethod
+    @once_differentiable  # the objective is trained with first derivatives only
     def backward(ctx, g_target: Tensor, g_lse: Tensor, g_call: Tensor):
         logits, labels, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
