@@ -132,9 +132,9 @@ class HFJudge(Judge):
     Decoding is raw greedy in both paths: the argmax of the model's logits until one of its EOS ids; the other
     options of the model's ``generation_config`` (sampling, repetition penalties, minimum lengths, bad words) are
     dropped at load, with a warning naming them (answers such a model wrote into a cache before they were
-    dropped carry the same cache key: annotate into a new ``cache_dir``). No
-    switch is in :meth:`fingerprint`: they leave the answers as they were (bench/judge.py measures it against the
-    judge as it first ran, docs/benchmarks.md), so a cache annotated with any setting serves the others.
+    dropped carry the same cache key: annotate into a new ``cache_dir``). No switch is in :meth:`fingerprint`:
+    they leave the answers as they were (bench/judge.py measures it against the judge as it first ran,
+    docs/benchmarks.md), so a cache annotated with any setting serves the others.
     """
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, max_new_tokens: int = 96,
