@@ -25,7 +25,8 @@ demo: install  ## pretrain a tiny SLM with LaCy on the Wikipedia summaries (anno
 	$(PY) main.py fit --config configs/lacy.yaml
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir lightning_logs"
 
-TEST_WORKERS ?= 2  # pytest-xdist workers (the suite's time: README "Tests")
+# pytest-xdist workers for `make test` (README "Development"; the suite's time: its set-up section)
+TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 

@@ -33,6 +33,8 @@ def main():
     p.add_argument("--vocab", type=int, default=8193, help="logits per position, <CALL> included")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
+    if min(args.batch_size, args.block_size, args.repeats) < 1 or args.vocab < 2:
+        p.error("--batch-size, --block-size and --repeats must be >= 1, --vocab >= 2 (a token and <CALL>)")
     torch.manual_seed(0)
     shape = (args.batch_size, args.block_size, args.vocab)
     logits = torch.randn(shape, requires_grad=True)

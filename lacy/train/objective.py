@@ -51,7 +51,7 @@ class _VocabTerms(torch.autograd.Function):
     slice, a logsumexp and a gather makes about ten passes over the (B, T, V) logits (zero-filled slice and gather
     gradients, the logsumexp's exp and products), most of the objective's time on a CPU; :meth:`backward` writes
     the same gradient in one: softmax(non-call) * (g_target + g_lse), minus g_target at the label, g_call in the
-    last column (docs/benchmarks.md, "The objective")."""
+    last column (docs/benchmarks.md, "The objective's backward")."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, labels: Tensor):
